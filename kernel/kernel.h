@@ -1,0 +1,187 @@
+/* kernel.h -- the interface of the A4PS kernel library (liba4pskernel).
+ *
+ * The daemon, the tests and the benchmarks drive the kernel through this
+ * header only.  The kernel loads plugin generations (loader/), keeps protos and
+ * dispatches messages to them (proto/), swaps their behaviour while callers
+ * run (swap/), contains plugin faults (fault/) and delivers events (events/).
+ *
+ * Conventions: functions that can fail return 0 or a negative A4PS_E* status
+ * and, when given an error buffer, write one line saying what was wrong and
+ * where (file, field, plugin, proto).  Strings returned as char * are
+ * malloc'd and freed by the caller with free().
+ *
+ * Threads: any thread may call any function.  A thread that sends often
+ * should call kernel_thread_attach() once and kernel_quiescent() between
+ * units of work (QSBR: attached threads are read-side critical sections until
+ * they say otherwise); a thread that never attaches pays for entering and
+ * leaving the read side on every outermost send. */
+#ifndef A4PS_KERNEL_H
+#define A4PS_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "a4ps.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kernel kernel;
+typedef struct kernel_handle kernel_handle;
+
+#define KERNEL_ERRLEN 512
+
+/* Decide whether a binary may be loaded: called after the file's ELF checks
+ * and before dlopen, with the file's SHA-256.  Return 0 to allow; otherwise
+ * write the reason to why.  The sandbox probe plugs in here. */
+typedef int (*kernel_verify_fn)(void *arg, const char *path,
+                                const unsigned char sha256[32],
+                                char *why, size_t whylen);
+
+/* Receives every log line the kernel writes (level is a syslog priority). */
+typedef void (*kernel_log_fn)(void *arg, int level, const char *line);
+
+/* Receives every event after it was delivered to observers (for the daemon's
+ * event stream and for logging); runs on the bus thread. */
+typedef void (*kernel_event_fn)(void *arg, const char *event,
+                                const char *json, size_t len);
+
+typedef struct kernel_config {
+    const char *runtime_dir;      /* private dir for generations; created 0700 */
+    size_t max_plugin_bytes;      /* refuse larger files; 0 = 64 MiB */
+    unsigned hook_timeout_ms;     /* init/fini/self_test limit; 0 = 2000 */
+    unsigned migrate_timeout_ms;  /* drain + migrate limit; 0 = 1000 */
+    size_t event_queue_len;       /* bounded bus queue; 0 = 4096 */
+    int run_self_test;            /* run a plugin's self_test at load */
+    int log_level;                /* lines above this level are dropped; 0 = INFO */
+    kernel_log_fn log;            /* NULL = stderr with <N> prefixes */
+    void *log_arg;
+    kernel_verify_fn verify;      /* NULL = allow every binary that passes checks */
+    void *verify_arg;
+    kernel_event_fn on_event;
+    void *on_event_arg;
+} kernel_config;
+
+/* The reply of a send.  Reused across calls to avoid allocation; free with
+ * kernel_reply_free.  data is always NUL-terminated when len > 0. */
+typedef struct kernel_reply {
+    char *data;
+    size_t len;
+    size_t cap;
+} kernel_reply;
+
+void kernel_reply_free(kernel_reply *r);
+
+/* Create a kernel with cfg (copied).  On failure returns NULL and fills err. */
+kernel *kernel_create(const kernel_config *cfg, char *err, size_t errlen);
+
+/* Stop the bus and reclaimer, unload everything (running fini hooks) and
+ * free the kernel.  No thread may be inside a send. */
+void kernel_destroy(kernel *k);
+
+/* ---- Threads (QSBR) ---- */
+int kernel_thread_attach(kernel *k);      /* online, until detach */
+void kernel_quiescent(kernel *k);         /* no kernel pointers held now */
+void kernel_thread_offline(kernel *k);    /* about to block for a while */
+void kernel_thread_online(kernel *k);
+void kernel_thread_detach(kernel *k);
+
+/* ---- Loading ---- */
+
+/* Information about one behaviour (a loaded or stored plugin version). */
+typedef struct kernel_version_info {
+    char name[64];
+    char version[32];
+    char sha256[65];              /* hex */
+    uint32_t state_version;
+    uint64_t generation;          /* unique per load */
+} kernel_version_info;
+
+/* Check, verify, copy and load the plugin file at path; on success it becomes
+ * the newest version of its name.  Refusals emit plugin_refused; nothing
+ * loaded before is disturbed.  A file whose hash is already loaded is not
+ * loaded again (A4PS_EEXIST, info filled). */
+int kernel_load(kernel *k, const char *path, kernel_version_info *info,
+                char *err, size_t errlen);
+
+/* ---- Protos ---- */
+
+/* Create proto `name` on the newest version of `plugin` (or exactly
+ * `version` when not NULL).  persona_json is stored as the persona metadata
+ * (may be NULL). */
+int kernel_proto_create(kernel *k, const char *name, const char *plugin,
+                        const char *version, const char *persona_json,
+                        char *err, size_t errlen);
+int kernel_proto_destroy(kernel *k, const char *name, char *err, size_t errlen);
+
+/* Deep copy: same behaviour, same state, same persona, new identity. */
+int kernel_proto_clone(kernel *k, const char *src, const char *dst,
+                       char *err, size_t errlen);
+
+/* Declare that proto `name` depends on proto `dep` (shown by explain). */
+int kernel_proto_depend(kernel *k, const char *name, const char *dep,
+                        char *err, size_t errlen);
+
+/* Direct state access from outside (the daemon's initial state, tests).
+ * kernel_state_get returns a malloc'd copy in *out, its length in *len. */
+int kernel_state_set(kernel *k, const char *proto, const char *key,
+                     const void *data, size_t len);
+int kernel_state_get(kernel *k, const char *proto, const char *key,
+                     void **out, size_t *len);
+
+/* ---- Dispatch ---- */
+
+/* Send by name.  Returns the method's status; reply holds its reply or the
+ * kernel's error text. */
+int kernel_send(kernel *k, const char *proto, const char *selector,
+                const void *msg, size_t len, kernel_reply *reply);
+
+/* Resolve once, call many times (the hot path).  A handle keeps its proto
+ * alive; the selector is interned.  A handle survives every swap. */
+int kernel_resolve(kernel *k, const char *proto, const char *selector,
+                   kernel_handle **out);
+int kernel_send_handle(kernel_handle *h, const void *msg, size_t len,
+                       kernel_reply *reply);
+void kernel_handle_release(kernel_handle *h);
+
+/* ---- Swap ---- */
+
+/* Swap proto to plugin version `version` (NULL = newest loaded version of its
+ * plugin).  A code swap when state_version is unchanged; a state-migrating
+ * swap otherwise.  On any failure the proto keeps its old version and state. */
+int kernel_swap(kernel *k, const char *proto, const char *version,
+                char *err, size_t errlen);
+
+/* Swap every proto running `plugin` to its newest loaded version.  Returns the
+ * number of protos swapped or a negative status (the first failure). */
+int kernel_upgrade(kernel *k, const char *plugin, char *err, size_t errlen);
+
+/* Back to the version the proto ran before its current one. */
+int kernel_rollback(kernel *k, const char *proto, char *err, size_t errlen);
+
+/* ---- Events ---- */
+
+/* Deliver events named `event` (or every event: "*") to proto.selector. */
+int kernel_subscribe(kernel *k, const char *event, const char *proto,
+                     const char *selector, char *err, size_t errlen);
+int kernel_unsubscribe(kernel *k, const char *event, const char *proto,
+                       const char *selector);
+/* Publish an event from outside plugins; data is JSON (or NULL). */
+int kernel_emit(kernel *k, const char *event, const char *json);
+/* Wait until every event published so far was delivered (tests, shutdown). */
+void kernel_events_flush(kernel *k);
+
+/* ---- Introspection (JSON, malloc'd, caller frees) ---- */
+char *kernel_explain(kernel *k, const char *proto);
+char *kernel_status(kernel *k);
+
+/* Wait until every retired generation has been reclaimed or timeout_ms
+ * passed; returns the number still draining. */
+int kernel_reclaim_wait(kernel *k, unsigned timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* A4PS_KERNEL_H */

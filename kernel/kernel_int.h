@@ -1,0 +1,289 @@
+/* kernel_int.h -- the kernel's internal structures, shared by its modules.
+ *
+ * kernel.h is the interface; this header is the implementation's.  The
+ * objects and who owns them:
+ *
+ *   kver    one plugin version ever loaded (lineage); lives as long as the
+ *           kernel.  Holds the path of the kernel's stored copy of the binary,
+ *           so a version can be loaded again without the original file.
+ *   kbeh    one loaded generation of a kver: dlopen handle, the kernel's copy
+ *           of the descriptor, the dispatch table indexed by selector id.
+ *           Reference-counted under k->lock by the protos running it, by the
+ *           registry (the newest version of each name stays loaded) and by
+ *           hook runners; at zero it is retired, and reclaimed (fini, dlclose)
+ *           by the reclaimer thread after an RCU grace period.
+ *   kproto  a live object: name, persona, state, current behaviour, history.
+ *
+ * Dispatch reads p->dispatch (RCU-published) and b->table with no lock.
+ * Everything else changes under k->lock.  State has its own lock per proto. */
+#ifndef A4PS_KERNEL_INT_H
+#define A4PS_KERNEL_INT_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#define _LGPL_SOURCE
+#include <urcu-qsbr.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "a4ps.h"
+#include "kernel.h"
+#include "util/state.h"
+#include "util/strmap.h"
+
+#define KERNEL_MAX_DEPTH 32      /* nested sends per thread */
+#define KERNEL_HISTORY 16        /* versions remembered per proto */
+#define KERNEL_LAST_ERRORS 16    /* refusals kept for status */
+#define KERNEL_NAME_MAX 64
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+typedef struct kver kver;
+typedef struct kbeh kbeh;
+typedef struct kproto kproto;
+typedef struct bus bus;
+
+enum kver_status { KVER_LIVE, KVER_RETIRED, KVER_QUARANTINED };
+
+struct kver {
+    char name[KERNEL_NAME_MAX];
+    char version[32];
+    uint32_t vnum[3];
+    unsigned char sha[32];
+    char sha_hex[65];
+    uint32_t state_version;
+    uint32_t kind;
+    char *stored_path;           /* kernel's copy, mode 0400 */
+    char *origin;                /* the file it was loaded from */
+    kver *parent;                /* newest version of the name when loaded */
+    enum kver_status status;
+    char reason[256];            /* why quarantined */
+    kbeh *loaded;                /* current generation, or NULL */
+    time_t loaded_at;
+    kver *next;                  /* k->versions */
+};
+
+enum kbeh_state { KBEH_ACTIVE, KBEH_DRAINING, KBEH_FINI_HUNG, KBEH_HOOK_HUNG };
+
+struct kbeh {
+    /* Read by every dispatch: keep together. */
+    _Atomic uint32_t nsel;       /* table length; 0 fences every selector */
+    uint32_t flags;
+    a4ps_method_fn *table;       /* by selector id; NULL = not understood */
+    kver *ver;
+
+    a4ps_plugin d;               /* descriptor prefix the kernel understands */
+    uint32_t nmethods;
+    const char **docs;           /* by method index, pointers into the plugin */
+    uint32_t *method_sel;        /* selector id of each method */
+    void *dl;
+    char *path;                  /* the generation's unique path */
+    uint64_t gen;
+    int refs;                    /* under k->lock */
+    enum kbeh_state state;
+    bool quarantined;
+    bool registry;               /* holds the registry's reference */
+    kernel *k;
+    kbeh *next;                  /* k->behs (all generations not reclaimed) */
+    kbeh *next_retired;
+};
+
+#define KBEH_GATE 1u             /* the kernel's stand-in during a migration */
+
+struct kproto {
+    kbeh *dispatch;              /* RCU: cur, or &k->gate while migrating */
+    kernel *k;
+    char name[KERNEL_NAME_MAX];
+    uint64_t id;
+    kbeh *cur;                   /* under k->lock */
+    kstate *state;               /* swapped only while gated and drained */
+    char *persona;               /* JSON text or NULL */
+    kver *hist[KERNEL_HISTORY];  /* versions run before, newest last */
+    kstate *hist_state[KERNEL_HISTORY]; /* state before a migration, or NULL */
+    int nhist;
+    char **deps;
+    int ndeps;
+    char *cloned_from;
+    _Atomic int refs;            /* the table's + one per handle */
+    _Atomic bool dead;
+    pthread_mutex_t gate_lock;   /* callers park here while gated */
+    pthread_cond_t gate_cv;
+};
+
+struct kernel_handle {
+    kernel *k;
+    kproto *p;
+    uint32_t sel;
+    char selector[KERNEL_NAME_MAX];
+};
+
+/* The context of one call (a4ps_ctx is its public first member). */
+#define KCTX_NO_SEND 1u          /* hooks may not send */
+#define KCTX_NO_REPLY 2u
+typedef struct kctx {
+    a4ps_ctx pub;
+    kernel *k;
+    kproto *proto;               /* NULL in init/fini */
+    kstate *state;               /* the state this call reads and writes */
+    kbeh *beh;
+    kernel_reply *reply;
+    uint32_t flags;
+} kctx;
+
+/* A recovery point for one plugin call (fault/). */
+typedef struct kframe {
+    void *jb[5];                 /* __builtin_setjmp buffer */
+    struct kframe *prev;
+    int sig;
+    int code;
+    void *addr;
+} kframe;
+
+/* Per-thread dispatch record, registered process-wide so a migration can see
+ * which protos every thread is inside of.  Process-wide by nature, like
+ * liburcu's own reader registry. */
+enum { KT_NONE, KT_WORKER, KT_CASUAL };
+typedef struct kthread {
+    int mode;
+    int depth;
+    kframe *frame;
+    kproto *_Atomic slot[KERNEL_MAX_DEPTH];
+    void *altstack;
+    struct kthread *next;
+} kthread;
+
+extern __thread kthread kt_self;
+
+typedef struct kdefer {
+    void (*fn)(void *);
+    void *ptr;
+} kdefer;
+
+typedef struct kernel_stats {
+    _Atomic uint64_t sends, faults, not_understood, swaps, migrations,
+        rollbacks, refusals, reclaimed;
+    _Atomic uint64_t last_swap_ns, last_pause_ns, max_pause_ns;
+} kernel_stats;
+
+struct kernel {
+    kernel_config cfg;
+    char *runtime_dir;
+    char *gen_dir;
+    char *store_dir;
+    pthread_mutex_t lock;        /* every change to protos, versions, behs */
+    kver *versions;
+    kbeh *behs;
+    strmap *protos;              /* name -> kproto* (RCU lookup) */
+    strmap *selectors;           /* selector -> id+1 (RCU lookup) */
+    uint32_t nselectors;         /* under lock */
+    uint64_t next_gen;
+    uint64_t next_proto_id;
+    kbeh gate;                   /* dispatch stand-in while migrating */
+    kbeh tomb;                   /* dispatch stand-in once destroyed */
+    char *instance;              /* unique per kernel: names its gen dir */
+    a4ps_host_api api;
+    bus *bus;
+    kernel_stats stats;
+    time_t started;
+
+    /* last refusals and faults, for status */
+    pthread_mutex_t err_lock;
+    char last_errors[KERNEL_LAST_ERRORS][KERNEL_ERRLEN];
+    time_t last_error_at[KERNEL_LAST_ERRORS];
+    unsigned nerrors;
+
+    /* reclaimer */
+    pthread_t reclaimer;
+    pthread_mutex_t rlock;
+    pthread_cond_t rcv;
+    pthread_cond_t rdone;
+    kbeh *retired;               /* waiting for a grace period */
+    kdefer *deferred;            /* destructors to run after a grace period */
+    size_t ndeferred, capdeferred;
+    kbeh *hung;                  /* fini hung: mapped for ever */
+    int draining;                /* retired + being reclaimed */
+    bool rstop;
+};
+
+/* ---- kernel.c ---- */
+void kernel_log(kernel *k, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void kernel_record_error(kernel *k, const char *msg);
+/* Publish an event whose payload is built by json_pack(fmt, ...). */
+void kernel_emitf(kernel *k, const char *event, const char *fmt, ...);
+static inline bus *k_bus(kernel *k) { return k->bus; }
+uint64_t kernel_now_ns(void);
+kthread *kernel_thread_self(void);
+void kernel_threads_lock(void);
+void kernel_threads_unlock(void);
+kthread *kernel_threads_first(void);
+int kernel_membarrier(void);
+
+/* ---- loader/ ---- */
+int loader_load_file(kernel *k, const char *path, kernel_version_info *info,
+                     char *err, size_t errlen);
+/* Load a stored version again (rollback, quarantine).  Caller holds k->lock. */
+int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen);
+kver *loader_find(kernel *k, const char *name, const char *version);
+kver *loader_newest(kernel *k, const char *name);
+int loader_version_cmp(const kver *a, const kver *b);
+void loader_beh_free(kbeh *b);
+int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
+                    unsigned timeout_ms, char *err, size_t errlen);
+enum { HOOK_INIT, HOOK_FINI, HOOK_MIGRATE, HOOK_SELF_TEST };
+
+/* ---- proto/ ---- */
+kproto *proto_lookup(kernel *k, const char *name);   /* RCU read side */
+void proto_put(kproto *p);
+void proto_destroy_all(kernel *k);
+int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
+                  const void *msg, size_t len, kernel_reply *reply);
+uint32_t selector_intern(kernel *k, const char *sel);   /* under k->lock */
+uint32_t selector_find(kernel *k, const char *sel);     /* RCU; UINT32_MAX if none */
+void hostapi_init(a4ps_host_api *api);
+int reply_set(kernel_reply *r, const void *data, size_t len, bool append);
+int reply_printf(kernel_reply *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- swap/ ---- */
+void beh_hold(kbeh *b);                 /* under k->lock */
+void beh_release(kernel *k, kbeh *b);   /* under k->lock; retires at zero */
+int swap_to(kernel *k, kproto *p, kver *target, bool rollback,
+            char *err, size_t errlen);   /* under k->lock */
+void swap_quarantine(kernel *k, kbeh *b, const char *reason);
+int reclaim_start(kernel *k);
+void reclaim_stop(kernel *k);
+void reclaim_defer(kernel *k, void (*fn)(void *), void *ptr);
+
+/* ---- fault/ ---- */
+int fault_install(void);
+int fault_thread_init(kthread *t);
+void fault_thread_fini(kthread *t);
+const char *fault_signame(int sig);
+void fault_landed(void);
+/* Run thunk(arg) under a recovery point; returns 0 or the signal number. */
+int fault_guard(kthread *t, kframe *f, void (*thunk)(void *), void *arg);
+
+/* ---- events/ ---- */
+typedef struct bus_stats {
+    uint64_t published, delivered, dropped, failed, queued;
+} bus_stats;
+bus *bus_create(kernel *k, size_t qlen, char *err, size_t errlen);
+void bus_destroy(bus *b);
+int bus_publish(bus *b, const char *event, const char *json);
+int bus_subscribe(bus *b, const char *event, const char *proto,
+                  const char *selector);
+int bus_unsubscribe(bus *b, const char *event, const char *proto,
+                    const char *selector);
+void bus_flush(bus *b);
+void bus_get_stats(bus *b, bus_stats *s);
+
+#endif

@@ -1,0 +1,433 @@
+/* dispatch.c -- send(proto, selector, payload): the hot path.
+ *
+ * A send on a pre-resolved handle costs: announce the proto in this thread's
+ * in-flight slot, load the proto's behaviour (RCU), index its table by the
+ * interned selector id, set a recovery point, call.  No lock, no atomic
+ * read-modify-write, no allocation.
+ *
+ * Everything unusual is folded into one test: a behaviour whose nsel is 0 (or
+ * whose table lacks the selector) sends the call to dispatch_slow(), which
+ * tells apart the migration gate (park and retry), a destroyed proto, a
+ * quarantined version and a plain doesNotUnderstand.
+ *
+ * The in-flight slot is how a state-migrating swap knows when the calls to
+ * one proto have drained: the swapper publishes the gate, runs membarrier()
+ * (which orders our slot store before our behaviour load, with no fence on
+ * this side) and waits until no thread's slot names the proto. */
+#include "kernel_int.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KRETRY 1
+
+__thread kthread kt_self;
+
+int reply_set(kernel_reply *r, const void *data, size_t len, bool append)
+{
+    if (!r)
+        return A4PS_OK;
+    size_t base = append ? r->len : 0;
+    if (len > ((size_t)1 << 30) || base + len + 1 < base)
+        return A4PS_ERANGE;
+    if (base + len + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 64;
+        while (cap < base + len + 1)
+            cap *= 2;
+        char *nd = realloc(r->data, cap);
+        if (!nd)
+            return A4PS_ENOMEM;
+        r->data = nd;
+        r->cap = cap;
+    }
+    if (len)
+        memcpy(r->data + base, data, len);
+    r->len = base + len;
+    r->data[r->len] = 0;
+    return A4PS_OK;
+}
+
+int reply_printf(kernel_reply *r, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return A4PS_EINVAL;
+    return reply_set(r, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1, false);
+}
+
+void kernel_reply_free(kernel_reply *r)
+{
+    if (!r)
+        return;
+    free(r->data);
+    r->data = NULL;
+    r->len = r->cap = 0;
+}
+
+/* The method's recovery point.  Not inlined: GCC saves every callee-saved
+ * register in the prologue of a function with __builtin_setjmp, and we want
+ * that cost only here. */
+static __attribute__((noinline)) int guarded_call(kthread *t, kctx *c,
+                                                  a4ps_method_fn fn,
+                                                  const void *msg, size_t len,
+                                                  kframe *f)
+{
+    f->prev = t->frame;
+    if (__builtin_setjmp(f->jb)) {
+        t->frame = f->prev;
+        fault_landed();
+        return A4PS_EFAULT;
+    }
+    t->frame = f;
+    int rc = fn(&c->pub, msg, len);
+    t->frame = f->prev;
+    return rc;
+}
+
+static const char *sel_name_of(kbeh *b, uint32_t sel, const char *given)
+{
+    if (given)
+        return given;
+    for (uint32_t i = 0; i < b->nmethods; i++)
+        if (b->method_sel[i] == sel)
+            return b->d.methods[i].selector;
+    return "?";
+}
+
+/* A plugin faulted in a call on p: reply with what happened and fence the
+ * version off (quarantine rolls back every proto that runs it). */
+static void fault_report(kernel *k, kproto *p, kbeh *b, const char *what,
+                         kframe *f, kernel_reply *reply)
+{
+    char reason[320];
+    snprintf(reason, sizeof reason,
+             "%s (code %d, address %p) in %s of plugin %s %s, called on proto '%s'",
+             fault_signame(f->sig), f->code, f->addr, what, b->ver->name,
+             b->ver->version, p->name);
+    atomic_fetch_add(&k->stats.faults, 1);
+    reply_printf(reply, "%s; version quarantined", reason);
+    swap_quarantine(k, b, reason);
+}
+
+typedef struct dnu_call {
+    kctx *c;
+    kbeh *b;
+    const char *selector;
+    const void *msg;
+    size_t len;
+    int rc;
+} dnu_call;
+
+static void dnu_thunk(void *arg)
+{
+    dnu_call *dc = arg;
+    dc->rc = dc->b->d.does_not_understand(&dc->c->pub, dc->selector, dc->msg, dc->len);
+}
+
+static int dispatch_slow(kernel *k, kthread *t, int d, kproto *p, kbeh *b,
+                         uint32_t sel, const char *selector, const void *msg,
+                         size_t len, kernel_reply *reply)
+{
+    if (b->flags & KBEH_GATE) {
+        /* Step out of the proto so the migration can drain, then wait. */
+        atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
+        pthread_mutex_lock(&p->gate_lock);
+        while (rcu_dereference(p->dispatch) == &k->gate)
+            pthread_cond_wait(&p->gate_cv, &p->gate_lock);
+        pthread_mutex_unlock(&p->gate_lock);
+        return KRETRY;
+    }
+    if (atomic_load(&p->dead)) {
+        reply_printf(reply, "proto '%s' was destroyed", p->name);
+        return A4PS_ENOENT;
+    }
+    const char *name = sel_name_of(b, sel, selector);
+    if (b->quarantined) {
+        reply_printf(reply,
+                     "proto '%s': plugin %s %s is quarantined (%s) and the proto "
+                     "has no earlier version to roll back to",
+                     p->name, b->ver->name, b->ver->version, b->ver->reason);
+        return A4PS_EQUARANTINED;
+    }
+    if (b->d.does_not_understand) {
+        kctx c = {.pub = {.api = &k->api}, .k = k, .proto = p, .beh = b, .reply = reply};
+        dnu_call dc = {.c = &c, .b = b, .selector = name, .msg = msg, .len = len};
+        kframe f;
+        if (reply)
+            reply->len = 0;
+        t->depth = d + 1;
+        int sig = fault_guard(t, &f, dnu_thunk, &dc);
+        t->depth = d;
+        if (sig) {
+            atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
+            fault_report(k, p, b, "does_not_understand", &f, reply);
+            return A4PS_EFAULT;
+        }
+        if (dc.rc != A4PS_ENOSYS)
+            return dc.rc;
+    }
+    atomic_fetch_add(&k->stats.not_understood, 1);
+    reply_printf(reply, "proto '%s' (plugin %s %s) does not understand '%s'",
+                 p->name, b->ver->name, b->ver->version, name);
+    kernel_emitf(k, "message_not_understood",
+                 "{s:s, s:s, s:s, s:s}", "proto", p->name, "selector", name,
+                 "plugin", b->ver->name, "version", b->ver->version);
+    return A4PS_ENOSYS;
+}
+
+/* Precondition: this thread is in an RCU read-side section (a worker, or a
+ * casual thread that went online in send_enter). */
+int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
+                  const void *msg, size_t len, kernel_reply *reply)
+{
+    kthread *t = &kt_self;
+    int d = t->depth, rc;
+    if (unlikely(d >= KERNEL_MAX_DEPTH)) {
+        reply_printf(reply, "sends nested deeper than %d (calling proto '%s')",
+                     KERNEL_MAX_DEPTH, p->name);
+        return A4PS_ELOOP;
+    }
+retry:
+    atomic_store_explicit(&t->slot[d], p, memory_order_relaxed);
+    cmm_barrier();
+    kbeh *b = rcu_dereference(p->dispatch);
+    uint32_t n = atomic_load_explicit(&b->nsel, memory_order_relaxed);
+    a4ps_method_fn fn;
+    if (unlikely(sel >= n || !(fn = b->table[sel]))) {
+        rc = dispatch_slow(k, t, d, p, b, sel, selector, msg, len, reply);
+        if (rc == KRETRY)
+            goto retry;
+        goto out;
+    }
+    kctx c;
+    c.pub.api = &k->api;
+    c.k = k;
+    c.proto = p;
+    c.state = NULL;
+    c.beh = b;
+    c.reply = reply;
+    c.flags = 0;
+    if (reply)
+        reply->len = 0;
+    kframe f;
+    f.sig = 0;
+    t->depth = d + 1;
+    rc = guarded_call(t, &c, fn, msg, len, &f);
+    t->depth = d;
+    if (unlikely(f.sig)) {
+        char what[96];
+        snprintf(what, sizeof what, "method '%s'", sel_name_of(b, sel, selector));
+        atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
+        fault_report(k, p, b, what, &f, reply);
+        return A4PS_EFAULT;
+    }
+out:
+    atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
+    return rc;
+}
+
+/* ---- Threads ---- */
+
+static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static kthread *threads;
+static pthread_key_t thread_key;
+static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
+
+void kernel_threads_lock(void) { pthread_mutex_lock(&threads_lock); }
+void kernel_threads_unlock(void) { pthread_mutex_unlock(&threads_lock); }
+kthread *kernel_threads_first(void) { return threads; }
+kthread *kernel_thread_self(void) { return &kt_self; }
+
+static void thread_unregister(kthread *t)
+{
+    if (t->mode == KT_NONE)
+        return;
+    pthread_mutex_lock(&threads_lock);
+    for (kthread **pp = &threads; *pp; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&threads_lock);
+    if (t->mode == KT_CASUAL)
+        urcu_qsbr_thread_online();   /* unregister expects an online thread */
+    urcu_qsbr_unregister_thread();
+    fault_thread_fini(t);
+    t->mode = KT_NONE;
+}
+
+static void thread_exit(void *arg)
+{
+    thread_unregister(arg);
+}
+
+static void thread_key_make(void)
+{
+    pthread_key_create(&thread_key, thread_exit);
+}
+
+static int thread_register(int mode)
+{
+    kthread *t = &kt_self;
+    if (t->mode != KT_NONE)
+        return 0;
+    pthread_once(&thread_key_once, thread_key_make);
+    if (fault_thread_init(t) != 0)
+        return -ENOMEM;
+    urcu_qsbr_register_thread();
+    if (mode == KT_CASUAL)
+        urcu_qsbr_thread_offline();
+    t->mode = mode;
+    pthread_mutex_lock(&threads_lock);
+    t->next = threads;
+    threads = t;
+    pthread_mutex_unlock(&threads_lock);
+    pthread_setspecific(thread_key, t);
+    return 0;
+}
+
+int kernel_thread_attach(kernel *k)
+{
+    (void)k;
+    kthread *t = &kt_self;
+    if (t->mode == KT_WORKER)
+        return 0;
+    if (t->mode == KT_CASUAL) {
+        urcu_qsbr_thread_online();
+        t->mode = KT_WORKER;
+        return 0;
+    }
+    return thread_register(KT_WORKER);
+}
+
+void kernel_thread_detach(kernel *k)
+{
+    (void)k;
+    thread_unregister(&kt_self);
+}
+
+void kernel_quiescent(kernel *k)
+{
+    (void)k;
+    if (kt_self.mode == KT_WORKER)
+        urcu_qsbr_quiescent_state();
+}
+
+void kernel_thread_offline(kernel *k)
+{
+    (void)k;
+    if (kt_self.mode == KT_WORKER)
+        urcu_qsbr_thread_offline();
+}
+
+void kernel_thread_online(kernel *k)
+{
+    (void)k;
+    if (kt_self.mode == KT_WORKER)
+        urcu_qsbr_thread_online();
+}
+
+/* Casual threads are offline between sends and online inside the outermost
+ * one, so they never hold a grace period back while idle. */
+static inline int send_enter(kthread *t)
+{
+    if (likely(t->mode == KT_WORKER) || t->depth > 0)
+        return 0;
+    if (t->mode == KT_NONE && thread_register(KT_CASUAL) != 0)
+        return A4PS_ENOMEM;
+    urcu_qsbr_thread_online();
+    return 1;
+}
+
+static inline void send_leave(int entered)
+{
+    if (entered)
+        urcu_qsbr_thread_offline();
+}
+
+/* ---- Public dispatch ---- */
+
+int kernel_send(kernel *k, const char *proto, const char *selector,
+                const void *msg, size_t len, kernel_reply *reply)
+{
+    kthread *t = &kt_self;
+    if (!proto || !selector) {
+        reply_printf(reply, "send: proto and selector are required");
+        return A4PS_EINVAL;
+    }
+    int entered = send_enter(t);
+    if (entered < 0)
+        return entered;
+    int rc;
+    kproto *p = proto_lookup(k, proto);
+    if (!p) {
+        reply_printf(reply, "no proto named '%s'", proto);
+        rc = A4PS_ENOENT;
+    } else {
+        atomic_fetch_add_explicit(&k->stats.sends, 1, memory_order_relaxed);
+        rc = dispatch_send(k, p, selector_find(k, selector), selector, msg, len, reply);
+    }
+    send_leave(entered);
+    return rc;
+}
+
+int kernel_resolve(kernel *k, const char *proto, const char *selector,
+                   kernel_handle **out)
+{
+    if (!proto || !selector || strlen(selector) >= KERNEL_NAME_MAX)
+        return A4PS_EINVAL;
+    kernel_handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return A4PS_ENOMEM;
+    pthread_mutex_lock(&k->lock);
+    kproto *p = strmap_get(k->protos, proto);
+    if (!p) {
+        pthread_mutex_unlock(&k->lock);
+        free(h);
+        return A4PS_ENOENT;
+    }
+    atomic_fetch_add(&p->refs, 1);
+    h->sel = selector_intern(k, selector);
+    pthread_mutex_unlock(&k->lock);
+    if (h->sel == UINT32_MAX) {
+        proto_put(p);
+        free(h);
+        return A4PS_ENOMEM;
+    }
+    h->k = k;
+    h->p = p;
+    snprintf(h->selector, sizeof h->selector, "%s", selector);
+    *out = h;
+    return A4PS_OK;
+}
+
+int kernel_send_handle(kernel_handle *h, const void *msg, size_t len,
+                       kernel_reply *reply)
+{
+    kthread *t = &kt_self;
+    if (likely(t->mode == KT_WORKER))
+        return dispatch_send(h->k, h->p, h->sel, h->selector, msg, len, reply);
+    int entered = send_enter(t);
+    if (entered < 0)
+        return entered;
+    int rc = dispatch_send(h->k, h->p, h->sel, h->selector, msg, len, reply);
+    send_leave(entered);
+    return rc;
+}
+
+void kernel_handle_release(kernel_handle *h)
+{
+    if (!h)
+        return;
+    proto_put(h->p);
+    free(h);
+}

@@ -1,0 +1,215 @@
+/* hostapi.c -- the table of host functions every plugin receives.
+ *
+ * Each entry reaches the kernel through the call's context (kctx).  Buffers
+ * from the plugin are checked and copied before any kernel lock is taken, so a
+ * bad pointer faults inside the plugin's recovery point with nothing locked. */
+#include "kernel_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KC(ctx) ((kctx *)(ctx))
+
+static kstate *ctx_state(kctx *c)
+{
+    if (c->state)
+        return c->state;
+    return c->proto ? c->proto->state : NULL;
+}
+
+static int h_reply(a4ps_ctx *ctx, const void *data, size_t len)
+{
+    kctx *c = KC(ctx);
+    if (c->flags & KCTX_NO_REPLY)
+        return A4PS_EPERM;
+    if (!data && len)
+        return A4PS_EINVAL;
+    return reply_set(c->reply, data, len, false);
+}
+
+static int h_reply_append(a4ps_ctx *ctx, const void *data, size_t len)
+{
+    kctx *c = KC(ctx);
+    if (c->flags & KCTX_NO_REPLY)
+        return A4PS_EPERM;
+    if (!data && len)
+        return A4PS_EINVAL;
+    return reply_set(c->reply, data, len, true);
+}
+
+static int64_t h_state_get(a4ps_ctx *ctx, const char *key, void *buf, size_t cap)
+{
+    kstate *s = ctx_state(KC(ctx));
+    if (!s)
+        return A4PS_EPERM;
+    if (!kstate_key_valid(key))
+        return A4PS_EINVAL;
+    /* Read into a kernel buffer first: the plugin's buf is touched only
+     * after the state lock is released. */
+    void *val;
+    size_t len;
+    int rc = kstate_get_dup(s, key, &val, &len);
+    if (rc)
+        return rc == -ENOENT ? A4PS_ENOENT : A4PS_ENOMEM;
+    if (buf && cap)
+        memcpy(buf, val, len < cap ? len : cap);
+    free(val);
+    return (int64_t)len;
+}
+
+static int h_state_set(a4ps_ctx *ctx, const char *key, const void *data, size_t len)
+{
+    kstate *s = ctx_state(KC(ctx));
+    if (!s)
+        return A4PS_EPERM;
+    if (!kstate_key_valid(key) || (!data && len))
+        return A4PS_EINVAL;
+    return kstate_set(s, key, data, len) ? A4PS_ENOMEM : A4PS_OK;
+}
+
+static int h_state_delete(a4ps_ctx *ctx, const char *key)
+{
+    kstate *s = ctx_state(KC(ctx));
+    if (!s)
+        return A4PS_EPERM;
+    if (!kstate_key_valid(key))
+        return A4PS_EINVAL;
+    return kstate_del(s, key) ? A4PS_ENOENT : A4PS_OK;
+}
+
+typedef struct list_arg {
+    a4ps_key_fn each;
+    void *arg;
+} list_arg;
+
+static int list_one(void *arg, const char *key, const void *val, size_t len)
+{
+    (void)val;
+    list_arg *la = arg;
+    return la->each(la->arg, key, len) ? 1 : 0;
+}
+
+static int h_state_list(a4ps_ctx *ctx, a4ps_key_fn each, void *arg)
+{
+    kstate *s = ctx_state(KC(ctx));
+    if (!s)
+        return A4PS_EPERM;
+    if (!each)
+        return A4PS_EINVAL;
+    list_arg la = {each, arg};
+    return kstate_each(s, list_one, &la) ? A4PS_ENOMEM : A4PS_OK;
+}
+
+static int h_send(a4ps_ctx *ctx, const char *proto, const char *selector,
+                  const void *msg, size_t len, void **reply, size_t *reply_len)
+{
+    kctx *c = KC(ctx);
+    if (reply)
+        *reply = NULL;
+    if (reply_len)
+        *reply_len = 0;
+    if (c->flags & KCTX_NO_SEND)
+        return A4PS_EPERM;
+    if (!proto || !selector || (!msg && len))
+        return A4PS_EINVAL;
+    kernel *k = c->k;
+    kernel_reply r = {0};
+    int rc;
+    /* A plugin call runs inside the read side already (worker, or a casual
+     * thread that went online for the outermost send). */
+    kproto *p = proto_lookup(k, proto);
+    if (!p) {
+        reply_printf(&r, "no proto named '%s'", proto);
+        rc = A4PS_ENOENT;
+    } else {
+        atomic_fetch_add_explicit(&k->stats.sends, 1, memory_order_relaxed);
+        rc = dispatch_send(k, p, selector_find(k, selector), selector, msg, len, &r);
+    }
+    if (reply) {
+        *reply = r.data;
+        if (reply_len)
+            *reply_len = r.len;
+    } else {
+        free(r.data);
+    }
+    return rc;
+}
+
+static int h_emit(a4ps_ctx *ctx, const char *event, const void *data, size_t len)
+{
+    kctx *c = KC(ctx);
+    if (!event || (!data && len))
+        return A4PS_EINVAL;
+    char *copy = strndup(data ? data : "", len);
+    if (!copy)
+        return A4PS_ENOMEM;
+    json_error_t jerr;
+    json_t *payload = len ? json_loadb(copy, len, JSON_DECODE_ANY, &jerr) : NULL;
+    if (!payload && len)
+        payload = json_stringn(copy, len);
+    free(copy);
+    json_t *ev = json_pack("{s:s?, s:s?, s:s?, s:o?}",
+                           "proto", c->proto ? c->proto->name : NULL,
+                           "plugin", c->beh ? c->beh->ver->name : NULL,
+                           "version", c->beh ? c->beh->ver->version : NULL,
+                           "data", payload);
+    if (!ev)
+        return A4PS_ENOMEM;
+    char *json = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    if (!json)
+        return A4PS_ENOMEM;
+    int rc = bus_publish(k_bus(c->k), event, json);
+    free(json);
+    return rc;
+}
+
+static void h_log(a4ps_ctx *ctx, int level, const char *fmt, ...)
+{
+    kctx *c = KC(ctx);
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt ? fmt : "", ap);
+    va_end(ap);
+    if (level < A4PS_LOG_ERR)
+        level = A4PS_LOG_ERR;
+    if (level > A4PS_LOG_DEBUG)
+        level = A4PS_LOG_DEBUG;
+    kernel_log(c->k, level, "plugin %s %s%s%s: %s",
+               c->beh ? c->beh->ver->name : "?", c->beh ? c->beh->ver->version : "?",
+               c->proto ? " on proto " : "", c->proto ? c->proto->name : "", msg);
+}
+
+static void h_free(void *ptr)
+{
+    free(ptr);
+}
+
+static const char *h_proto_name(a4ps_ctx *ctx)
+{
+    kctx *c = KC(ctx);
+    return c->proto ? c->proto->name : NULL;
+}
+
+void hostapi_init(a4ps_host_api *api)
+{
+    memset(api, 0, sizeof *api);
+    api->size = sizeof *api;
+    api->abi_major = A4PS_ABI_MAJOR;
+    api->abi_minor = A4PS_ABI_MINOR;
+    api->reply = h_reply;
+    api->reply_append = h_reply_append;
+    api->state_get = h_state_get;
+    api->state_set = h_state_set;
+    api->state_delete = h_state_delete;
+    api->send = h_send;
+    api->emit = h_emit;
+    api->log = h_log;
+    api->free = h_free;
+    api->state_list = h_state_list;
+    api->proto_name = h_proto_name;
+}

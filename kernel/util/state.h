@@ -1,0 +1,35 @@
+/* state.h -- a proto's state: key -> bytes, safe under concurrent callers.
+ *
+ * Every operation takes the state's own mutex for its duration only; values
+ * are copied in and out, so no caller ever holds a pointer into the map.
+ * Callers copy plugin-supplied buffers before calling in, so a fault in
+ * plugin memory can never happen while the mutex is held. */
+#ifndef A4PS_STATE_H
+#define A4PS_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kstate kstate;
+typedef int (*kstate_each_fn)(void *arg, const char *key, const void *val,
+                              size_t len);
+
+#define KSTATE_KEY_MAX 255
+
+kstate *kstate_new(void);
+void kstate_free(kstate *s);
+kstate *kstate_copy(kstate *s);                 /* deep; NULL on ENOMEM */
+/* Copies min(len, cap) bytes into buf; returns the full length or -ENOENT. */
+int64_t kstate_get(kstate *s, const char *key, void *buf, size_t cap);
+int kstate_get_dup(kstate *s, const char *key, void **out, size_t *len);
+/* Takes ownership of val (malloc'd) on success. */
+int kstate_set_owned(kstate *s, const char *key, void *val, size_t len);
+int kstate_set(kstate *s, const char *key, const void *val, size_t len);
+int kstate_del(kstate *s, const char *key);
+/* Walks a snapshot of the keys taken under the lock; fn runs unlocked. */
+int kstate_each(kstate *s, kstate_each_fn fn, void *arg);
+size_t kstate_count(kstate *s);
+uint64_t kstate_gen(kstate *s);                 /* bumps on every change */
+int kstate_key_valid(const char *key);
+
+#endif

@@ -1,0 +1,214 @@
+/* test_abi.c -- one test per rule of the plugin ABI (R1-R11 in abi/a4ps.h).
+ *
+ * Each test loads test plugins built from tests/plugins into a private kernel
+ * (plugin_fixture.h) and checks the rule from the outside: the status
+ * kernel_load returns, the words of its error, what the plugin itself can
+ * observe through the host table, and that proto "g" on `good` keeps serving
+ * whatever happens to the plugin under test.  A refusal's error text must
+ * name the file and the descriptor field at fault (fx_expect_refusal). */
+#define _GNU_SOURCE
+#include "plugin_fixture.h"
+
+/* Must match OLDMINOR_DESCRIPTION in tests/plugins/oldminor.c. */
+#define OLDMINOR_DESCRIPTION "OLDMINOR-DESCRIPTION-PAST-STRUCT-SIZE"
+
+/* R1: a descriptor for another ABI major is refused, naming abi_major. */
+static void r1_major_mismatch_refused(void **state)
+{
+    fx *f = fx_get(state);
+    fx_expect_refusal(f, FX_PLUGIN("bad_major.so"), FX_NEEDLES("abi_major"));
+}
+
+/* R2: a build signature for another pointer size is refused. */
+static void r2_signature_mismatch_refused(void **state)
+{
+    fx *f = fx_get(state);
+    fx_expect_refusal(f, FX_PLUGIN("bad_signature.so"), FX_NEEDLES("signature"));
+}
+
+/* R3: a plugin built against minor 0 is served, and nothing past its
+ * struct_size is read: its self_test (which always fails) is not run although
+ * self-tests are on, and its description never shows. */
+static void r3_older_minor_served(void **state)
+{
+    fx *f = fx_get(state);
+    assert_true(f->cfg.run_self_test);
+    fx_load_ok(f, FX_PLUGIN("oldminor.so"), NULL);
+    fx_proto_ok(f, "o", "oldminor", NULL);
+    fx_expect(f, "o", "ping", "", A4PS_OK, "pong");
+
+    char *explain = kernel_explain(f->k, "o");
+    assert_non_null(explain);
+    fx_assert_lacks("kernel_explain(o)", explain, OLDMINOR_DESCRIPTION);
+    free(explain);
+    char *status = kernel_status(f->k);
+    assert_non_null(status);
+    fx_assert_lacks("kernel_status()", status, OLDMINOR_DESCRIPTION);
+    free(status);
+    assert_int_equal(fx_events(f, "plugin_refused"), 0);
+}
+
+/* R4: a plugin built against the next minor is served, and its own test of
+ * the host table finds that this host lacks the entry that minor appends. */
+static void r4_newer_minor_served_detects_missing_entry(void **state)
+{
+    fx *f = fx_get(state);
+    fx_load_ok(f, FX_PLUGIN("newminor.so"), NULL);
+    fx_proto_ok(f, "n", "newminor", NULL);
+    fx_expect(f, "n", "probe", "", A4PS_OK, "missing");
+    fx_assert_g_serves(f);
+}
+
+/* R5: struct_size smaller than the 1.0 descriptor is refused. */
+static void r5_wrong_struct_size_refused(void **state)
+{
+    fx *f = fx_get(state);
+    fx_expect_refusal(f, FX_PLUGIN("bad_struct_size.so"), FX_NEEDLES("struct_size"));
+}
+
+/* R6: the host table's size covers every entry of the minor the host speaks,
+ * so A4PS_HOST_HAS finds a minor-1 entry (proto_name) present. */
+static void r6_host_table_reports_its_entries(void **state)
+{
+    fx *f = fx_get(state);
+    fx_load_ok(f, FX_PLUGIN("newminor.so"), NULL);
+    fx_proto_ok(f, "n", "newminor", NULL);
+    fx_expect(f, "n", "probe_known", "", A4PS_OK, "present");
+}
+
+/* R7: `good` has no hooks at all.  It loads (no init, no self_test), an
+ * unknown selector gets A4PS_ENOSYS with a reply naming the selector and one
+ * message_not_understood event, and once "g" moves to good 2.0.0 the old
+ * generation (no fini) is reclaimed after its grace period. */
+static void r7_missing_hooks_are_optional(void **state)
+{
+    fx *f = fx_get(state);
+    unsigned before = fx_events(f, "message_not_understood");
+    kernel_reply r = {0};
+    int rc = kernel_send(f->k, "g", "no_such_selector", "", 0, &r);
+    assert_int_equal(rc, A4PS_ENOSYS);
+    fx_assert_contains("the ENOSYS reply", r.len ? r.data : "", "no_such_selector");
+    kernel_reply_free(&r);
+    assert_int_equal(fx_events(f, "message_not_understood"), before + 1);
+    fx_assert_g_serves(f);
+
+    fx_load_ok(f, FX_PLUGIN("good-2.so"), NULL);
+    fx_swap_ok(f, "g", "2.0.0");
+    fx_expect(f, "g", "ping", "", A4PS_OK, "pong2");
+    assert_int_equal(kernel_reclaim_wait(f->k, 5000), 0);
+    fx_expect(f, "g", "ping", "", A4PS_OK, "pong2");
+}
+
+/* R8: each identity defect is refused naming its field.  The file names
+ * contain the field words too; fx_expect_refusal looks outside them. */
+static void r8_identity_violations_refused(void **state)
+{
+    static const struct {
+        const char *file;
+        const char *field;
+    } cases[] = {
+        {FX_PLUGIN("bad_empty_name.so"), "name"},
+        {FX_PLUGIN("bad_name_charset.so"), "name"},
+        {FX_PLUGIN("bad_version.so"), "version"},
+        {FX_PLUGIN("bad_no_methods.so"), "methods"},
+        {FX_PLUGIN("bad_null_fn.so"), "methods"},
+        {FX_PLUGIN("bad_dup_selector.so"), "selector"},
+    };
+    fx *f = fx_get(state);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        fx_expect_refusal(f, cases[i].file, FX_NEEDLES(cases[i].field));
+}
+
+/* R9: a fault in a method returns A4PS_EFAULT naming the signal and fences
+ * the version off; a fault in init refuses the load. */
+static void r9_faults_are_contained(void **state)
+{
+    fx *f = fx_get(state);
+    fx_load_ok(f, FX_PLUGIN("bad_method_crash.so"), NULL);
+    fx_proto_ok(f, "c", "method-crash", NULL);
+    kernel_reply r = {0};
+    int rc = kernel_send(f->k, "c", "crash", "", 0, &r);
+    assert_int_equal(rc, A4PS_EFAULT);
+    fx_assert_contains("the fault reply", r.len ? r.data : "", "SIGSEGV");
+    kernel_reply_free(&r);
+    fx_expect(f, "c", "ok", "", A4PS_EQUARANTINED, NULL);
+
+    fx_expect_refusal(f, FX_PLUGIN("bad_init_crash.so"), FX_NEEDLES("init", "SIGSEGV"));
+}
+
+/* R10: an init that never returns is abandoned at the hook timeout and the
+ * load refused, well before the test would notice a hang. */
+static void r10_hook_timeout_refuses(void **state)
+{
+    fx *f = fx_get(state);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fx_expect_refusal(f, FX_PLUGIN("bad_init_hang.so"), FX_NEEDLES("init"));
+    double ms = fx_ms_since(&t0);
+    if (ms > FX_HOOK_TIMEOUT_MS + 2700.0)
+        fail_msg("refusing a hanging init took %.0f ms (hook timeout %u ms)", ms,
+                 FX_HOOK_TIMEOUT_MS);
+}
+
+/* R11: a plugin sends through the host, gets a NUL-terminated reply buffer
+ * and releases it with api->free (relay replies with what it received). */
+static void r11_host_buffers_freed_by_plugin(void **state)
+{
+    fx *f = fx_get(state);
+    fx_load_ok(f, FX_PLUGIN("relay.so"), NULL);
+    fx_proto_ok(f, "r", "relay", NULL);
+    fx_expect(f, "r", "relay", "g", A4PS_OK, "relayed");
+    fx_expect(f, "r", "relay", "no-such-proto", A4PS_ENOENT, NULL);
+}
+
+/* Every descriptor refusal names the file and the field, and each one leaves
+ * the kernel serving, one after another in the same kernel. */
+static void refusal_text_names_file_and_field(void **state)
+{
+    static const struct {
+        const char *file;
+        const char *field;
+    } cases[] = {
+        {FX_PLUGIN("bad_major.so"), "abi_major"},
+        {FX_PLUGIN("bad_signature.so"), "signature"},
+        {FX_PLUGIN("bad_struct_size.so"), "struct_size"},
+        {FX_PLUGIN("bad_empty_name.so"), "name"},
+        {FX_PLUGIN("bad_name_charset.so"), "name"},
+        {FX_PLUGIN("bad_version.so"), "version"},
+        {FX_PLUGIN("bad_no_methods.so"), "methods"},
+        {FX_PLUGIN("bad_null_fn.so"), "methods"},
+        {FX_PLUGIN("bad_dup_selector.so"), "selector"},
+        {FX_PLUGIN("bad_init_fails.so"), "init"},
+        {FX_PLUGIN("bad_self_test_fails.so"), "self_test"},
+    };
+    fx *f = fx_get(state);
+    unsigned before = fx_events(f, "plugin_refused");
+    size_t n = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < n; i++)
+        fx_expect_refusal(f, cases[i].file, FX_NEEDLES(cases[i].field));
+    assert_int_equal(fx_events(f, "plugin_refused"), before + n);
+}
+
+int main(void)
+{
+    fx_capture_handlers();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(r1_major_mismatch_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r2_signature_mismatch_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r3_older_minor_served, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r4_newer_minor_served_detects_missing_entry,
+                                        fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r5_wrong_struct_size_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r6_host_table_reports_its_entries, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(r7_missing_hooks_are_optional, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r8_identity_violations_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r9_faults_are_contained, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r10_hook_timeout_refuses, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r11_host_buffers_freed_by_plugin, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(refusal_text_names_file_and_field, fx_setup,
+                                        fx_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
