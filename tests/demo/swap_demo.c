@@ -289,10 +289,14 @@ int main(int argc, char **argv)
            ", sha256 %.16s...).\n", RUN_BEFORE_MS, v2.name, v2.version, v2.state_version,
            v2.generation, v2.sha256);
 
-    printf("Swapping \"%s\" from %s to %s while the callers keep running%s...\n",
-           PROTO, v1.version, v2.version,
-           v1.state_version != v2.state_version ? " (a state-migrating swap: "
-                                                  "layout changes, the migrate hook runs)" : "");
+    if (v1.state_version != v2.state_version)
+        printf("Swapping \"%s\" from %s to %s while the callers keep running (a state-migrating\n"
+               "swap: the state layout changes from %" PRIu32 " to %" PRIu32 ")...\n",
+               PROTO, v1.version, v2.version, v1.state_version, v2.state_version);
+    else
+        printf("Swapping \"%s\" from %s to %s while the callers keep running (a code swap:\n"
+               "the state layout stays %" PRIu32 ")...\n",
+               PROTO, v1.version, v2.version, v1.state_version);
     double t0 = now_ms();
     int swap_rc = kernel_swap(k, PROTO, v2.version, err, sizeof err);
     double swap_ms = now_ms() - t0;
