@@ -151,9 +151,17 @@ kernel *kernel_create(const kernel_config *cfg, char *err, size_t errlen)
     pthread_mutex_init(&k->lock, NULL);
     pthread_mutex_init(&k->err_lock, NULL);
     hostapi_init(&k->api);
-    k->gate.flags = KBEH_GATE;
-    k->gate.state = KBEH_ACTIVE;
-    k->tomb.state = KBEH_ACTIVE;
+    k->gate = calloc(1, sizeof *k->gate);
+    k->tomb = calloc(1, sizeof *k->tomb);
+    if (!k->gate || !k->tomb) {
+        snprintf(err, errlen, "out of memory");
+        free(k->gate);
+        free(k->tomb);
+        free(k);
+        return NULL;
+    }
+    k->gate->flags = KDISP_GATE;
+    k->tomb->flags = KDISP_TOMB;
 
     k->runtime_dir = strdup(cfg->runtime_dir);
     unsigned seq = atomic_fetch_add(&instance_seq, 1);
@@ -191,6 +199,8 @@ fail:
     strmap_destroy(k->protos);
     strmap_destroy(k->selectors);
 fail_early:
+    free(k->gate);
+    free(k->tomb);
     free(k->runtime_dir);
     free(k->gen_dir);
     free(k->store_dir);
@@ -221,7 +231,7 @@ void kernel_destroy(kernel *k)
      * code, so they stay mapped); free only our bookkeeping. */
     for (kbeh *b = k->behs, *nx; b; b = nx) {
         nx = b->next;
-        free(b->table);
+        free(b->disp);
         free(b->method_sel);
         free(b->docs);
         free(b->path);
@@ -234,6 +244,8 @@ void kernel_destroy(kernel *k)
         free(v);
     }
     free(k->deferred);
+    free(k->gate);
+    free(k->tomb);
     strmap_destroy(k->protos);
     strmap_destroy(k->selectors);
     rmtree_files(k->gen_dir);

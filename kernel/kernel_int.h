@@ -14,7 +14,7 @@
  *           by the reclaimer thread after an RCU grace period.
  *   kproto  a live object: name, persona, state, current behaviour, history.
  *
- * Dispatch reads p->dispatch (RCU-published) and b->table with no lock.
+ * Dispatch reads p->dispatch (RCU-published) and its table with no lock.
  * Everything else changes under k->lock.  State has its own lock per proto. */
 #ifndef A4PS_KERNEL_INT_H
 #define A4PS_KERNEL_INT_H
@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -71,13 +72,21 @@ struct kver {
     kver *next;                  /* k->versions */
 };
 
+/* What a proto's dispatch pointer points at: one generation's method
+ * table indexed by selector id, or the gate/tomb stand-ins (nsel 0).  Kept
+ * apart from the kbeh so a send is two dependent loads away from its method:
+ * p->dispatch, then fn[sel]. */
+typedef struct kdisp {
+    _Atomic uint32_t nsel;       /* table length; 0 fences every selector */
+    uint32_t flags;
+    kbeh *beh;                   /* NULL for the gate and the tomb */
+    a4ps_method_fn fn[];         /* NULL = not understood */
+} kdisp;
+
 enum kbeh_state { KBEH_ACTIVE, KBEH_DRAINING, KBEH_FINI_HUNG, KBEH_HOOK_HUNG };
 
 struct kbeh {
-    /* Read by every dispatch: keep together. */
-    _Atomic uint32_t nsel;       /* table length; 0 fences every selector */
-    uint32_t flags;
-    a4ps_method_fn *table;       /* by selector id; NULL = not understood */
+    kdisp *disp;                 /* the published method table */
     kver *ver;
 
     a4ps_plugin d;               /* descriptor prefix the kernel understands */
@@ -96,10 +105,11 @@ struct kbeh {
     kbeh *next_retired;
 };
 
-#define KBEH_GATE 1u             /* the kernel's stand-in during a migration */
+#define KDISP_GATE 1u            /* the kernel's stand-in during a migration */
+#define KDISP_TOMB 2u            /* ... and once a proto is destroyed */
 
 struct kproto {
-    kbeh *dispatch;              /* RCU: cur, or &k->gate while migrating */
+    kdisp *dispatch;             /* RCU: cur->disp, or k->gate while migrating */
     kernel *k;
     char name[KERNEL_NAME_MAX];
     uint64_t id;
@@ -136,29 +146,38 @@ typedef struct kctx {
     kbeh *beh;
     kernel_reply *reply;
     uint32_t flags;
+    uint32_t sel;                /* the selector id of a method call */
 } kctx;
 
-/* A recovery point for one plugin call (fault/). */
-typedef struct kframe {
-    void *jb[5];                 /* __builtin_setjmp buffer */
-    struct kframe *prev;
+/* What the fault handler saw (fault/). */
+typedef struct kfault {
     int sig;
     int code;
     void *addr;
-} kframe;
+} kfault;
 
 /* Per-thread dispatch record, registered process-wide so a migration can see
  * which protos every thread is inside of.  Process-wide by nature, like
  * liburcu's own reader registry. */
 enum { KT_NONE, KT_WORKER, KT_CASUAL };
+/* depth counts the plugin calls this thread is inside; jb[d] is the
+ * recovery point of call d and slot[d] the proto it was made on (NULL for
+ * hooks).  The fault handler resumes at jb[depth - 1]: depth > 0 means plugin
+ * code may be running.  The first three fields are at fixed offsets because
+ * the x86-64 a4ps_guarded_call (fault/fault.c) addresses them. */
 typedef struct kthread {
+    int depth;                                /* offset 0 */
     int mode;
-    int depth;
-    kframe *frame;
-    kproto *_Atomic slot[KERNEL_MAX_DEPTH];
+    kproto *_Atomic slot[KERNEL_MAX_DEPTH];   /* offset 8 */
+    void *jb[KERNEL_MAX_DEPTH][8];            /* offset 8 + 8 * KERNEL_MAX_DEPTH */
+    kfault fault;
     void *altstack;
     struct kthread *next;
 } kthread;
+
+_Static_assert(offsetof(kthread, depth) == 0, "asm: depth");
+_Static_assert(offsetof(kthread, slot) == 8, "asm: slot");
+_Static_assert(offsetof(kthread, jb) == 8 + 8 * KERNEL_MAX_DEPTH, "asm: jb");
 
 extern __thread kthread kt_self;
 
@@ -186,8 +205,8 @@ struct kernel {
     uint32_t nselectors;         /* under lock */
     uint64_t next_gen;
     uint64_t next_proto_id;
-    kbeh gate;                   /* dispatch stand-in while migrating */
-    kbeh tomb;                   /* dispatch stand-in once destroyed */
+    kdisp *gate;                 /* dispatch stand-in while migrating */
+    kdisp *tomb;                 /* dispatch stand-in once destroyed */
     char *instance;              /* unique per kernel: names its gen dir */
     a4ps_host_api api;
     bus *bus;
@@ -269,8 +288,15 @@ int fault_thread_init(kthread *t);
 void fault_thread_fini(kthread *t);
 const char *fault_signame(int sig);
 void fault_landed(void);
-/* Run thunk(arg) under a recovery point; returns 0 or the signal number. */
-int fault_guard(kthread *t, kframe *f, void (*thunk)(void *), void *arg);
+/* Call fn(a0, a1, a2) as plugin call d of thread t: sets t->depth to d + 1
+ * and the recovery point jb[d], and on return (normal or after a fault) sets
+ * t->depth back to d and clears slot[d].  Returns fn's int result, or a value
+ * outside int's range (KFAULTED) if fn faulted; t->fault says how. */
+long a4ps_guarded_call(kthread *t, long d, const void *fn, void *a0, const void *a1, size_t a2);
+#define KFAULTED (((long)1 << 32) | 0xdeadu)
+/* Run thunk(arg) under a recovery point; returns 0, or the signal number
+ * with what the handler saw in *f. */
+int fault_guard(kthread *t, kfault *f, void (*thunk)(void *), void *arg);
 
 /* ---- events/ ---- */
 typedef struct bus_stats {

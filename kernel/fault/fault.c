@@ -1,22 +1,29 @@
 /* fault.c -- catching a plugin's fault on the thread that hit it.
  *
- * Every plugin call runs under a recovery point (a kframe, set with
- * __builtin_setjmp by the dispatcher or the hook runner) pushed on the
- * calling thread's kthread.  The handler below runs on the thread's
- * alternate stack, so even a stack overflow in plugin code is caught; if the
- * thread is inside a plugin call it records the signal and jumps back to the
- * innermost recovery point, where the call returns A4PS_EFAULT.  A fault
+ * Every plugin call goes through a4ps_guarded_call(), which saves the
+ * caller's callee-saved registers, stack pointer and return address in the
+ * thread's kthread (indexed by call depth) and tail-jumps into the plugin.
+ * The handler below runs on the thread's alternate stack, so even a stack
+ * overflow in plugin code is caught; if the thread is inside a plugin call it
+ * records the signal and rewrites the interrupted context so that returning
+ * from the handler resumes the caller just after its call, with A4PS_EFAULT as
+ * the result.  The kernel's sigreturn then restores the signal mask and
+ * leaves the alternate stack as for any handled signal -- no longjmp out of a
+ * signal handler.  (On machines other than x86-64 the portable fallback is
+ * __builtin_setjmp/__builtin_longjmp.)  A fault
  * outside any plugin call is the kernel's own: it goes to the handler that was
  * installed before ours, or to the default action (a core dump), unchanged.
- *
- * SA_NODEFER keeps the signal unblocked after we jump out of the handler, so
- * the next fault on this thread is caught too. */
+ */
 #include "kernel_int.h"
+
+#define A4PS_JB_OFFSET 264   /* offsetof(kthread, jb), checked below */
+_Static_assert(offsetof(kthread, jb) == A4PS_JB_OFFSET, "asm: jb offset");
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 
 #define ALTSTACK_SIZE (64 * 1024)
 
@@ -49,13 +56,27 @@ const char *fault_signame(int sig)
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     kthread *t = &kt_self;
-    kframe *f = t->frame;
-    if (f) {
-        f->sig = sig;
-        f->code = si ? si->si_code : 0;
-        f->addr = si ? si->si_addr : NULL;
-        t->frame = f->prev;
-        __builtin_longjmp(f->jb, 1);
+    int d = t->depth;
+    if (d > 0) {
+        void **jb = t->jb[d - 1];
+        t->fault.sig = sig;
+        t->fault.code = si ? si->si_code : 0;
+        t->fault.addr = si ? si->si_addr : NULL;
+#if defined(__x86_64__)
+        greg_t *g = ((ucontext_t *)uc)->uc_mcontext.gregs;
+        g[REG_RBX] = (greg_t)jb[0];
+        g[REG_RBP] = (greg_t)jb[1];
+        g[REG_R12] = (greg_t)jb[2];
+        g[REG_R13] = (greg_t)jb[3];
+        g[REG_R14] = (greg_t)jb[4];
+        g[REG_R15] = (greg_t)jb[5];
+        g[REG_RSP] = (greg_t)jb[6];
+        g[REG_RIP] = (greg_t)jb[7];
+        g[REG_RAX] = (greg_t)KFAULTED;
+        return;
+#else
+        __builtin_longjmp(jb, 1);
+#endif
     }
     for (size_t i = 0; i < NFAULT; i++) {
         if (fault_signals[i] != sig)
@@ -83,7 +104,10 @@ static void install(void)
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
-        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+#if !defined(__x86_64__)
+        sa.sa_flags |= SA_NODEFER;   /* we leave by longjmp: keep it unblocked */
+#endif
         sigemptyset(&sa.sa_mask);
         if (sigaction(fault_signals[i], &sa, &previous[i]) != 0) {
             install_rc = -1;
@@ -136,20 +160,107 @@ void fault_landed(void)
 #endif
 }
 
-/* The general recovery point, for hooks and slow paths; the dispatcher
- * inlines its own for methods. */
-__attribute__((noinline)) int fault_guard(kthread *t, kframe *f,
-                                          void (*thunk)(void *), void *arg)
+/* a4ps_guarded_call: see kernel_int.h.  On x86-64, in assembly so that the
+ * hot path costs two pushes and eight stores: it records rbx, rbp, r12-r15,
+ * the stack pointer and the landing address in t->jb[d], calls fn, and at the
+ * landing (reached by return or by the fault handler) restores depth and the
+ * slot.  The C caller keeps nothing in registers across it. */
+#if defined(__x86_64__)
+#define A4PS_STR_(x) #x
+#define A4PS_STR(x) A4PS_STR_(x)
+__asm__(".text\n"
+        ".globl a4ps_guarded_call\n"
+        ".hidden a4ps_guarded_call\n"
+        ".type a4ps_guarded_call, @function\n"
+        "a4ps_guarded_call:\n"
+        "  .cfi_startproc\n"
+        "  pushq %rdi\n"
+        "  .cfi_adjust_cfa_offset 8\n"
+        "  pushq %rsi\n"
+        "  .cfi_adjust_cfa_offset 8\n"
+        "  subq $8, %rsp\n"
+        "  .cfi_adjust_cfa_offset 8\n"
+        "  movq %rsi, %rax\n"
+        "  shlq $6, %rax\n"
+        "  leaq " A4PS_STR(A4PS_JB_OFFSET) "(%rdi,%rax), %rax\n"
+        "  movq %rbx, 0(%rax)\n"
+        "  movq %rbp, 8(%rax)\n"
+        "  movq %r12, 16(%rax)\n"
+        "  movq %r13, 24(%rax)\n"
+        "  movq %r14, 32(%rax)\n"
+        "  movq %r15, 40(%rax)\n"
+        "  movq %rsp, 48(%rax)\n"
+        "  leaq 1f(%rip), %r10\n"
+        "  movq %r10, 56(%rax)\n"
+        "  leal 1(%rsi), %r10d\n"
+        "  movl %r10d, 0(%rdi)\n"
+        "  movq %rdx, %rax\n"
+        "  movq %rcx, %rdi\n"
+        "  movq %r8, %rsi\n"
+        "  movq %r9, %rdx\n"
+        "  call *%rax\n"
+        "  movslq %eax, %rax\n"
+        "1:\n"
+        "  addq $8, %rsp\n"
+        "  .cfi_adjust_cfa_offset -8\n"
+        "  popq %rsi\n"
+        "  .cfi_adjust_cfa_offset -8\n"
+        "  popq %rdi\n"
+        "  .cfi_adjust_cfa_offset -8\n"
+        "  movl %esi, 0(%rdi)\n"
+        "  movq $0, 8(%rdi,%rsi,8)\n"
+        "  ret\n"
+        "  .cfi_endproc\n"
+        ".size a4ps_guarded_call, .-a4ps_guarded_call\n");
+#else
+__attribute__((noinline)) long a4ps_guarded_call(kthread *t, long d, const void *fn, void *a0,
+                                                 const void *a1, size_t a2)
 {
-    f->prev = t->frame;
-    f->sig = 0;
-    if (__builtin_setjmp(f->jb)) {
-        t->frame = f->prev;
-        fault_landed();
+    long r;
+    t->depth = (int)d + 1;
+    if (__builtin_setjmp(t->jb[d])) {
+        r = KFAULTED;
+    } else {
+        int (*f)(void *, const void *, size_t) = (int (*)(void *, const void *, size_t))fn;
+        r = f(a0, a1, a2);
+    }
+    t->depth = (int)d;
+    atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
+    return r;
+}
+#endif
+
+typedef struct thunk_call {
+    void (*thunk)(void *);
+    void *arg;
+} thunk_call;
+
+static int run_thunk(void *arg, const void *unused, size_t unused2)
+{
+    thunk_call *tc = arg;
+    tc->thunk(tc->arg);
+    return 0;
+}
+
+/* The recovery point for hooks, the entry and slow paths. */
+int fault_guard(kthread *t, kfault *f, void (*thunk)(void *), void *arg)
+{
+    int d = t->depth;
+    if (d >= KERNEL_MAX_DEPTH) {
+        f->sig = SIGSEGV;        /* treat runaway nesting as the fault it would be */
+        f->code = 0;
+        f->addr = NULL;
         return f->sig;
     }
-    t->frame = f;
-    thunk(arg);
-    t->frame = f->prev;
+    thunk_call tc = {thunk, arg};
+    kproto *held = atomic_load_explicit(&t->slot[d], memory_order_relaxed);
+    long r = a4ps_guarded_call(t, d, (const void *)run_thunk, &tc, NULL, 0);
+    atomic_store_explicit(&t->slot[d], held, memory_order_relaxed);
+    if (r == KFAULTED) {
+        fault_landed();
+        *f = t->fault;
+        t->fault.sig = 0;
+        return f->sig;
+    }
     return 0;
 }

@@ -148,7 +148,7 @@ static void *hook_main(void *arg)
     hookrun *h = arg;
     kthread *t = kernel_thread_self();
     fault_thread_init(t);
-    kframe f;
+    kfault f;
     h->sig = fault_guard(t, &f, hook_thunk, h);
     fault_thread_fini(t);
     pthread_mutex_lock(&h->lock);
@@ -450,7 +450,7 @@ static int generation_load(kernel *k, const unsigned char *bytes, size_t len,
         rc = A4PS_ERROR;
         goto fail_close;
     }
-    kframe f;
+    kfault f;
     int sig = fault_guard(kernel_thread_self(), &f, entry_thunk, &ec);
     if (sig) {
         snprintf(err, errlen, "%s: entry: crashed with %s while producing its descriptor",
@@ -494,12 +494,13 @@ static int generation_start(kernel *k, kbeh *b, const char *label, char *err, si
         b->docs[i] = b->d.methods[i].doc ? b->d.methods[i].doc : "";
     }
     uint32_t nsel = k->nselectors;
-    b->table = calloc(nsel ? nsel : 1, sizeof *b->table);
-    if (!b->table)
+    b->disp = calloc(1, sizeof *b->disp + (size_t)nsel * sizeof b->disp->fn[0]);
+    if (!b->disp)
         goto nomem;
+    b->disp->beh = b;
     for (uint32_t i = 0; i < b->nmethods; i++)
-        b->table[b->method_sel[i]] = b->d.methods[i].fn;
-    atomic_store(&b->nsel, nsel);
+        b->disp->fn[b->method_sel[i]] = b->d.methods[i].fn;
+    atomic_store(&b->disp->nsel, nsel);
 
     if (b->d.init) {
         kctx c = {.k = k, .beh = b};
@@ -544,7 +545,7 @@ void loader_beh_free(kbeh *b)
     if (b->path)
         unlink(b->path);
     free(b->path);
-    free(b->table);
+    free(b->disp);
     free(b->method_sel);
     free(b->docs);
     free(b);

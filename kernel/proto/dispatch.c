@@ -72,24 +72,11 @@ void kernel_reply_free(kernel_reply *r)
     r->len = r->cap = 0;
 }
 
-/* The method's recovery point.  Not inlined: GCC saves every callee-saved
- * register in the prologue of a function with __builtin_setjmp, and we want
- * that cost only here. */
-static __attribute__((noinline)) int guarded_call(kthread *t, kctx *c,
-                                                  a4ps_method_fn fn,
-                                                  const void *msg, size_t len,
-                                                  kframe *f)
+static __attribute__((noinline, cold)) int too_deep(kproto *p, kernel_reply *reply)
 {
-    f->prev = t->frame;
-    if (__builtin_setjmp(f->jb)) {
-        t->frame = f->prev;
-        fault_landed();
-        return A4PS_EFAULT;
-    }
-    t->frame = f;
-    int rc = fn(&c->pub, msg, len);
-    t->frame = f->prev;
-    return rc;
+    reply_printf(reply, "sends nested deeper than %d (calling proto '%s')",
+                 KERNEL_MAX_DEPTH, p->name);
+    return A4PS_ELOOP;
 }
 
 static const char *sel_name_of(kbeh *b, uint32_t sel, const char *given)
@@ -104,8 +91,9 @@ static const char *sel_name_of(kbeh *b, uint32_t sel, const char *given)
 
 /* A plugin faulted in a call on p: reply with what happened and fence the
  * version off (quarantine rolls back every proto that runs it). */
-static void fault_report(kernel *k, kproto *p, kbeh *b, const char *what,
-                         kframe *f, kernel_reply *reply)
+static __attribute__((noinline, cold)) void
+fault_report(kernel *k, kproto *p, kbeh *b, const char *what, const kfault *f,
+             kernel_reply *reply)
 {
     char reason[320];
     snprintf(reason, sizeof reason,
@@ -132,23 +120,24 @@ static void dnu_thunk(void *arg)
     dc->rc = dc->b->d.does_not_understand(&dc->c->pub, dc->selector, dc->msg, dc->len);
 }
 
-static int dispatch_slow(kernel *k, kthread *t, int d, kproto *p, kbeh *b,
+static __attribute__((noinline)) int dispatch_slow(kernel *k, kthread *t, int d, kproto *p, kdisp *disp,
                          uint32_t sel, const char *selector, const void *msg,
                          size_t len, kernel_reply *reply)
 {
-    if (b->flags & KBEH_GATE) {
+    if (disp->flags & KDISP_GATE) {
         /* Step out of the proto so the migration can drain, then wait. */
         atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
         pthread_mutex_lock(&p->gate_lock);
-        while (rcu_dereference(p->dispatch) == &k->gate)
+        while (rcu_dereference(p->dispatch) == k->gate)
             pthread_cond_wait(&p->gate_cv, &p->gate_lock);
         pthread_mutex_unlock(&p->gate_lock);
         return KRETRY;
     }
-    if (atomic_load(&p->dead)) {
+    if ((disp->flags & KDISP_TOMB) || atomic_load(&p->dead)) {
         reply_printf(reply, "proto '%s' was destroyed", p->name);
         return A4PS_ENOENT;
     }
+    kbeh *b = disp->beh;
     const char *name = sel_name_of(b, sel, selector);
     if (b->quarantined) {
         reply_printf(reply,
@@ -160,12 +149,10 @@ static int dispatch_slow(kernel *k, kthread *t, int d, kproto *p, kbeh *b,
     if (b->d.does_not_understand) {
         kctx c = {.pub = {.api = &k->api}, .k = k, .proto = p, .beh = b, .reply = reply};
         dnu_call dc = {.c = &c, .b = b, .selector = name, .msg = msg, .len = len};
-        kframe f;
+        kfault f;
         if (reply)
             reply->len = 0;
-        t->depth = d + 1;
         int sig = fault_guard(t, &f, dnu_thunk, &dc);
-        t->depth = d;
         if (sig) {
             atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
             fault_report(k, p, b, "does_not_understand", &f, reply);
@@ -183,53 +170,79 @@ static int dispatch_slow(kernel *k, kthread *t, int d, kproto *p, kbeh *b,
     return A4PS_ENOSYS;
 }
 
-/* Precondition: this thread is in an RCU read-side section (a worker, or a
- * casual thread that went online in send_enter). */
-int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
-                  const void *msg, size_t len, kernel_reply *reply)
+/* A method faulted: the handler resumed us at the recovery point. */
+static __attribute__((noinline, cold)) int method_faulted(kctx *c)
 {
     kthread *t = &kt_self;
-    int d = t->depth, rc;
-    if (unlikely(d >= KERNEL_MAX_DEPTH)) {
-        reply_printf(reply, "sends nested deeper than %d (calling proto '%s')",
-                     KERNEL_MAX_DEPTH, p->name);
-        return A4PS_ELOOP;
-    }
-retry:
+    char what[96];
+    snprintf(what, sizeof what, "method '%s'", sel_name_of(c->beh, c->sel, NULL));
+    fault_landed();
+    kfault f = t->fault;
+    t->fault.sig = 0;
+    fault_report(c->k, c->proto, c->beh, what, &f, c->reply);
+    return A4PS_EFAULT;
+}
+
+static int dispatch_retry(kernel *k, kproto *p, uint32_t sel, const char *selector,
+                          const void *msg, size_t len, kernel_reply *reply);
+
+/* The hot path, inlined into its callers.  Precondition: this thread is in
+ * an RCU read-side section (a worker, or a casual thread that went online in
+ * send_enter).
+ *
+ * Nothing but the context on the stack is live across the plugin call
+ * (a4ps_guarded_call restores depth and slot itself), so the compiler needs
+ * no callee-saved registers here. */
+static inline __attribute__((always_inline)) int
+dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const void *msg,
+              size_t len, kernel_reply *reply)
+{
+    kthread *t = &kt_self;
+    int d = t->depth;
+    if (unlikely(d >= KERNEL_MAX_DEPTH))
+        return too_deep(p, reply);
     atomic_store_explicit(&t->slot[d], p, memory_order_relaxed);
     cmm_barrier();
-    kbeh *b = rcu_dereference(p->dispatch);
-    uint32_t n = atomic_load_explicit(&b->nsel, memory_order_relaxed);
+    kdisp *disp = rcu_dereference(p->dispatch);
+    uint32_t n = atomic_load_explicit(&disp->nsel, memory_order_relaxed);
     a4ps_method_fn fn;
-    if (unlikely(sel >= n || !(fn = b->table[sel]))) {
-        rc = dispatch_slow(k, t, d, p, b, sel, selector, msg, len, reply);
-        if (rc == KRETRY)
-            goto retry;
-        goto out;
-    }
+    if (unlikely(sel >= n || !(fn = disp->fn[sel])))
+        return dispatch_retry(k, p, sel, selector, msg, len, reply);
     kctx c;
     c.pub.api = &k->api;
     c.k = k;
     c.proto = p;
     c.state = NULL;
-    c.beh = b;
+    c.beh = disp->beh;
     c.reply = reply;
     c.flags = 0;
+    c.sel = sel;
     if (reply)
         reply->len = 0;
-    kframe f;
-    f.sig = 0;
-    t->depth = d + 1;
-    rc = guarded_call(t, &c, fn, msg, len, &f);
-    t->depth = d;
-    if (unlikely(f.sig)) {
-        char what[96];
-        snprintf(what, sizeof what, "method '%s'", sel_name_of(b, sel, selector));
-        atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
-        fault_report(k, p, b, what, &f, reply);
-        return A4PS_EFAULT;
-    }
-out:
+    long r = a4ps_guarded_call(t, d, (const void *)fn, &c.pub, msg, len);
+    if (unlikely(r == KFAULTED))
+        return method_faulted(&c);
+    return (int)r;
+}
+
+int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
+                  const void *msg, size_t len, kernel_reply *reply)
+{
+    return dispatch_core(k, p, sel, selector, msg, len, reply);
+}
+
+/* Off the hot path: the gate (park, then dispatch again), a destroyed or
+ * quarantined proto, doesNotUnderstand.  The slot still names p. */
+static __attribute__((noinline)) int dispatch_retry(kernel *k, kproto *p, uint32_t sel,
+                                                    const char *selector, const void *msg,
+                                                    size_t len, kernel_reply *reply)
+{
+    kthread *t = &kt_self;
+    int d = t->depth;
+    kdisp *disp = rcu_dereference(p->dispatch);
+    int rc = dispatch_slow(k, t, d, p, disp, sel, selector, msg, len, reply);
+    if (rc == KRETRY)
+        return dispatch_send(k, p, sel, selector, msg, len, reply);
     atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
     return rc;
 }
@@ -410,18 +423,23 @@ int kernel_resolve(kernel *k, const char *proto, const char *selector,
     return A4PS_OK;
 }
 
-int kernel_send_handle(kernel_handle *h, const void *msg, size_t len,
-                       kernel_reply *reply)
+static __attribute__((noinline)) int send_handle_casual(kernel_handle *h, const void *msg,
+                                                        size_t len, kernel_reply *reply)
 {
-    kthread *t = &kt_self;
-    if (likely(t->mode == KT_WORKER))
-        return dispatch_send(h->k, h->p, h->sel, h->selector, msg, len, reply);
-    int entered = send_enter(t);
+    int entered = send_enter(&kt_self);
     if (entered < 0)
         return entered;
     int rc = dispatch_send(h->k, h->p, h->sel, h->selector, msg, len, reply);
     send_leave(entered);
     return rc;
+}
+
+int kernel_send_handle(kernel_handle *h, const void *msg, size_t len,
+                       kernel_reply *reply)
+{
+    if (likely(kt_self.mode == KT_WORKER))
+        return dispatch_core(h->k, h->p, h->sel, h->selector, msg, len, reply);
+    return send_handle_casual(h, msg, len, reply);
 }
 
 void kernel_handle_release(kernel_handle *h)

@@ -136,7 +136,7 @@ int kernel_proto_create(kernel *k, const char *name, const char *plugin,
     }
     beh_hold(b);
     p->cur = b;
-    p->dispatch = b;
+    p->dispatch = b->disp;
     if (strmap_put(k->protos, name, p) != 0) {
         beh_release(k, b);
         snprintf(err, errlen, "proto '%s': out of memory", name);
@@ -159,7 +159,7 @@ static void proto_kill(kernel *k, kproto *p)
     strmap_del(k->protos, p->name);
     atomic_store(&p->dead, true);
     pthread_mutex_lock(&p->gate_lock);
-    rcu_assign_pointer(p->dispatch, &k->tomb);
+    rcu_assign_pointer(p->dispatch, k->tomb);
     pthread_cond_broadcast(&p->gate_cv);
     pthread_mutex_unlock(&p->gate_lock);
     beh_release(k, p->cur);
@@ -247,7 +247,7 @@ int kernel_proto_clone(kernel *k, const char *src, const char *dst, char *err, s
     }
     beh_hold(s->cur);
     c->cur = s->cur;
-    c->dispatch = s->cur;
+    c->dispatch = s->cur->disp;
     if (strmap_put(k->protos, dst, c) != 0) {
         beh_release(k, s->cur);
         goto nomem;

@@ -80,10 +80,10 @@ static bool proto_busy(kproto *p)
     return busy;
 }
 
-static void publish(kproto *p, kbeh *b)
+static void publish(kproto *p, kdisp *d)
 {
     pthread_mutex_lock(&p->gate_lock);
-    rcu_assign_pointer(p->dispatch, b);
+    rcu_assign_pointer(p->dispatch, d);
     pthread_cond_broadcast(&p->gate_cv);
     pthread_mutex_unlock(&p->gate_lock);
 }
@@ -92,12 +92,12 @@ static void publish(kproto *p, kbeh *b)
  * current behaviour.  Returns 0 or A4PS_ETIMEDOUT. */
 static int gate_and_drain(kernel *k, kproto *p, uint64_t deadline)
 {
-    publish(p, &k->gate);
+    publish(p, k->gate);
     kernel_membarrier();
     unsigned spins = 0;
     while (proto_busy(p)) {
         if (kernel_now_ns() > deadline) {
-            publish(p, p->cur);
+            publish(p, p->cur->disp);
             return A4PS_ETIMEDOUT;
         }
         if (++spins < 64) {
@@ -145,7 +145,7 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
 
     if (nb->d.state_version == ob->d.state_version) {
         p->cur = nb;
-        publish(p, nb);
+        publish(p, nb->disp);
         uint64_t ns = kernel_now_ns() - t0;
         if (rollback)
             hist_pop(p);
@@ -185,7 +185,7 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
     if (nb->d.migrate && !empty) {
         kctx c = {.k = k, .proto = p, .beh = nb, .state = kstate_copy(p->state)};
         if (!c.state) {
-            publish(p, ob);
+            publish(p, ob->disp);
             snprintf(err, errlen, "proto '%s': out of memory copying state", p->name);
             beh_release(k, nb);
             return A4PS_ENOMEM;
@@ -198,7 +198,7 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
         } else {
             kstate_free(c.state);   /* NULL when a timed-out hook still owns it */
             if (!saved) {
-                publish(p, ob);
+                publish(p, ob->disp);
                 snprintf(err, errlen, "proto '%s': %s %s %s; still on %s %s with its state "
                          "untouched", p->name, target->name, target->version, why,
                          ob->ver->name, ob->ver->version);
@@ -207,8 +207,8 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
                 return rc;
             }
         }
-    } else if (!nb->d.migrate && empty) {
-        next = kstate_new();
+    } else if (empty) {
+        next = kstate_new();     /* nothing to convert */
     }
     if (!next && saved) {
         next = kstate_copy(saved);
@@ -218,7 +218,7 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
                    p->name, target->name, target->version);
     }
     if (!next) {
-        publish(p, ob);
+        publish(p, ob->disp);
         snprintf(err, errlen, "proto '%s': out of memory preparing state", p->name);
         beh_release(k, nb);
         return A4PS_ENOMEM;
@@ -226,7 +226,7 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
     kstate *old = p->state;
     p->state = next;
     p->cur = nb;
-    publish(p, nb);
+    publish(p, nb->disp);
     uint64_t ns = kernel_now_ns() - t0;
     if (rollback) {
         hist_pop(p);
@@ -276,7 +276,7 @@ void swap_quarantine(kernel *k, kbeh *b, const char *reason)
         return;
     }
     b->quarantined = true;
-    atomic_store(&b->nsel, 0);
+    atomic_store(&b->disp->nsel, 0);
     kver *v = b->ver;
     v->status = KVER_QUARANTINED;
     snprintf(v->reason, sizeof v->reason, "%s", reason);

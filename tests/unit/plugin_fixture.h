@@ -53,8 +53,9 @@ typedef struct fx_buf {
 } fx_buf;
 
 typedef struct fx {
-    char dir[PATH_MAX];           /* the mkdtemp() root; files made by tests */
-    char runtime[PATH_MAX];
+    /* Kept short so that paths built from it always fit a PATH_MAX buffer. */
+    char dir[256];                /* the mkdtemp() root; files made by tests */
+    char runtime[512];
     kernel_config cfg;
     kernel *k;
     bool has_g;                   /* proto "g" on good 1.0.0 exists */
@@ -282,7 +283,10 @@ static inline fx *fx_open(void (*tune)(kernel_config *cfg))
     assert_non_null(f);
     pthread_mutex_init(&f->lock, NULL);
     const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof f->dir, "%s/a4ps-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int n = snprintf(f->dir, sizeof f->dir, "%s/a4ps-test-XXXXXX",
+                     tmp && *tmp ? tmp : "/tmp");
+    if (n < 0 || (size_t)n >= sizeof f->dir)
+        fail_msg("TMPDIR is too long for the test's temp dir: %s", tmp);
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->runtime, sizeof f->runtime, "%s/run", f->dir);
 

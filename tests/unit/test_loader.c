@@ -116,7 +116,8 @@ static void refuse_undefined_symbol(void **state)
 /* path of `name` in the test's temp dir (not the kernel's runtime dir). */
 static void fx_file(fx *f, const char *name, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s/%s", f->dir, name);
+    int n = snprintf(out, cap, "%s/%s", f->dir, name);
+    assert_true(n > 0 && (size_t)n < cap);
 }
 
 /* Copy at most limit bytes of src to dst (mode 0644). */
