@@ -173,6 +173,7 @@ typedef struct kthread {
     kfault fault;
     void *altstack;
     struct kthread *next;
+    kctx ctx[KERNEL_MAX_DEPTH];               /* the context of method call d */
 } kthread;
 
 _Static_assert(offsetof(kthread, depth) == 0, "asm: depth");
@@ -186,6 +187,8 @@ typedef struct kdefer {
     void *ptr;
 } kdefer;
 
+/* sends counts sends by name only: the handle path stays free of shared
+ * writes. */
 typedef struct kernel_stats {
     _Atomic uint64_t sends, faults, not_understood, swaps, migrations,
         rollbacks, refusals, reclaimed;
@@ -294,6 +297,10 @@ void fault_landed(void);
  * outside int's range (KFAULTED) if fn faulted; t->fault says how. */
 long a4ps_guarded_call(kthread *t, long d, const void *fn, void *a0, const void *a1, size_t a2);
 #define KFAULTED (((long)1 << 32) | 0xdeadu)
+/* The same for a method call whose context is t->ctx[d]: returns fn's
+ * result, or, if fn faulted, what a4ps_method_faulted(t, d) returns. */
+int a4ps_method_call(kthread *t, long d, const void *fn, void *a0, const void *a1, size_t a2);
+int a4ps_method_faulted(kthread *t, long d);
 /* Run thunk(arg) under a recovery point; returns 0, or the signal number
  * with what the handler saw in *f. */
 int fault_guard(kthread *t, kfault *f, void (*thunk)(void *), void *arg);

@@ -17,6 +17,8 @@
 #include "kernel_int.h"
 
 #define A4PS_JB_OFFSET 264   /* offsetof(kthread, jb), checked below */
+#define A4PS_KFAULTED_ASM 0x10000dead   /* KFAULTED, checked below */
+_Static_assert(KFAULTED == A4PS_KFAULTED_ASM, "asm: KFAULTED");
 _Static_assert(offsetof(kthread, jb) == A4PS_JB_OFFSET, "asm: jb offset");
 
 #include <signal.h>
@@ -168,50 +170,67 @@ void fault_landed(void)
 #if defined(__x86_64__)
 #define A4PS_STR_(x) #x
 #define A4PS_STR(x) A4PS_STR_(x)
-__asm__(".text\n"
-        ".globl a4ps_guarded_call\n"
-        ".hidden a4ps_guarded_call\n"
-        ".type a4ps_guarded_call, @function\n"
-        "a4ps_guarded_call:\n"
-        "  .cfi_startproc\n"
-        "  pushq %rdi\n"
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  pushq %rsi\n"
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  subq $8, %rsp\n"
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  movq %rsi, %rax\n"
-        "  shlq $6, %rax\n"
-        "  leaq " A4PS_STR(A4PS_JB_OFFSET) "(%rdi,%rax), %rax\n"
-        "  movq %rbx, 0(%rax)\n"
-        "  movq %rbp, 8(%rax)\n"
-        "  movq %r12, 16(%rax)\n"
-        "  movq %r13, 24(%rax)\n"
-        "  movq %r14, 32(%rax)\n"
-        "  movq %r15, 40(%rax)\n"
-        "  movq %rsp, 48(%rax)\n"
-        "  leaq 1f(%rip), %r10\n"
-        "  movq %r10, 56(%rax)\n"
-        "  leal 1(%rsi), %r10d\n"
-        "  movl %r10d, 0(%rdi)\n"
-        "  movq %rdx, %rax\n"
-        "  movq %rcx, %rdi\n"
-        "  movq %r8, %rsi\n"
-        "  movq %r9, %rdx\n"
-        "  call *%rax\n"
-        "  movslq %eax, %rax\n"
-        "1:\n"
-        "  addq $8, %rsp\n"
-        "  .cfi_adjust_cfa_offset -8\n"
-        "  popq %rsi\n"
-        "  .cfi_adjust_cfa_offset -8\n"
-        "  popq %rdi\n"
-        "  .cfi_adjust_cfa_offset -8\n"
-        "  movl %esi, 0(%rdi)\n"
-        "  movq $0, 8(%rdi,%rsi,8)\n"
-        "  ret\n"
-        "  .cfi_endproc\n"
-        ".size a4ps_guarded_call, .-a4ps_guarded_call\n");
+/* The body of both entry points; ON_FAULT is what the landing does with a
+ * faulted call (return KFAULTED, or tail-call a4ps_method_faulted(t, d)). */
+#define A4PS_GUARD_ASM(NAME, ON_FAULT)                                           \
+    ".text\n"                                                                  \
+    ".globl " NAME "\n"                                                        \
+    ".hidden " NAME "\n"                                                       \
+    ".type " NAME ", @function\n"                                              \
+    NAME ":\n"                                                                 \
+    "  .cfi_startproc\n"                                                       \
+    "  pushq %rdi\n"                                                           \
+    "  .cfi_adjust_cfa_offset 8\n"                                             \
+    "  pushq %rsi\n"                                                           \
+    "  .cfi_adjust_cfa_offset 8\n"                                             \
+    "  subq $8, %rsp\n"                                                        \
+    "  .cfi_adjust_cfa_offset 8\n"                                             \
+    "  movq %rsi, %rax\n"                                                      \
+    "  shlq $6, %rax\n"                                                        \
+    "  leaq " A4PS_STR(A4PS_JB_OFFSET) "(%rdi,%rax), %rax\n"                   \
+    "  movq %rbx, 0(%rax)\n"                                                   \
+    "  movq %rbp, 8(%rax)\n"                                                   \
+    "  movq %r12, 16(%rax)\n"                                                  \
+    "  movq %r13, 24(%rax)\n"                                                  \
+    "  movq %r14, 32(%rax)\n"                                                  \
+    "  movq %r15, 40(%rax)\n"                                                  \
+    "  movq %rsp, 48(%rax)\n"                                                  \
+    "  leaq 1f(%rip), %r10\n"                                                  \
+    "  movq %r10, 56(%rax)\n"                                                  \
+    "  leal 1(%rsi), %r10d\n"                                                  \
+    "  movl %r10d, 0(%rdi)\n"                                                  \
+    "  movq %rdx, %rax\n"                                                      \
+    "  movq %rcx, %rdi\n"                                                      \
+    "  movq %r8, %rsi\n"                                                       \
+    "  movq %r9, %rdx\n"                                                       \
+    "  call *%rax\n"                                                           \
+    "  movslq %eax, %rax\n"                                                    \
+    "1:\n"                                                                     \
+    "  addq $8, %rsp\n"                                                        \
+    "  .cfi_adjust_cfa_offset -8\n"                                            \
+    "  popq %rsi\n"                                                            \
+    "  .cfi_adjust_cfa_offset -8\n"                                            \
+    "  popq %rdi\n"                                                            \
+    "  .cfi_adjust_cfa_offset -8\n"                                            \
+    "  movl %esi, 0(%rdi)\n"                                                   \
+    "  movq $0, 8(%rdi,%rsi,8)\n"                                              \
+    ON_FAULT                                                                   \
+    "  ret\n"                                                                  \
+    "  .cfi_endproc\n"                                                         \
+    ".size " NAME ", .-" NAME "\n"
+
+/* a4ps_guarded_call: see kernel_int.h.  In assembly so that the hot path
+ * costs two pushes and eight stores: it records rbx, rbp, r12-r15, the stack
+ * pointer and the landing address in t->jb[d], calls fn, and at the landing
+ * (reached by return or by the fault handler) restores depth and slot.  The
+ * C caller keeps nothing in registers across it. */
+__asm__(A4PS_GUARD_ASM("a4ps_guarded_call", ""));
+/* a4ps_method_call: the same; a faulted call tail-calls a4ps_method_faulted,
+ * so the dispatcher can tail-call this and keep no frame of its own. */
+__asm__(A4PS_GUARD_ASM("a4ps_method_call",
+                       "  movabsq $" A4PS_STR(A4PS_KFAULTED_ASM) ", %rcx\n"
+                       "  cmpq %rcx, %rax\n"
+                       "  je a4ps_method_faulted\n"));
 #else
 __attribute__((noinline)) long a4ps_guarded_call(kthread *t, long d, const void *fn, void *a0,
                                                  const void *a1, size_t a2)
@@ -227,6 +246,12 @@ __attribute__((noinline)) long a4ps_guarded_call(kthread *t, long d, const void 
     t->depth = (int)d;
     atomic_store_explicit(&t->slot[d], NULL, memory_order_release);
     return r;
+}
+
+int a4ps_method_call(kthread *t, long d, const void *fn, void *a0, const void *a1, size_t a2)
+{
+    long r = a4ps_guarded_call(t, d, fn, a0, a1, a2);
+    return r == KFAULTED ? a4ps_method_faulted(t, d) : (int)r;
 }
 #endif
 

@@ -170,10 +170,11 @@ static __attribute__((noinline)) int dispatch_slow(kernel *k, kthread *t, int d,
     return A4PS_ENOSYS;
 }
 
-/* A method faulted: the handler resumed us at the recovery point. */
-static __attribute__((noinline, cold)) int method_faulted(kctx *c)
+/* A method faulted: the handler resumed its call's landing, which comes
+ * here with the call's depth; its context is still t->ctx[d]. */
+__attribute__((cold)) int a4ps_method_faulted(kthread *t, long d)
 {
-    kthread *t = &kt_self;
+    kctx *c = &t->ctx[d];
     char what[96];
     snprintf(what, sizeof what, "method '%s'", sel_name_of(c->beh, c->sel, NULL));
     fault_landed();
@@ -190,9 +191,9 @@ static int dispatch_retry(kernel *k, kproto *p, uint32_t sel, const char *select
  * an RCU read-side section (a worker, or a casual thread that went online in
  * send_enter).
  *
- * Nothing but the context on the stack is live across the plugin call
- * (a4ps_guarded_call restores depth and slot itself), so the compiler needs
- * no callee-saved registers here. */
+ * The call's context lives in the thread record and a4ps_method_call
+ * restores depth and slot itself, so this ends in a tail call: no frame, no
+ * saved registers. */
 static inline __attribute__((always_inline)) int
 dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const void *msg,
               size_t len, kernel_reply *reply)
@@ -208,21 +209,18 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     a4ps_method_fn fn;
     if (unlikely(sel >= n || !(fn = disp->fn[sel])))
         return dispatch_retry(k, p, sel, selector, msg, len, reply);
-    kctx c;
-    c.pub.api = &k->api;
-    c.k = k;
-    c.proto = p;
-    c.state = NULL;
-    c.beh = disp->beh;
-    c.reply = reply;
-    c.flags = 0;
-    c.sel = sel;
+    kctx *c = &t->ctx[d];
+    c->pub.api = &k->api;
+    c->k = k;
+    c->proto = p;
+    c->state = NULL;
+    c->beh = disp->beh;
+    c->reply = reply;
+    c->flags = 0;
+    c->sel = sel;
     if (reply)
         reply->len = 0;
-    long r = a4ps_guarded_call(t, d, (const void *)fn, &c.pub, msg, len);
-    if (unlikely(r == KFAULTED))
-        return method_faulted(&c);
-    return (int)r;
+    return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
 }
 
 int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,

@@ -485,7 +485,7 @@ char *kernel_status(kernel *k)
         "events", "published", (json_int_t)bs.published, "delivered", (json_int_t)bs.delivered,
         "dropped", (json_int_t)bs.dropped, "failed", (json_int_t)bs.failed, "queued",
         (json_int_t)bs.queued,
-        "stats", "sends", (json_int_t)atomic_load(&s->sends), "faults",
+        "stats", "sends_by_name", (json_int_t)atomic_load(&s->sends), "faults",
         (json_int_t)atomic_load(&s->faults), "not_understood",
         (json_int_t)atomic_load(&s->not_understood), "swaps", (json_int_t)atomic_load(&s->swaps),
         "migrations", (json_int_t)atomic_load(&s->migrations), "rollbacks",

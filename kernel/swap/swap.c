@@ -235,6 +235,7 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
         hist_push(p, ob->ver, old);
     }
     atomic_store(&k->stats.last_pause_ns, ns);
+    atomic_store(&k->stats.last_swap_ns, ns);
     uint64_t mx = atomic_load(&k->stats.max_pause_ns);
     while (ns > mx && !atomic_compare_exchange_weak(&k->stats.max_pause_ns, &mx, ns))
         ;
