@@ -19,6 +19,19 @@
 
 static _Atomic unsigned instance_seq;
 
+struct timespec kernel_deadline(unsigned ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    return dl;
+}
+
 uint64_t kernel_now_ns(void)
 {
     struct timespec ts;
@@ -231,11 +244,7 @@ void kernel_destroy(kernel *k)
      * code, so they stay mapped); free only our bookkeeping. */
     for (kbeh *b = k->behs, *nx; b; b = nx) {
         nx = b->next;
-        free(b->disp);
-        free(b->method_sel);
-        free(b->docs);
-        free(b->path);
-        free(b);
+        loader_beh_forget(b);
     }
     for (kver *v = k->versions, *nx; v; v = nx) {
         nx = v->next;

@@ -243,6 +243,9 @@ void kernel_record_error(kernel *k, const char *msg);
 void kernel_emitf(kernel *k, const char *event, const char *fmt, ...);
 static inline bus *k_bus(kernel *k) { return k->bus; }
 uint64_t kernel_now_ns(void);
+/* CLOCK_MONOTONIC now + ms, for pthread_cond_timedwait on a condvar whose
+ * clock is CLOCK_MONOTONIC. */
+struct timespec kernel_deadline(unsigned ms);
 kthread *kernel_thread_self(void);
 void kernel_threads_lock(void);
 void kernel_threads_unlock(void);
@@ -258,6 +261,8 @@ kver *loader_find(kernel *k, const char *name, const char *version);
 kver *loader_newest(kernel *k, const char *name);
 int loader_version_cmp(const kver *a, const kver *b);
 void loader_beh_free(kbeh *b);
+/* Free the kernel's bookkeeping of b but leave its mapping (a hung hook). */
+void loader_beh_forget(kbeh *b);
 int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
                     unsigned timeout_ms, char *err, size_t errlen);
 enum { HOOK_INIT, HOOK_FINI, HOOK_MIGRATE, HOOK_SELF_TEST };

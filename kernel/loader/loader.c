@@ -203,14 +203,7 @@ int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
         snprintf(err, errlen, "%s: cannot start a thread: %s", hook_name(which), strerror(prc));
         return A4PS_ENOMEM;
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kernel_deadline(timeout_ms);
     pthread_mutex_lock(&h->lock);
     while (!h->done)
         if (pthread_cond_timedwait(&h->cv, &h->lock, &dl) == ETIMEDOUT)
@@ -544,6 +537,11 @@ void loader_beh_free(kbeh *b)
         dlclose(b->dl);
     if (b->path)
         unlink(b->path);
+    loader_beh_forget(b);
+}
+
+void loader_beh_forget(kbeh *b)
+{
     free(b->path);
     free(b->disp);
     free(b->method_sel);
@@ -809,6 +807,7 @@ int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen)
     }
     b->ver = v;
     v->loaded = b;
+    v->status = KVER_LIVE;
     b->next = k->behs;
     k->behs = b;
     kernel_log(k, A4PS_LOG_INFO, "loaded %s %s again from the store (generation %llu)",

@@ -184,8 +184,9 @@ __attribute__((cold)) int a4ps_method_faulted(kthread *t, long d)
     return A4PS_EFAULT;
 }
 
-static int dispatch_retry(kernel *k, kproto *p, uint32_t sel, const char *selector,
-                          const void *msg, size_t len, kernel_reply *reply);
+static int dispatch_retry(kernel *k, kproto *p, kdisp *disp, uint32_t sel,
+                          const char *selector, const void *msg, size_t len,
+                          kernel_reply *reply);
 
 /* The hot path, inlined into its callers.  Precondition: this thread is in
  * an RCU read-side section (a worker, or a casual thread that went online in
@@ -208,7 +209,7 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     uint32_t n = atomic_load_explicit(&disp->nsel, memory_order_relaxed);
     a4ps_method_fn fn;
     if (unlikely(sel >= n || !(fn = disp->fn[sel])))
-        return dispatch_retry(k, p, sel, selector, msg, len, reply);
+        return dispatch_retry(k, p, disp, sel, selector, msg, len, reply);
     kctx *c = &t->ctx[d];
     c->pub.api = &k->api;
     c->k = k;
@@ -230,14 +231,16 @@ int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
 }
 
 /* Off the hot path: the gate (park, then dispatch again), a destroyed or
- * quarantined proto, doesNotUnderstand.  The slot still names p. */
-static __attribute__((noinline)) int dispatch_retry(kernel *k, kproto *p, uint32_t sel,
-                                                    const char *selector, const void *msg,
-                                                    size_t len, kernel_reply *reply)
+ * quarantined proto, doesNotUnderstand -- decided on the table the hot path
+ * saw, not on a fresh load that may already be another.  The slot still
+ * names p. */
+static __attribute__((noinline)) int dispatch_retry(kernel *k, kproto *p, kdisp *disp,
+                                                    uint32_t sel, const char *selector,
+                                                    const void *msg, size_t len,
+                                                    kernel_reply *reply)
 {
     kthread *t = &kt_self;
     int d = t->depth;
-    kdisp *disp = rcu_dereference(p->dispatch);
     int rc = dispatch_slow(k, t, d, p, disp, sel, selector, msg, len, reply);
     if (rc == KRETRY)
         return dispatch_send(k, p, sel, selector, msg, len, reply);

@@ -141,14 +141,7 @@ int kernel_reclaim_wait(kernel *k, unsigned timeout_ms)
     bool worker = kernel_thread_self()->mode == KT_WORKER;
     if (worker)
         kernel_thread_offline(k);    /* our own read side would block the grace period */
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kernel_deadline(timeout_ms);
     pthread_mutex_lock(&k->rlock);
     while (k->draining > 0)
         if (pthread_cond_timedwait(&k->rdone, &k->rlock, &dl) == ETIMEDOUT)
