@@ -274,7 +274,26 @@ int kernel_load(kernel *k, const char *path, kernel_version_info *info, char *er
         snprintf(err, errlen, "load: path required");
         return A4PS_EINVAL;
     }
-    return loader_load_file(k, path, info, err, errlen);
+    return loader_load_file(k, path, 0, info, err, errlen);
+}
+
+int kernel_load_ex(kernel *k, const char *path, unsigned flags, kernel_version_info *info,
+                   char *err, size_t errlen)
+{
+    if (!path) {
+        snprintf(err, errlen, "load: path required");
+        return A4PS_EINVAL;
+    }
+    return loader_load_file(k, path, flags, info, err, errlen);
+}
+
+void kernel_set_log_level(kernel *k, int level)
+{
+    if (level < A4PS_LOG_ERR)
+        level = A4PS_LOG_ERR;
+    if (level > A4PS_LOG_DEBUG)
+        level = A4PS_LOG_DEBUG;
+    __atomic_store_n(&k->cfg.log_level, level, __ATOMIC_RELAXED);
 }
 
 int kernel_subscribe(kernel *k, const char *event, const char *proto, const char *selector,

@@ -105,6 +105,16 @@ typedef struct kernel_version_info {
 int kernel_load(kernel *k, const char *path, kernel_version_info *info,
                 char *err, size_t errlen);
 
+/* kernel_load with flags: KERNEL_LOAD_NO_DOWNGRADE refuses (before init
+ * runs) a version lower than the newest loaded version of its name -- what a
+ * dropped file may not do; going back is kernel_rollback's job. */
+#define KERNEL_LOAD_NO_DOWNGRADE 1u
+int kernel_load_ex(kernel *k, const char *path, unsigned flags,
+                   kernel_version_info *info, char *err, size_t errlen);
+
+/* Change the log level (a syslog priority) of a running kernel. */
+void kernel_set_log_level(kernel *k, int level);
+
 /* ---- Protos ---- */
 
 /* Create proto `name` on the newest version of `plugin` (or exactly

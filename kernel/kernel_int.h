@@ -253,8 +253,8 @@ kthread *kernel_threads_first(void);
 int kernel_membarrier(void);
 
 /* ---- loader/ ---- */
-int loader_load_file(kernel *k, const char *path, kernel_version_info *info,
-                     char *err, size_t errlen);
+int loader_load_file(kernel *k, const char *path, unsigned flags,
+                     kernel_version_info *info, char *err, size_t errlen);
 /* Load a stored version again (rollback, quarantine).  Caller holds k->lock. */
 int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen);
 kver *loader_find(kernel *k, const char *name, const char *version);

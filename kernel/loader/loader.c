@@ -41,12 +41,17 @@ kver *loader_find(kernel *k, const char *name, const char *version)
     return NULL;
 }
 
-int loader_version_cmp(const kver *a, const kver *b)
+static int vnum_cmp(const uint32_t a[3], const uint32_t b[3])
 {
     for (int i = 0; i < 3; i++)
-        if (a->vnum[i] != b->vnum[i])
-            return a->vnum[i] < b->vnum[i] ? -1 : 1;
+        if (a[i] != b[i])
+            return a[i] < b[i] ? -1 : 1;
     return 0;
+}
+
+int loader_version_cmp(const kver *a, const kver *b)
+{
+    return vnum_cmp(a->vnum, b->vnum);
 }
 
 kver *loader_newest(kernel *k, const char *name)
@@ -587,8 +592,8 @@ static void fill_info(kernel_version_info *info, kver *v, kbeh *b)
     info->generation = b ? b->gen : 0;
 }
 
-int loader_load_file(kernel *k, const char *path, kernel_version_info *info,
-                     char *err, size_t errlen)
+int loader_load_file(kernel *k, const char *path, unsigned flags,
+                     kernel_version_info *info, char *err, size_t errlen)
 {
     char why[KERNEL_ERRLEN], msg[KERNEL_ERRLEN];
     unsigned char *bytes = NULL;
@@ -681,6 +686,19 @@ int loader_load_file(kernel *k, const char *path, kernel_version_info *info,
         rc = A4PS_EEXIST;
         loader_beh_free(b);
         goto refused_stored;
+    }
+    if (flags & KERNEL_LOAD_NO_DOWNGRADE) {
+        kver *top = loader_newest(k, b->d.name);
+        uint32_t vn[3];
+        parse_version(b->d.version, vn);
+        if (top && vnum_cmp(vn, top->vnum) < 0) {
+            snprintf(msg, sizeof msg, "%s: version: %s %s is lower than the live %s; "
+                     "going back is a rollback (a4psctl rollback), not a drop",
+                     path, b->d.name, b->d.version, top->version);
+            rc = A4PS_EPERM;
+            loader_beh_free(b);
+            goto refused_stored;
+        }
     }
     rc = generation_start(k, b, path, msg, sizeof msg);
     if (rc) {

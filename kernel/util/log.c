@@ -11,7 +11,7 @@
 
 void kernel_log(kernel *k, int level, const char *fmt, ...)
 {
-    if (level > k->cfg.log_level)
+    if (level > __atomic_load_n(&k->cfg.log_level, __ATOMIC_RELAXED))
         return;
     char line[1024];
     va_list ap;

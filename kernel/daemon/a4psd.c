@@ -1,0 +1,407 @@
+/* a4psd.c -- the A4PS daemon: main, the event loop, signals, the config.
+ *
+ *   a4psd -c FILE                  run in the foreground, logs on stderr
+ *   a4psd --check-config -c FILE   validate FILE and exit
+ *
+ * One epoll loop serves signalfd (HUP: reload; USR1: snapshot; TERM/INT:
+ * stop), inotify on the plugin directory, the control socket and its
+ * clients, the workers' completions, the event stream and a one-second tick.
+ * Signals are blocked in every thread before the first is created, so they
+ * arrive only through the signalfd. */
+#define _GNU_SOURCE
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <syslog.h>
+#include <unistd.h>
+
+/* One line per event with a syslog priority prefix, which journald reads. */
+void dlog(a4psd *d, int level, const char *fmt, ...)
+{
+    if (level > __atomic_load_n(&d->level, __ATOMIC_RELAXED))
+        return;
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    for (char *c = line; *c; c++)
+        if (*c == '\n')
+            *c = ' ';
+    fprintf(stderr, "<%d>a4psd: %s\n", level, line);
+}
+
+static void kernel_log_sink(void *arg, int level, const char *line)
+{
+    a4psd *d = arg;
+    if (level <= __atomic_load_n(&d->level, __ATOMIC_RELAXED))
+        fprintf(stderr, "<%d>a4ps: %s\n", level, line);
+}
+
+static const dproto *config_proto(const dconfig *c, const char *name)
+{
+    for (int i = 0; i < c->nprotos; i++)
+        if (!strcmp(c->protos[i].name, name))
+            return &c->protos[i];
+    return NULL;
+}
+
+/* Does the kernel have proto `name`?  (explain answers for existing ones.) */
+static bool proto_exists(a4psd *d, const char *name)
+{
+    char *e = kernel_explain(d->k, name);
+    free(e);
+    return e != NULL;
+}
+
+void daemon_create_protos(a4psd *d, const char *only_plugin)
+{
+    char err[KERNEL_ERRLEN];
+    for (int i = 0; i < d->cfg->nprotos; i++) {
+        const dproto *p = &d->cfg->protos[i];
+        if ((only_plugin && strcmp(p->plugin, only_plugin)) || proto_exists(d, p->name))
+            continue;
+        int rc = kernel_proto_create(d->k, p->name, p->plugin, p->version, p->persona_json,
+                                     err, sizeof err);
+        if (rc == A4PS_ENOENT) {
+            dlog(d, LOG_WARNING, "%s:%d: proto %s waits for plugin %s%s%s to be loaded",
+                 d->cfg->path, p->line, p->name, p->plugin, p->version ? " " : "",
+                 p->version ? p->version : "");
+            continue;
+        }
+        if (rc) {
+            dlog(d, LOG_ERR, "%s:%d: %s", d->cfg->path, p->line, err);
+            continue;
+        }
+        for (int j = 0; j < p->nstate; j++)
+            if (kernel_state_set(d->k, p->name, p->state[j].key, p->state[j].value,
+                                 strlen(p->state[j].value)) != 0)
+                dlog(d, LOG_ERR, "%s:%d: proto %s: cannot set state key '%s'", d->cfg->path,
+                     p->line, p->name, p->state[j].key);
+        for (int j = 0; j < d->cfg->nsubs; j++) {
+            const dsub *s = &d->cfg->subs[j];
+            if (!strcmp(s->proto, p->name) &&
+                kernel_subscribe(d->k, s->event, s->proto, s->selector, err, sizeof err) != 0 &&
+                !strstr(err, "already observes"))
+                dlog(d, LOG_ERR, "%s: %s", d->cfg->path, err);
+        }
+    }
+}
+
+/* Apply the parts of a new config that can change while running; report the
+ * ones that need a restart.  nc becomes d->cfg. */
+static void apply(a4psd *d, dconfig *nc)
+{
+    dconfig *oc = d->cfg;
+    char err[KERNEL_ERRLEN];
+    struct {
+        const char *key;
+        bool changed;
+    } fixed[] = {
+        {"runtime_dir", strcmp(oc->runtime_dir, nc->runtime_dir) != 0},
+        {"control.socket", strcmp(oc->socket, nc->socket) != 0},
+        {"control.group", (oc->group == NULL) != (nc->group == NULL) ||
+                              (oc->group && strcmp(oc->group, nc->group))},
+        {"workers", oc->workers != nc->workers},
+        {"limits (kernel)", oc->max_plugin_bytes != nc->max_plugin_bytes ||
+                                oc->hook_timeout_ms != nc->hook_timeout_ms ||
+                                oc->migrate_timeout_ms != nc->migrate_timeout_ms ||
+                                oc->event_queue != nc->event_queue},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (fixed[i].changed)
+            dlog(d, LOG_WARNING, "%s: %s changed: it takes effect at the next restart",
+                 nc->path, fixed[i].key);
+    /* Keep what only a restart can change, take the rest. */
+    char *keep_rt = nc->runtime_dir, *keep_sock = nc->socket, *keep_grp = nc->group;
+    nc->runtime_dir = oc->runtime_dir;
+    nc->socket = oc->socket;
+    nc->group = oc->group;
+    oc->runtime_dir = keep_rt;
+    oc->socket = keep_sock;
+    oc->group = keep_grp;
+    nc->workers = oc->workers;
+    nc->max_plugin_bytes = oc->max_plugin_bytes;
+    nc->hook_timeout_ms = oc->hook_timeout_ms;
+    nc->migrate_timeout_ms = oc->migrate_timeout_ms;
+    nc->event_queue = oc->event_queue;
+
+    bool new_dir = strcmp(oc->plugin_dir, nc->plugin_dir) != 0;
+    for (int i = 0; i < oc->nsubs; i++) {
+        bool kept = false;
+        for (int j = 0; j < nc->nsubs && !kept; j++)
+            kept = !strcmp(oc->subs[i].event, nc->subs[j].event) &&
+                   !strcmp(oc->subs[i].proto, nc->subs[j].proto) &&
+                   !strcmp(oc->subs[i].selector, nc->subs[j].selector);
+        if (!kept)
+            kernel_unsubscribe(d->k, oc->subs[i].event, oc->subs[i].proto, oc->subs[i].selector);
+    }
+    for (int i = 0; i < oc->nprotos; i++)
+        if (!config_proto(nc, oc->protos[i].name))
+            dlog(d, LOG_NOTICE, "proto %s is no longer in %s: it keeps running with its state",
+                 oc->protos[i].name, nc->path);
+    d->cfg = nc;
+    __atomic_store_n(&d->level, nc->log_level, __ATOMIC_RELAXED);
+    kernel_set_log_level(d->k, nc->log_level);
+    dconfig_free(oc);
+
+    if (new_dir && watch_open(d, err, sizeof err) != 0)
+        dlog(d, LOG_ERR, "%s", err);
+    watch_scan(d, false);
+    daemon_create_protos(d, NULL);
+    for (int j = 0; j < nc->nsubs; j++) {
+        const dsub *s = &nc->subs[j];
+        if (proto_exists(d, s->proto) &&
+            kernel_subscribe(d->k, s->event, s->proto, s->selector, err, sizeof err) != 0 &&
+            !strstr(err, "already observes"))
+            dlog(d, LOG_ERR, "%s: %s", nc->path, err);
+    }
+    /* Pinned versions: a proto whose version in the config changed moves. */
+    for (int i = 0; i < nc->nprotos; i++) {
+        const dproto *p = &nc->protos[i];
+        if (!p->version || !proto_exists(d, p->name))
+            continue;
+        int rc = kernel_swap(d->k, p->name, p->version, err, sizeof err);
+        if (rc)
+            dlog(d, LOG_ERR, "%s:%d: %s", nc->path, p->line, err);
+    }
+}
+
+int daemon_reload(a4psd *d, char **errors)
+{
+    dconfig *nc;
+    *errors = NULL;
+    dlog(d, LOG_NOTICE, "reloading %s", d->cfg_arg);
+    if (dconfig_load(d->cfg_arg, &nc, errors) != 0) {
+        dlog(d, LOG_ERR, "config refused; still running on the previous one:");
+        for (char *p = *errors, *nl; p && *p; p = nl + 1) {
+            nl = strchrnul(p, '\n');
+            dlog(d, LOG_ERR, "  %.*s", (int)(nl - p), p);
+            if (!*nl)
+                break;
+        }
+        pthread_mutex_lock(&d->mx);
+        free(d->config_error);
+        d->config_error = strdup(*errors);
+        size_t n = d->config_error ? strlen(d->config_error) : 0;
+        if (n && d->config_error[n - 1] == '\n')
+            d->config_error[n - 1] = 0;          /* status shows it as one field */
+        pthread_mutex_unlock(&d->mx);
+        return -1;
+    }
+    pthread_mutex_lock(&d->mx);
+    free(d->config_error);
+    d->config_error = NULL;
+    pthread_mutex_unlock(&d->mx);
+    apply(d, nc);
+    dlog(d, LOG_NOTICE, "config applied");
+    return 0;
+}
+
+static void on_signal(a4psd *d)
+{
+    struct signalfd_siginfo si;
+    while (read(d->sigfd, &si, sizeof si) == sizeof si) {
+        switch (si.ssi_signo) {
+        case SIGHUP: {
+            char *errors;
+            daemon_reload(d, &errors);
+            free(errors);
+            break;
+        }
+        case SIGUSR1:
+            dlog(d, LOG_NOTICE, "SIGUSR1: snapshot requested; the image is not implemented "
+                 "yet, nothing was written");
+            break;
+        case SIGTERM:
+        case SIGINT:
+            dlog(d, LOG_NOTICE, "%s: stopping: no new requests, finishing the calls in flight",
+                 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+            d->stopping = true;
+            break;
+        }
+    }
+}
+
+static int add_fd(a4psd *d, int fd, int *slot)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = slot};
+    return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: a4psd -c FILE            run the daemon in the foreground\n"
+               "       a4psd --check-config -c FILE   validate FILE and exit\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *cfg_path = NULL;
+    bool check = false;
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': cfg_path = optarg; break;
+        case 'C': check = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!cfg_path || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    dconfig *cfg;
+    char *errors = NULL;
+    if (dconfig_load(cfg_path, &cfg, &errors) != 0) {
+        fputs(errors, stderr);
+        free(errors);
+        return 1;
+    }
+    if (check) {
+        printf("%s: ok (%d proto%s, %d subscription%s)\n", cfg->path, cfg->nprotos,
+               cfg->nprotos == 1 ? "" : "s", cfg->nsubs, cfg->nsubs == 1 ? "" : "s");
+        dconfig_free(cfg);
+        return 0;
+    }
+
+    a4psd dd = {.cfg = cfg, .cfg_arg = cfg_path, .level = cfg->log_level,
+                 .sigfd = -1, .inofd = -1, .wd = -1, .lfd = -1, .tickfd = -1,
+                 .jobfd = -1, .evfd = -1};
+    a4psd *d = &dd;
+    d->started = time(NULL);
+    pthread_mutex_init(&d->mx, NULL);
+    pthread_mutex_init(&d->qlock, NULL);
+    pthread_cond_init(&d->qcv, NULL);
+    pthread_mutex_init(&d->evlock, NULL);
+    setvbuf(stderr, NULL, _IOLBF, 0);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sigdelset(&set, SIGPIPE);
+    d->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    d->epfd = epoll_create1(EPOLL_CLOEXEC);
+    d->jobfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    d->tickfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (d->sigfd < 0 || d->epfd < 0 || d->jobfd < 0 || d->evfd < 0 || d->tickfd < 0) {
+        dlog(d, LOG_ERR, "cannot set up the event loop: %s", strerror(errno));
+        return 1;
+    }
+    struct itimerspec tick = {{1, 0}, {1, 0}};
+    timerfd_settime(d->tickfd, 0, &tick, NULL);
+    add_fd(d, d->sigfd, &d->sigfd);
+    add_fd(d, d->jobfd, &d->jobfd);
+    add_fd(d, d->evfd, &d->evfd);
+    add_fd(d, d->tickfd, &d->tickfd);
+
+    char err[KERNEL_ERRLEN];
+    struct stat st;
+    if (stat(cfg->plugin_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if (mkdir(cfg->plugin_dir, 0755) != 0) {
+            dlog(d, LOG_ERR, "%s: plugin_dir %s: %s", cfg->path, cfg->plugin_dir, strerror(errno));
+            return 1;
+        }
+    }
+    kernel_config kc = {
+        .runtime_dir = cfg->runtime_dir,
+        .max_plugin_bytes = cfg->max_plugin_bytes,
+        .hook_timeout_ms = cfg->hook_timeout_ms,
+        .migrate_timeout_ms = cfg->migrate_timeout_ms,
+        .event_queue_len = cfg->event_queue,
+        .run_self_test = 1,
+        .log_level = LOG_DEBUG,  /* the sink filters, so the level can change */
+        .log = kernel_log_sink,
+        .log_arg = d,
+        .on_event = ctl_on_event,
+        .on_event_arg = d,
+    };
+    d->k = kernel_create(&kc, err, sizeof err);
+    if (!d->k) {
+        dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
+        return 1;
+    }
+    if (ctl_open(d, err, sizeof err) != 0 || watch_open(d, err, sizeof err) != 0 ||
+        ctl_workers_start(d, err, sizeof err) != 0) {
+        dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
+        ctl_shutdown(d);
+        kernel_destroy(d->k);
+        return 1;
+    }
+    dlog(d, LOG_NOTICE, "a4psd %s up (pid %d): config %s, plugins %s, socket %s, %d workers",
+         A4PS_ABI_VERSION_STRING, (int)getpid(), cfg->path, cfg->plugin_dir, cfg->socket,
+         cfg->workers);
+    watch_scan(d, true);
+    daemon_create_protos(d, NULL);
+
+    while (!d->stopping) {
+        struct epoll_event evs[64];
+        int n = epoll_wait(d->epfd, evs, 64, -1);
+        if (n < 0 && errno != EINTR) {
+            dlog(d, LOG_ERR, "epoll_wait: %s", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n && !d->stopping; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &d->sigfd)
+                on_signal(d);
+            else if (p == &d->inofd)
+                watch_event(d);
+            else if (p == &d->lfd)
+                ctl_accept(d);
+            else if (p == &d->jobfd)
+                ctl_jobs_done(d);
+            else if (p == &d->evfd)
+                ctl_stream_events(d);
+            else if (p == &d->tickfd) {
+                uint64_t v;
+                if (read(d->tickfd, &v, sizeof v) < 0 && errno != EAGAIN)
+                    dlog(d, LOG_WARNING, "tick: %s", strerror(errno));
+                ctl_tick(d);
+            } else
+                ctl_client_event(d, p, evs[i].events);
+        }
+        ctl_reap(d);
+    }
+    ctl_shutdown(d);
+    watch_close(d);
+    kernel_destroy(d->k);
+    dlog(d, LOG_NOTICE, "stopped");
+    for (unsigned i = 0; i < EVENT_RING; i++)
+        free(d->ring[i]);
+    for (size_t i = 0; i < d->nstream; i++)
+        free(d->stream[i]);
+    free(d->stream);
+    free(d->config_error);
+    dconfig_free(d->cfg);
+    close(d->epfd);
+    close(d->sigfd);
+    close(d->jobfd);
+    close(d->evfd);
+    close(d->tickfd);
+    return 0;
+}

@@ -1,0 +1,555 @@
+/* config.c -- parsing and validating a4psd's libconfig file.
+ *
+ * The schema is a table of known keys per group; anything else is an error
+ * naming the file and line, as is every wrong type or out-of-range value.
+ * Nothing is applied here: the caller gets a complete dconfig or a list of
+ * everything that is wrong with the file. */
+#define _GNU_SOURCE
+#include "daemon/config.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <jansson.h>
+#include <libconfig.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+typedef struct errs {
+    char *text;
+    size_t len;
+    int n;
+    const char *file;
+} errs;
+
+static void errf(errs *e, const config_setting_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void errf(errs *e, const config_setting_t *s, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int line = s ? config_setting_source_line(s) : 0;
+    char *line_text;
+    /* Line 0: a key missing from the top level has no line of its own. */
+    int n = line ? asprintf(&line_text, "%s:%d: %s\n", e->file, line, msg)
+                 : asprintf(&line_text, "%s: %s\n", e->file, msg);
+    if (n < 0)
+        return;
+    char *nt = realloc(e->text, e->len + (size_t)n + 1);
+    if (nt) {
+        memcpy(nt + e->len, line_text, (size_t)n + 1);
+        e->text = nt;
+        e->len += (size_t)n;
+        e->n++;
+    }
+    free(line_text);
+}
+
+static const char *type_name(int t)
+{
+    switch (t) {
+    case CONFIG_TYPE_GROUP: return "a group { }";
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64: return "an integer";
+    case CONFIG_TYPE_FLOAT: return "a number";
+    case CONFIG_TYPE_STRING: return "a string";
+    case CONFIG_TYPE_BOOL: return "a boolean";
+    case CONFIG_TYPE_ARRAY: return "an array [ ]";
+    case CONFIG_TYPE_LIST: return "a list ( )";
+    default: return "nothing";
+    }
+}
+
+/* The dotted path of a setting, for messages: "control.uids", "protos.[2].name". */
+static void setting_path(const config_setting_t *s, char *buf, size_t len)
+{
+    const config_setting_t *chain[32];
+    int n = 0;
+    for (const config_setting_t *p = s; p && config_setting_parent(p) && n < 32;
+         p = config_setting_parent(p))
+        chain[n++] = p;
+    buf[0] = 0;
+    size_t used = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        const char *name = config_setting_name(chain[i]);
+        int w = name ? snprintf(buf + used, len - used, "%s%s", used ? "." : "", name)
+                     : snprintf(buf + used, len - used, "[%d]", config_setting_index(chain[i]));
+        if (w < 0 || (size_t)w >= len - used)
+            break;
+        used += (size_t)w;
+    }
+}
+
+typedef enum { K_STRING, K_INT, K_GROUP, K_LIST, K_INTS, K_ANY } ktype;
+
+typedef struct keyspec {
+    const char *name;
+    ktype type;
+    long min, max;               /* K_INT range */
+    int required;
+} keyspec;
+
+static int type_ok(const config_setting_t *s, ktype t)
+{
+    int st = config_setting_type(s);
+    switch (t) {
+    case K_STRING: return st == CONFIG_TYPE_STRING;
+    case K_INT: return st == CONFIG_TYPE_INT || st == CONFIG_TYPE_INT64;
+    case K_GROUP: return st == CONFIG_TYPE_GROUP;
+    case K_LIST: return st == CONFIG_TYPE_LIST;
+    case K_INTS: return st == CONFIG_TYPE_ARRAY || st == CONFIG_TYPE_LIST;
+    case K_ANY: return 1;
+    }
+    return 0;
+}
+
+static const char *want_name(ktype t)
+{
+    switch (t) {
+    case K_STRING: return "a string";
+    case K_INT: return "an integer";
+    case K_GROUP: return "a group { }";
+    case K_LIST: return "a list ( )";
+    case K_INTS: return "an array of integers [ ]";
+    case K_ANY: return "anything";
+    }
+    return "?";
+}
+
+/* Check the members of group g against spec: unknown keys, wrong types,
+ * ranges, required keys.  Returns the number of problems. */
+static int check_group(errs *e, const config_setting_t *g, const keyspec *spec)
+{
+    int before = e->n;
+    char path[256];
+    int n = config_setting_length(g);
+    for (int i = 0; i < n; i++) {
+        config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(s);
+        const keyspec *k = NULL;
+        for (const keyspec *p = spec; p->name; p++)
+            if (name && !strcmp(p->name, name))
+                k = p;
+        setting_path(s, path, sizeof path);
+        if (!k) {
+            char known[512] = "";
+            for (const keyspec *p = spec; p->name; p++) {
+                strncat(known, known[0] ? ", " : "", sizeof known - strlen(known) - 1);
+                strncat(known, p->name, sizeof known - strlen(known) - 1);
+            }
+            errf(e, s, "%s: unknown key (known here: %s)", path, known);
+            continue;
+        }
+        if (!type_ok(s, k->type)) {
+            errf(e, s, "%s: expected %s, found %s", path, want_name(k->type),
+                 type_name(config_setting_type(s)));
+            continue;
+        }
+        if (k->type == K_INT) {
+            long long v = config_setting_get_int64(s);
+            if (v < k->min || v > k->max)
+                errf(e, s, "%s: %lld is out of range (%ld to %ld)", path, v, k->min, k->max);
+        }
+        if (k->type == K_STRING && !*config_setting_get_string(s))
+            errf(e, s, "%s: must not be empty", path);
+    }
+    for (const keyspec *p = spec; p->name; p++)
+        if (p->required && !config_setting_get_member(g, p->name)) {
+            setting_path(g, path, sizeof path);
+            errf(e, g, "%s%s%s: required but missing", path, path[0] ? "." : "", p->name);
+        }
+    return e->n - before;
+}
+
+static char *resolve(const char *dir, const char *p)
+{
+    char *out;
+    if (p[0] == '/')
+        return strdup(p);
+    if (asprintf(&out, "%s/%s", dir, p) < 0)
+        return NULL;
+    return out;
+}
+
+static const char *str_member(const config_setting_t *g, const char *name)
+{
+    const config_setting_t *s = config_setting_get_member(g, name);
+    return s && config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+}
+
+static long long int_member(const config_setting_t *g, const char *name, long long dflt)
+{
+    const config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
+    if (!s || (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64))
+        return dflt;
+    return config_setting_get_int64(s);
+}
+
+static const struct {
+    const char *name;
+    int level;
+} levels[] = {
+    {"err", LOG_ERR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
+    {"info", LOG_INFO}, {"debug", LOG_DEBUG},
+};
+
+const char *dconfig_level_name(int level)
+{
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
+        if (levels[i].level == level)
+            return levels[i].name;
+    return "?";
+}
+
+/* A libconfig value as JSON (persona metadata). */
+static json_t *to_json(const config_setting_t *s)
+{
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64: return json_integer(config_setting_get_int64(s));
+    case CONFIG_TYPE_FLOAT: return json_real(config_setting_get_float(s));
+    case CONFIG_TYPE_STRING: return json_string(config_setting_get_string(s));
+    case CONFIG_TYPE_BOOL: return json_boolean(config_setting_get_bool(s));
+    case CONFIG_TYPE_GROUP: {
+        json_t *o = json_object();
+        for (int i = 0; i < config_setting_length(s); i++) {
+            config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
+            json_object_set_new(o, config_setting_name(m), to_json(m));
+        }
+        return o;
+    }
+    case CONFIG_TYPE_ARRAY:
+    case CONFIG_TYPE_LIST: {
+        json_t *a = json_array();
+        for (int i = 0; i < config_setting_length(s); i++)
+            json_array_append_new(a, to_json(config_setting_get_elem(s, (unsigned)i)));
+        return a;
+    }
+    }
+    return json_null();
+}
+
+static int name_ok(const char *s, int allow_upper)
+{
+    if (!s || !*s || strlen(s) > 62)
+        return 0;
+    if (!((*s >= 'a' && *s <= 'z') || (allow_upper && *s >= 'A' && *s <= 'Z')))
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (allow_upper && *s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '_' || *s == '-' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static const keyspec root_spec[] = {
+    {"plugin_dir", K_STRING, 0, 0, 1},
+    {"runtime_dir", K_STRING, 0, 0, 1},
+    {"image", K_STRING, 0, 0, 0},
+    {"log_level", K_STRING, 0, 0, 0},
+    {"workers", K_INT, 1, 64, 0},
+    {"control", K_GROUP, 0, 0, 1},
+    {"limits", K_GROUP, 0, 0, 0},
+    {"protos", K_LIST, 0, 0, 0},
+    {"subscriptions", K_LIST, 0, 0, 0},
+    {NULL, 0, 0, 0, 0},
+};
+static const keyspec control_spec[] = {
+    {"socket", K_STRING, 0, 0, 1},
+    {"uids", K_INTS, 0, 0, 0},
+    {"group", K_STRING, 0, 0, 0},
+    {NULL, 0, 0, 0, 0},
+};
+static const keyspec limits_spec[] = {
+    {"max_plugin_bytes", K_INT, 4096, 1L << 30, 0},
+    {"hook_timeout_ms", K_INT, 10, 600000, 0},
+    {"migrate_timeout_ms", K_INT, 10, 600000, 0},
+    {"event_queue", K_INT, 16, 1 << 20, 0},
+    {"max_request_bytes", K_INT, 1024, 64L << 20, 0},
+    {"max_clients", K_INT, 1, 4096, 0},
+    {"request_timeout_ms", K_INT, 100, 3600000, 0},
+    {NULL, 0, 0, 0, 0},
+};
+static const keyspec proto_spec[] = {
+    {"name", K_STRING, 0, 0, 1},
+    {"plugin", K_STRING, 0, 0, 1},
+    {"version", K_STRING, 0, 0, 0},
+    {"persona", K_GROUP, 0, 0, 0},
+    {"state", K_GROUP, 0, 0, 0},
+    {NULL, 0, 0, 0, 0},
+};
+static const keyspec sub_spec[] = {
+    {"event", K_STRING, 0, 0, 1},
+    {"proto", K_STRING, 0, 0, 1},
+    {"selector", K_STRING, 0, 0, 1},
+    {NULL, 0, 0, 0, 0},
+};
+
+static void parse_protos(errs *e, dconfig *c, const config_setting_t *list)
+{
+    int n = config_setting_length(list);
+    c->protos = calloc((size_t)(n ? n : 1), sizeof *c->protos);
+    if (!c->protos)
+        return;
+    char path[256];
+    for (int i = 0; i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        setting_path(g, path, sizeof path);
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+            errf(e, g, "%s: expected a group { name = ...; plugin = ...; }, found %s", path,
+                 type_name(config_setting_type(g)));
+            continue;
+        }
+        if (check_group(e, g, proto_spec))
+            continue;
+        dproto *p = &c->protos[c->nprotos];
+        const char *name = str_member(g, "name");
+        if (!name_ok(name, 1)) {
+            errf(e, config_setting_get_member(g, "name"),
+                 "%s.name: '%s' must match [A-Za-z][A-Za-z0-9_.-]{0,61}", path, name);
+            continue;
+        }
+        for (int j = 0; j < c->nprotos; j++)
+            if (!strcmp(c->protos[j].name, name)) {
+                errf(e, config_setting_get_member(g, "name"),
+                     "%s.name: proto '%s' is defined twice (also on line %d)", path, name,
+                     c->protos[j].line);
+                name = NULL;
+                break;
+            }
+        if (!name)
+            continue;
+        const char *plugin = str_member(g, "plugin");
+        if (!name_ok(plugin, 0)) {
+            errf(e, config_setting_get_member(g, "plugin"),
+                 "%s.plugin: '%s' is not a plugin name ([a-z][a-z0-9_-]*)", path, plugin);
+            continue;
+        }
+        p->name = strdup(name);
+        p->plugin = strdup(plugin);
+        p->line = config_setting_source_line(g);
+        const char *ver = str_member(g, "version");
+        p->version = ver ? strdup(ver) : NULL;
+        const config_setting_t *persona = config_setting_get_member(g, "persona");
+        if (persona) {
+            json_t *j = to_json(persona);
+            p->persona_json = json_dumps(j, JSON_COMPACT);
+            json_decref(j);
+        }
+        const config_setting_t *st = config_setting_get_member(g, "state");
+        if (st) {
+            int m = config_setting_length(st);
+            p->state = calloc((size_t)(m ? m : 1), sizeof *p->state);
+            for (int j = 0; p->state && j < m; j++) {
+                config_setting_t *kv = config_setting_get_elem(st, (unsigned)j);
+                if (config_setting_type(kv) != CONFIG_TYPE_STRING) {
+                    char kp[256];
+                    setting_path(kv, kp, sizeof kp);
+                    errf(e, kv, "%s: state values are strings, found %s", kp,
+                         type_name(config_setting_type(kv)));
+                    continue;
+                }
+                p->state[p->nstate].key = strdup(config_setting_name(kv));
+                p->state[p->nstate].value = strdup(config_setting_get_string(kv));
+                p->nstate++;
+            }
+        }
+        c->nprotos++;
+    }
+}
+
+static void parse_subs(errs *e, dconfig *c, const config_setting_t *list)
+{
+    int n = config_setting_length(list);
+    c->subs = calloc((size_t)(n ? n : 1), sizeof *c->subs);
+    if (!c->subs)
+        return;
+    char path[256];
+    for (int i = 0; i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        setting_path(g, path, sizeof path);
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+            errf(e, g, "%s: expected a group { event = ...; proto = ...; selector = ...; }", path);
+            continue;
+        }
+        if (check_group(e, g, sub_spec))
+            continue;
+        dsub *s = &c->subs[c->nsubs++];
+        s->event = strdup(str_member(g, "event"));
+        s->proto = strdup(str_member(g, "proto"));
+        s->selector = strdup(str_member(g, "selector"));
+    }
+}
+
+int dconfig_load(const char *path, dconfig **out, char **errors)
+{
+    errs e = {.file = path};
+    config_t cf;
+    config_init(&cf);
+    dconfig *c = calloc(1, sizeof *c);
+    *out = NULL;
+    *errors = NULL;
+    if (!c) {
+        *errors = strdup("out of memory\n");
+        config_destroy(&cf);
+        return -1;
+    }
+    char abs[PATH_MAX];
+    if (!realpath(path, abs)) {
+        errf(&e, NULL, "cannot read: %s", strerror(errno));
+        goto done;
+    }
+    c->path = strdup(abs);
+    e.file = c->path;
+    if (!config_read_file(&cf, abs)) {
+        if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
+            errf(&e, NULL, "cannot read: %s", strerror(errno));
+        else {
+            char *line;
+            if (asprintf(&line, "%s:%d: syntax: %s\n",
+                         config_error_file(&cf) ? config_error_file(&cf) : abs,
+                         config_error_line(&cf), config_error_text(&cf)) >= 0) {
+                e.text = line;
+                e.len = strlen(line);
+                e.n = 1;
+            }
+        }
+        goto done;
+    }
+    char dirbuf[PATH_MAX];
+    snprintf(dirbuf, sizeof dirbuf, "%s", abs);
+    const char *dir = dirname(dirbuf);
+    const config_setting_t *root = config_root_setting(&cf);
+    check_group(&e, root, root_spec);
+
+    const char *s;
+    if ((s = str_member(root, "plugin_dir")) && *s)
+        c->plugin_dir = resolve(dir, s);
+    if ((s = str_member(root, "runtime_dir")) && *s)
+        c->runtime_dir = resolve(dir, s);
+    if ((s = str_member(root, "image")) && *s)
+        c->image = resolve(dir, s);
+    c->log_level = LOG_INFO;
+    if ((s = str_member(root, "log_level"))) {
+        int found = 0;
+        for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
+            if (!strcmp(levels[i].name, s)) {
+                c->log_level = levels[i].level;
+                found = 1;
+            }
+        if (!found)
+            errf(&e, config_setting_get_member(root, "log_level"),
+                 "log_level: '%s' is not one of err, warning, notice, info, debug", s);
+    }
+    c->workers = (int)int_member(root, "workers", 2);
+
+    const config_setting_t *ctl = config_setting_get_member(root, "control");
+    if (ctl && config_setting_type(ctl) == CONFIG_TYPE_GROUP && !check_group(&e, ctl, control_spec)) {
+        c->socket = resolve(dir, str_member(ctl, "socket"));
+        const char *grp = str_member(ctl, "group");
+        if (grp) {
+            if (!getgrnam(grp))
+                errf(&e, config_setting_get_member(ctl, "group"),
+                     "control.group: no group named '%s' on this machine", grp);
+            c->group = strdup(grp);
+        }
+        const config_setting_t *uids = config_setting_get_member(ctl, "uids");
+        if (uids) {
+            int n = config_setting_length(uids);
+            c->uids = calloc((size_t)(n ? n : 1), sizeof *c->uids);
+            for (int i = 0; c->uids && i < n; i++) {
+                config_setting_t *u = config_setting_get_elem(uids, (unsigned)i);
+                int t = config_setting_type(u);
+                long long v = (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)
+                                  ? config_setting_get_int64(u) : -1;
+                if (v < 0 || v > 0x7fffffff) {
+                    errf(&e, u, "control.uids[%d]: expected a uid (a non-negative integer)", i);
+                    continue;
+                }
+                c->uids[c->nuids++] = (uid_t)v;
+            }
+        }
+    }
+    const config_setting_t *lim = config_setting_get_member(root, "limits");
+    if (lim && config_setting_type(lim) == CONFIG_TYPE_GROUP)
+        check_group(&e, lim, limits_spec);
+    else
+        lim = NULL;
+    c->max_plugin_bytes = (size_t)int_member(lim, "max_plugin_bytes", 64LL << 20);
+    c->hook_timeout_ms = (unsigned)int_member(lim, "hook_timeout_ms", 2000);
+    c->migrate_timeout_ms = (unsigned)int_member(lim, "migrate_timeout_ms", 1000);
+    c->event_queue = (size_t)int_member(lim, "event_queue", 4096);
+    c->max_request_bytes = (size_t)int_member(lim, "max_request_bytes", 1 << 20);
+    c->max_clients = (int)int_member(lim, "max_clients", 64);
+    c->request_timeout_ms = (unsigned)int_member(lim, "request_timeout_ms", 10000);
+
+    const config_setting_t *protos = config_setting_get_member(root, "protos");
+    if (protos && config_setting_type(protos) == CONFIG_TYPE_LIST)
+        parse_protos(&e, c, protos);
+    const config_setting_t *subs = config_setting_get_member(root, "subscriptions");
+    if (subs && config_setting_type(subs) == CONFIG_TYPE_LIST)
+        parse_subs(&e, c, subs);
+    for (int i = 0; i < c->nsubs; i++) {
+        int known = 0;
+        for (int j = 0; j < c->nprotos; j++)
+            if (!strcmp(c->subs[i].proto, c->protos[j].name))
+                known = 1;
+        if (!known)
+            errf(&e, config_setting_get_elem(subs, (unsigned)i),
+                 "subscriptions.[%d].proto: '%s' is not one of the protos of this file", i,
+                 c->subs[i].proto);
+    }
+done:
+    config_destroy(&cf);
+    if (e.n || !e.text) {
+        if (e.n) {
+            *errors = e.text;
+            dconfig_free(c);
+            return -1;
+        }
+    }
+    free(e.text);
+    *out = c;
+    return 0;
+}
+
+void dconfig_free(dconfig *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->nprotos; i++) {
+        dproto *p = &c->protos[i];
+        free(p->name);
+        free(p->plugin);
+        free(p->version);
+        free(p->persona_json);
+        for (int j = 0; j < p->nstate; j++) {
+            free(p->state[j].key);
+            free(p->state[j].value);
+        }
+        free(p->state);
+    }
+    free(c->protos);
+    for (int i = 0; i < c->nsubs; i++) {
+        free(c->subs[i].event);
+        free(c->subs[i].proto);
+        free(c->subs[i].selector);
+    }
+    free(c->subs);
+    free(c->uids);
+    free(c->path);
+    free(c->plugin_dir);
+    free(c->runtime_dir);
+    free(c->image);
+    free(c->socket);
+    free(c->group);
+    free(c);
+}

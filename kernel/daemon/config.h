@@ -1,0 +1,65 @@
+/* config.h -- a4psd's configuration: parsed and validated whole, or refused.
+ *
+ * dconfig_load reads a libconfig file, checks every key it knows and refuses
+ * every key it does not, and collects every problem as "FILE:LINE: key:
+ * message" -- so --check-config and a refused SIGHUP show them all at once.
+ * Relative paths are resolved against the directory of the config file. */
+#ifndef A4PS_DAEMON_CONFIG_H
+#define A4PS_DAEMON_CONFIG_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct dstate {
+    char *key;
+    char *value;
+} dstate;
+
+typedef struct dproto {
+    char *name;
+    char *plugin;
+    char *version;               /* NULL: the newest loaded */
+    char *persona_json;          /* NULL when the config has none */
+    dstate *state;               /* initial state, applied at creation only */
+    int nstate;
+    int line;
+} dproto;
+
+typedef struct dsub {
+    char *event;
+    char *proto;
+    char *selector;
+} dsub;
+
+typedef struct dconfig {
+    char *path;                  /* the file, absolute */
+    char *plugin_dir;
+    char *runtime_dir;
+    char *image;                 /* NULL until the image lands */
+    char *socket;
+    char *group;                 /* NULL: socket mode 0600 */
+    uid_t *uids;                 /* permitted besides the daemon's own uid */
+    int nuids;
+    int log_level;               /* syslog priority */
+    int workers;
+    size_t max_plugin_bytes;
+    unsigned hook_timeout_ms;
+    unsigned migrate_timeout_ms;
+    size_t event_queue;
+    size_t max_request_bytes;
+    int max_clients;
+    unsigned request_timeout_ms;
+    dproto *protos;
+    int nprotos;
+    dsub *subs;
+    int nsubs;
+} dconfig;
+
+/* 0 and *out on success; otherwise -1 and *errors, a malloc'd text of one
+ * "FILE:LINE: message" line per problem (caller frees). */
+int dconfig_load(const char *path, dconfig **out, char **errors);
+void dconfig_free(dconfig *c);
+
+const char *dconfig_level_name(int level);
+
+#endif

@@ -1,0 +1,97 @@
+/* daemon.h -- a4psd's internals: the daemon object shared by its modules.
+ *
+ *   a4psd.c   main, the epoll loop, signals, applying a config
+ *   ctl.c     the control socket: clients, requests, workers, event stream
+ *   watch.c   the plugin directory: scan and inotify
+ *   config.c  parsing the config file
+ *
+ * One thread runs the loop and owns every field not marked otherwise; the
+ * worker threads touch only the job queues and the kernel. */
+#ifndef A4PS_DAEMON_H
+#define A4PS_DAEMON_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "daemon/config.h"
+#include "kernel.h"
+
+typedef struct client client;
+typedef struct job job;
+
+#define EVENT_RING 256
+
+typedef struct a4psd {
+    dconfig *cfg;                /* the config in force */
+    const char *cfg_arg;         /* as given with -c */
+    kernel *k;
+    int level;                   /* log level, read by every thread */
+    time_t started;
+    bool stopping;
+
+    int epfd, sigfd, inofd, wd, lfd, tickfd;
+    int jobfd;                   /* eventfd: jobs completed */
+    int evfd;                    /* eventfd: events to stream */
+
+    /* config error of the last reload (NULL when it applied); under mx */
+    pthread_mutex_t mx;
+    char *config_error;
+    int nclients;                /* written by the loop, read by workers */
+
+    client *clients;
+    client *graveyard;           /* closed this loop turn; an event for one may
+                                    still be in the batch, so ctl_reap frees
+                                    them after it */
+    uint64_t next_client_id;
+
+    /* workers and their queues (under qlock) */
+    pthread_t *workers;
+    int nworkers;
+    pthread_mutex_t qlock;
+    pthread_cond_t qcv;
+    job *todo, *todo_tail, *done, *done_tail;
+    int running;                 /* jobs being executed */
+    bool qstop;
+
+    /* recent events and the ones not yet streamed (under evlock) */
+    pthread_mutex_t evlock;
+    char *ring[EVENT_RING];
+    unsigned ring_next;
+    char **stream;
+    size_t nstream, capstream;
+    uint64_t stream_dropped;
+} a4psd;
+
+void dlog(a4psd *d, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* a4psd.c */
+int daemon_reload(a4psd *d, char **errors);   /* 0 applied, -1 refused (errors) */
+
+/* ctl.c */
+int ctl_open(a4psd *d, char *err, size_t errlen);
+void ctl_close_listener(a4psd *d);
+void ctl_accept(a4psd *d);
+void ctl_client_event(a4psd *d, client *c, uint32_t events);
+void ctl_jobs_done(a4psd *d);
+void ctl_stream_events(a4psd *d);
+void ctl_tick(a4psd *d);
+void ctl_reap(a4psd *d);
+int ctl_workers_start(a4psd *d, char *err, size_t errlen);
+void ctl_shutdown(a4psd *d);
+void ctl_on_event(void *arg, const char *event, const char *json, size_t len);
+bool ctl_is_client(a4psd *d, void *ptr);
+
+/* watch.c */
+int watch_open(a4psd *d, char *err, size_t errlen);
+void watch_close(a4psd *d);
+void watch_event(a4psd *d);
+void watch_scan(a4psd *d, bool initial);
+void daemon_plugin_loaded(a4psd *d, const char *plugin);
+
+/* a4psd.c: create the config's protos whose plugin is loaded now */
+void daemon_create_protos(a4psd *d, const char *only_plugin);
+
+#endif
