@@ -5,8 +5,9 @@
  * {"ok":true,"result":...} or {"ok":false,"code":...,"error":...}
  * (`events --follow` then keeps reading one {"event":...} line per event).
  * Prints the result for a human, or as one compact JSON line with --json,
- * and tells the failure modes apart by exit status (see usage_text). */
+ * and tells the ways a run can fail apart by exit status (see usage_text). */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -34,17 +35,17 @@ enum {
     CTL_OK = 0,
     CTL_EREPLY = 1,      /* the daemon answered with an error */
     CTL_EUSAGE = 2,      /* bad arguments, unreadable config, request too big */
-    CTL_EDOWN = 3,       /* a4psd not running (or shutting down) */
-    CTL_EREFUSED = 4,    /* this uid is not permitted */
+    CTL_EDOWN = 3,       /* a4psd not running, or shutting down */
+    CTL_EREFUSED = 4,    /* this uid may not use the daemon */
     CTL_EIO = 5,         /* protocol or I/O error, timeout */
 };
 
-/* Results of the socket I/O layer, mapped to exit statuses by its callers,
- * which know what was being attempted. */
+/* Results of the socket layer; its callers, who know what was being
+ * attempted, turn them into messages and exit statuses. */
 enum { IO_OK, IO_EOF, IO_TIMEOUT, IO_TOOLONG, IO_ERR };
 
-#define REQUEST_MAX (1u << 20)     /* the daemon refuses longer request lines */
-#define REPLY_MAX (16u << 20)      /* we refuse longer reply lines */
+#define REQUEST_MAX (1u << 20)   /* the daemon refuses longer request lines */
+#define REPLY_MAX (16u << 20)    /* we refuse longer reply lines */
 #define DEFAULT_TIMEOUT_S 30.0
 #define DEFAULT_SOCKET "/run/a4ps/a4ps.sock"
 #define LOCAL_SOCKET "var/a4ps.sock"
@@ -83,7 +84,7 @@ static const char usage_text[] =
     "  -h, --help           this text\n"
     "\n"
     "The socket is, in this order: -s; control.socket of -c CONFIG; $A4PS_SOCKET;\n"
-    "" LOCAL_SOCKET " if it exists in the current directory; " DEFAULT_SOCKET ".\n"
+    LOCAL_SOCKET " if it exists in the current directory; " DEFAULT_SOCKET ".\n"
     "\n"
     "exit status:\n"
     "  0  success\n"
@@ -109,7 +110,7 @@ typedef struct ctl_opts {
 } ctl_opts;
 
 /* One connection to the daemon and its read buffer: bytes [off, len) are
- * received and not yet consumed; [off, scan) holds no '\n'. */
+ * received and not yet consumed, and [off, scan) holds no '\n'. */
 typedef struct conn {
     int fd;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -139,12 +140,6 @@ static void errmsg(const char *fmt, ...)
     va_end(ap);
 }
 
-static int out_of_memory(void)
-{
-    errmsg("out of memory");
-    return CTL_EIO;
-}
-
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
 {
@@ -157,243 +152,9 @@ static int usage_error(const char *fmt, ...)
     return CTL_EUSAGE;
 }
 
-/* ---- Time ---- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* An absolute CLOCK_MONOTONIC deadline in ms, or -1 for none. */
-static int64_t deadline_after(double seconds)
-{
-    return seconds > 0 ? now_ms() + (int64_t)ceil(seconds * 1000) : -1;
-}
-
-/* Waits until fd is ready for events or the deadline passes; IO_OK or
- * IO_TIMEOUT or IO_ERR.  EINTR restarts with the time that is left. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-    for (;;) {
-        int ms = -1;
-        if (deadline >= 0) {
-            int64_t left = deadline - now_ms();
-            if (left <= 0)
-                return IO_TIMEOUT;
-            ms = left > INT_MAX ? INT_MAX : (int)left;
-        }
-        struct pollfd p = {.fd = fd, .events = events};
-        int n = poll(&p, 1, ms);
-        if (n > 0)
-            return IO_OK;     /* readable, writable, or an error read/send will report */
-        if (n == 0)
-            return IO_TIMEOUT;
-        if (errno != EINTR)
-            return IO_ERR;
-    }
-}
-
-/* ---- Text for humans ---- */
-
-/* A copy of s[0..n) with C0 and C1 control characters and DEL written as
- * \xNN: names and messages come from plugins and must not drive the
- * operator's terminal.  NULL when out of memory. */
-static char *sanitize(const char *s, size_t n)
-{
-    char *out = malloc(n * 4 + 1), *p = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        unsigned char next = i + 1 < n ? (unsigned char)s[i + 1] : 0;
-        if (ch < 0x20 || ch == 0x7f) {
-            p += sprintf(p, "\\x%02x", ch);
-        } else if (ch == 0xc2 && next >= 0x80 && next <= 0x9f) {
-            p += sprintf(p, "\\xc2\\x%02x", next);
-            i++;
-        } else {
-            *p++ = (char)ch;
-        }
-    }
-    *p = '\0';
-    return out;
-}
-
-/* Columns a UTF-8 string takes, counting one per code point. */
-static size_t text_width(const char *s)
-{
-    size_t w = 0;
-    for (; *s; s++)
-        w += ((unsigned char)*s & 0xc0) != 0x80;
-    return w;
-}
-
 static const char *jstr(const json_t *o, const char *key)
 {
     return json_string_value(json_object_get(o, key));
-}
-
-/* The text of a JSON value for a table cell or a line, sanitized, as a new
- * JSON string: strings as they are, null as "-", booleans as yes/no,
- * anything else as compact JSON.  NULL when out of memory. */
-static json_t *cell(const json_t *v)
-{
-    char num[64];
-    char *raw = NULL;
-    const char *text = num;
-    size_t n;
-    if (json_is_string(v)) {
-        text = json_string_value(v);
-        n = json_string_length(v);
-    } else if (!v || json_is_null(v)) {
-        text = "-";
-        n = 1;
-    } else if (json_is_boolean(v)) {
-        text = json_is_true(v) ? "yes" : "no";
-        n = strlen(text);
-    } else if (json_is_integer(v)) {
-        n = (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-    } else if (json_is_real(v)) {
-        n = (size_t)snprintf(num, sizeof num, "%g", json_real_value(v));
-    } else {
-        raw = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!raw)
-            return NULL;
-        text = raw;
-        n = strlen(raw);
-    }
-    char *clean = sanitize(text, n);
-    free(raw);
-    json_t *s = clean ? json_string(clean) : NULL;
-    free(clean);
-    return s;
-}
-
-/* A JSON string of the first 12 hex digits of a hash: enough to tell
- * versions apart at a glance; explain shows the whole hash. */
-static json_t *short_hash(const json_t *v)
-{
-    const char *h = json_string_value(v);
-    return h ? json_stringn(h, strnlen(h, 12)) : json_string("-");
-}
-
-/* Prints a value after a label, sanitized; continuation lines of a
- * multi-part value are indented the same way. */
-static int print_kv(const char *label, const json_t *v)
-{
-    json_t *c = cell(v);
-    if (!c)
-        return CTL_EIO;
-    printf("  %-13s%s\n", label, json_string_value(c));
-    json_decref(c);
-    return CTL_OK;
-}
-
-/* Prints rows (a JSON array of arrays of JSON strings, the first row the
- * header) as aligned columns two spaces apart. */
-static void print_table(const json_t *rows)
-{
-    size_t width[16] = {0}, ncols = 0, i, j;
-    json_t *row, *c;
-    json_array_foreach(rows, i, row) {
-        json_array_foreach(row, j, c) {
-            if (j >= 16)
-                break;
-            size_t w = text_width(json_string_value(c));
-            if (w > width[j])
-                width[j] = w;
-            if (j + 1 > ncols)
-                ncols = j + 1;
-        }
-    }
-    json_array_foreach(rows, i, row) {
-        fputs("  ", stdout);
-        size_t n = json_array_size(row) < ncols ? json_array_size(row) : ncols;
-        for (j = 0; j < n; j++) {
-            const char *s = json_string_value(json_array_get(row, j));
-            fputs(s, stdout);
-            if (j + 1 < n)
-                printf("%*s", (int)(width[j] - text_width(s) + 2), "");
-        }
-        fputc('\n', stdout);
-    }
-}
-
-/* Builds a table of the members of each object of items, one column per
- * key, and prints it under its title; "title: none" for an empty list.
- * Keys named "sha256" are shortened. */
-static int print_object_table(const char *title, const json_t *items, const char *const *keys,
-                              const char *const *headers, size_t ncols)
-{
-    if (!json_array_size(items)) {
-        printf("%s: none\n", title);
-        return CTL_OK;
-    }
-    json_t *rows = json_array(), *head = json_array();
-    if (json_array_append_new(rows, head))
-        goto oom;
-    for (size_t j = 0; j < ncols; j++)
-        if (json_array_append_new(head, json_string(headers[j])))
-            goto oom;
-    size_t i;
-    json_t *item;
-    json_array_foreach(items, i, item) {
-        json_t *row = json_array();
-        if (json_array_append_new(rows, row))
-            goto oom;
-        for (size_t j = 0; j < ncols; j++) {
-            json_t *v = json_object_get(item, keys[j]);
-            if (json_array_append_new(row, strcmp(keys[j], "sha256") ? cell(v) : short_hash(v)))
-                goto oom;
-        }
-    }
-    printf("%s (%zu)\n", title, json_array_size(items));
-    print_table(rows);
-    json_decref(rows);
-    return CTL_OK;
-oom:
-    json_decref(rows);
-    errmsg("out of memory");
-    return CTL_EIO;
-}
-
-/* "1d02h03m04s", leading zero units left out. */
-static void format_duration(json_int_t s, char *buf, size_t size)
-{
-    json_int_t d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60, sec = s % 60;
-    if (d)
-        snprintf(buf, size, "%lldd%02lldh%02lldm%02llds", (long long)d, (long long)h,
-                 (long long)m, (long long)sec);
-    else if (h)
-        snprintf(buf, size, "%lldh%02lldm%02llds", (long long)h, (long long)m, (long long)sec);
-    else if (m)
-        snprintf(buf, size, "%lldm%02llds", (long long)m, (long long)sec);
-    else
-        snprintf(buf, size, "%llds", (long long)sec);
-}
-
-/* Local time of a Unix timestamp as "YYYY-MM-DDTHH:MM:SS" plus ".mmm" when
- * with_ms: no spaces, so event lines split cleanly into fields. */
-static void format_time(const json_t *v, bool with_ms, char *buf, size_t size)
-{
-    if (!json_is_number(v)) {
-        snprintf(buf, size, "-");
-        return;
-    }
-    double t = json_number_value(v);
-    time_t secs = (time_t)floor(t);
-    struct tm tm;
-    if (!localtime_r(&secs, &tm) || !strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm)) {
-        snprintf(buf, size, "%.3f", t);
-        return;
-    }
-    if (with_ms) {
-        size_t n = strlen(buf);
-        int ms = (int)((t - floor(t)) * 1000 + 0.5);
-        snprintf(buf + n, size - n, ".%03d", ms > 999 ? 999 : ms);
-    }
 }
 
 /* "uid 1000 (alice)", for messages about access. */
@@ -410,16 +171,15 @@ static void who_am_i(char *buf, size_t size)
 /* ---- Finding and reaching the daemon ---- */
 
 /* Reads control.socket from the libconfig file into c->path; a relative
- * path is taken relative to the file's directory, as the daemon does. */
+ * path is relative to the file's directory, as the daemon takes it. */
 static int socket_from_config(const char *file, conn *c)
 {
     char dir[PATH_MAX];
     const char *slash = strrchr(file, '/');
     if (!slash)
         snprintf(dir, sizeof dir, ".");
-    else
+    else                         /* "/a4ps.cfg" is in "/" */
         snprintf(dir, sizeof dir, "%.*s", slash == file ? 1 : (int)(slash - file), file);
-
     FILE *f = fopen(file, "r");
     if (!f) {
         errmsg("cannot read the config %s: %s", file, strerror(errno));
@@ -428,25 +188,22 @@ static int socket_from_config(const char *file, conn *c)
     config_t cfg;
     config_init(&cfg);
     config_set_include_dir(&cfg, dir);
-    int rc = CTL_OK;
-    const char *sock = NULL;
+    int rc = CTL_EUSAGE;
+    const char *sock;
     if (config_read(&cfg, f) != CONFIG_TRUE) {
         const char *where = config_error_file(&cfg);
         errmsg("%s:%d: %s", where ? where : file, config_error_line(&cfg),
                config_error_text(&cfg));
-        rc = CTL_EUSAGE;
     } else if (!config_lookup_string(&cfg, "control.socket", &sock)) {
         errmsg("%s: no control.socket string in it; name the socket with -s", file);
-        rc = CTL_EUSAGE;
     } else {
         int n = sock[0] == '/' ? snprintf(c->path, sizeof c->path, "%s", sock)
                                : snprintf(c->path, sizeof c->path, "%s/%s", dir, sock);
-        if (n < 0 || (size_t)n >= sizeof c->path) {
-            errmsg("%s: control.socket %s%s%s is longer than a Unix socket path may be (%zu bytes)",
-                   file, sock[0] == '/' ? "" : dir, sock[0] == '/' ? "" : "/", sock,
-                   sizeof c->path - 1);
-            rc = CTL_EUSAGE;
-        }
+        if (n < 0 || (size_t)n >= sizeof c->path)
+            errmsg("%s: control.socket makes a path over %zu bytes, too long for a socket",
+                   file, sizeof c->path - 1);
+        else
+            rc = CTL_OK;
         snprintf(c->origin, sizeof c->origin, "control.socket in %s", file);
     }
     config_destroy(&cfg);
@@ -458,10 +215,9 @@ static int socket_from_config(const char *file, conn *c)
  * if it exists, then the system default. */
 static int resolve_socket(const ctl_opts *o, conn *c)
 {
-    if (o->config && !o->socket)
+    if (o->config)
         return socket_from_config(o->config, c);
-    const char *path = o->socket, *origin = "-s";
-    const char *env = getenv("A4PS_SOCKET");
+    const char *path = o->socket, *origin = "-s", *env = getenv("A4PS_SOCKET");
     struct stat st;
     if (!path && env && *env) {
         path = env;
@@ -474,8 +230,8 @@ static int resolve_socket(const ctl_opts *o, conn *c)
         origin = "the default";
     }
     if (!*path || strlen(path) >= sizeof c->path) {
-        errmsg("socket path '%s' (%s) is empty or longer than a Unix socket path may be "
-               "(%zu bytes)", path, origin, sizeof c->path - 1);
+        errmsg("socket path '%s' (%s) is empty or over %zu bytes", path, origin,
+               sizeof c->path - 1);
         return CTL_EUSAGE;
     }
     snprintf(c->path, sizeof c->path, "%s", path);
@@ -483,8 +239,38 @@ static int resolve_socket(const ctl_opts *o, conn *c)
     return CTL_OK;
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd is ready for events or the deadline (CLOCK_MONOTONIC ms,
+ * -1: none) passes; EINTR waits again for the time that is left. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int ms = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ms();
+            if (left <= 0)
+                return IO_TIMEOUT;
+            ms = left > INT_MAX ? INT_MAX : (int)left;
+        }
+        struct pollfd p = {.fd = fd, .events = events};
+        int n = poll(&p, 1, ms);
+        if (n > 0)
+            return IO_OK;        /* ready, or an error the next call reports */
+        if (n == 0)
+            return IO_TIMEOUT;
+        if (errno != EINTR)
+            return IO_ERR;
+    }
+}
+
 /* Connects to c->path.  A full listen backlog (EAGAIN) is retried until the
- * deadline; every failure is explained in terms of what the operator can do. */
+ * deadline; each failure is explained in terms of what the operator can do. */
 static int conn_open(conn *c, const ctl_opts *o, int64_t deadline)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -498,34 +284,33 @@ static int conn_open(conn *c, const ctl_opts *o, int64_t deadline)
         if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EISCONN)
             return CTL_OK;
         int e = errno;
-        if (e == EINTR)
+        char me[128];
+        switch (e) {
+        case EINTR:
             continue;
-        if (e == EAGAIN) {
+        case EAGAIN:
             if (deadline >= 0 && now_ms() >= deadline) {
-                errmsg("a4psd at %s accepts no connections (its backlog stayed full)", c->path);
+                errmsg("a4psd at %s accepts no connection (its backlog stays full)", c->path);
                 return CTL_EIO;
             }
             poll(NULL, 0, 10);
             continue;
-        }
-        char me[128];
-        switch (e) {
         case ENOENT:
         case ENOTDIR:
         case ECONNREFUSED:
             errmsg("a4psd is not running: %s %s (socket: %s)",
-                   e == ECONNREFUSED ? "nothing listens on" : "there is no socket", c->path,
-                   c->origin);
-            fprintf(stderr, "  start it with 'a4psd -c %s' (or 'systemctl start a4psd'), or "
-                            "name its socket with -s SOCKET or -c CONFIG\n",
+                   e == ECONNREFUSED ? "nothing listens on" : "no socket at", c->path, c->origin);
+            fprintf(stderr, "  start it with 'a4psd -c %s' or 'systemctl start a4psd',\n"
+                            "  or name its socket with -s SOCKET or -c CONFIG\n",
                     o->config ? o->config : DEFAULT_CONFIG);
             return CTL_EDOWN;
         case EACCES:
         case EPERM:
             who_am_i(me, sizeof me);
             errmsg("may not connect to %s (socket: %s): %s", c->path, c->origin, strerror(e));
-            fprintf(stderr, "  you are %s; the socket's mode and group decide who may "
-                            "connect, and a4psd admits only the uids in control.uids\n", me);
+            fprintf(stderr, "  you are %s; the socket's mode and group decide who may connect,\n"
+                            "  and a4psd admits only the uids in control.uids of its config\n",
+                    me);
             return CTL_EREFUSED;
         default:
             errmsg("cannot connect to %s (socket: %s): %s", c->path, c->origin, strerror(e));
@@ -534,8 +319,8 @@ static int conn_open(conn *c, const ctl_opts *o, int64_t deadline)
     }
 }
 
-/* Writes all of buf; IO_EOF when the daemon has closed its end (it may have
- * refused us first: the caller still reads). */
+/* Writes all of buf; IO_EOF when the daemon has closed its end (it may
+ * have said why first, so the caller still reads). */
 static int conn_write(conn *c, const char *buf, size_t len, int64_t deadline)
 {
     while (len) {
@@ -556,14 +341,14 @@ static int conn_write(conn *c, const char *buf, size_t len, int64_t deadline)
     return IO_OK;
 }
 
-/* Returns the next line (its '\n' replaced by '\0') in *line, valid until
- * the next call.  A line may arrive in any number of pieces; one longer
- * than REPLY_MAX is refused (IO_TOOLONG).  IO_EOF at end of stream, also
- * when a partial line was pending (the daemon went away mid-reply). */
+/* Returns the next line, its '\n' replaced by '\0', in *line (valid until
+ * the next call).  A line may arrive in any number of pieces; one longer
+ * than REPLY_MAX is refused.  IO_EOF at end of stream, also when part of a
+ * line was pending (the daemon went away mid-reply: c->len > c->off). */
 static int conn_read_line(conn *c, int64_t deadline, char **line, size_t *linelen)
 {
     for (;;) {
-        char *nl = memchr(c->buf + c->scan, '\n', c->len - c->scan);
+        char *nl = c->len > c->scan ? memchr(c->buf + c->scan, '\n', c->len - c->scan) : NULL;
         if (nl) {
             *line = c->buf + c->off;
             *linelen = (size_t)(nl - *line);
@@ -580,10 +365,9 @@ static int conn_read_line(conn *c, int64_t deadline, char **line, size_t *linele
             c->scan -= c->off;
             c->off = 0;
         }
-        if (c->len == c->cap) {
+        if (c->len == c->cap) {  /* capped so that a too-long line is seen as one */
             size_t cap = c->cap ? c->cap * 2 : 65536;
-            if (cap > REPLY_MAX + 1)
-                cap = REPLY_MAX + 1;
+            cap = cap > REPLY_MAX + 1 ? REPLY_MAX + 1 : cap;
             char *nb = realloc(c->buf, cap);
             if (!nb)
                 return IO_ERR;
@@ -605,31 +389,32 @@ static int conn_read_line(conn *c, int64_t deadline, char **line, size_t *linele
     }
 }
 
-/* Explains a failed read or write on the connection; returns CTL_EIO. */
-static int io_failure(const conn *c, int io, const char *what)
+/* Explains a failed read of a reply or event line; returns CTL_EIO. */
+static int read_failure(const conn *c, int io, const char *what)
 {
     if (io == IO_TIMEOUT)
         errmsg("no %s from a4psd at %s within the timeout (see --timeout)", what, c->path);
     else if (io == IO_TOOLONG)
         errmsg("a %s line from a4psd is over %u MiB: refused", what, REPLY_MAX >> 20);
+    else if (io == IO_EOF && c->len > c->off)
+        errmsg("a4psd at %s closed the connection in the middle of a %s", c->path, what);
     else if (io == IO_EOF)
-        errmsg("a4psd at %s closed the connection without a %s%s", c->path, what,
-               c->len > c->off ? " (a partial line was received)" : "");
+        errmsg("a4psd at %s closed the connection, no %s came", c->path, what);
     else
-        errmsg("reading the %s from %s: %s", what, c->path, strerror(errno));
+        errmsg("reading a %s from %s: %s", what, c->path, strerror(errno));
     return CTL_EIO;
 }
 
-/* Reads and parses one reply line. */
+/* Reads and parses one reply line into r. */
 static int read_reply(conn *c, int64_t deadline, reply *r)
 {
     char *line;
     size_t len;
     int io = conn_read_line(c, deadline, &line, &len);
     if (io != IO_OK)
-        return io_failure(c, io, "reply");
+        return read_failure(c, io, "reply");
     json_error_t je;
-    r->root = json_loadb(line, len, 0, &je);
+    r->root = json_loadb(line, len, JSON_ALLOW_NUL, &je);
     json_t *ok = json_object_get(r->root, "ok");
     if (!json_is_object(r->root) || !json_is_boolean(ok)) {
         errmsg("malformed reply from a4psd: %s", r->root ? "no boolean \"ok\"" : je.text);
@@ -637,314 +422,346 @@ static int read_reply(conn *c, int64_t deadline, reply *r)
     }
     r->ok = json_is_true(ok);
     r->result = json_object_get(r->root, "result");
-    r->code = jstr(r->root, "code");
-    r->error = jstr(r->root, "error");
+    r->code = jstr(r->root, "code") ? jstr(r->root, "code") : "?";
+    r->error = jstr(r->root, "error") ? jstr(r->root, "error") : "";
     r->status = json_object_get(r->root, "status");
-    if (!r->code)
-        r->code = "?";
-    if (!r->error)
-        r->error = "";
     return CTL_OK;
 }
 
-/* Sends one request line and reads its reply. */
-static int request(conn *c, const json_t *req, int64_t deadline, reply *r)
+/* Sends one request line (with its '\n') and reads its reply. */
+static int request(conn *c, const char *line, size_t len, int64_t deadline, reply *r)
 {
-    char *s = json_dumps(req, JSON_COMPACT);
+    int io = conn_write(c, line, len, deadline);
+    if (io == IO_TIMEOUT) {
+        errmsg("a4psd at %s took no request within the timeout (see --timeout)", c->path);
+        return CTL_EIO;
+    }
+    if (io == IO_ERR) {
+        errmsg("sending the request to %s: %s", c->path, strerror(errno));
+        return CTL_EIO;
+    }
+    /* After IO_EOF too: a daemon that refuses us says so, then closes. */
+    return read_reply(c, deadline, r);
+}
+
+/* ---- Text for humans ---- */
+
+/* Writes s[0..n) with C0 and C1 control characters and DEL as \xNN: names
+ * and messages come from plugins and must not drive the operator's
+ * terminal.  Returns the columns written, one per code point. */
+static size_t put_text(FILE *f, const char *s, size_t n)
+{
+    size_t cols = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        unsigned char next = i + 1 < n ? (unsigned char)s[i + 1] : 0;
+        if (ch < 0x20 || ch == 0x7f) {
+            cols += 4;
+            if (f)
+                fprintf(f, "\\x%02x", ch);
+        } else if (ch == 0xc2 && next >= 0x80 && next <= 0x9f) {
+            cols += 8;
+            if (f)
+                fprintf(f, "\\xc2\\x%02x", next);
+            i++;
+        } else {
+            cols += (ch & 0xc0) != 0x80;
+            if (f)
+                fputc(ch, f);
+        }
+    }
+    return cols;
+}
+
+/* The text of a JSON value for a human: strings as they are, null as "-",
+ * booleans as yes/no, numbers, anything else as compact JSON ("?" if that
+ * cannot be had); at most max bytes when max is not 0. */
+typedef struct vtext {
+    const char *s;
+    size_t n;
+    char *owned;
+    char num[40];
+} vtext;
+
+static void vtext_of(const json_t *v, size_t max, vtext *t)
+{
+    t->owned = NULL;
+    t->s = t->num;
+    if (json_is_string(v))
+        t->s = json_string_value(v);
+    else if (!v || json_is_null(v))
+        t->s = "-";
+    else if (json_is_boolean(v))
+        t->s = json_is_true(v) ? "yes" : "no";
+    else if (json_is_integer(v))
+        snprintf(t->num, sizeof t->num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(t->num, sizeof t->num, "%g", json_real_value(v));
+    else
+        t->s = (t->owned = json_dumps(v, JSON_COMPACT)) ? t->owned : "?";
+    t->n = json_is_string(v) ? json_string_length(v) : strlen(t->s);
+    if (max && t->n > max)
+        t->n = max;
+}
+
+/* Writes a value's text, sanitized; returns its width. */
+static size_t put_value(FILE *f, const json_t *v, size_t max)
+{
+    vtext t;
+    vtext_of(v, max, &t);
+    size_t cols = put_text(f, t.s, t.n);
+    free(t.owned);
+    return cols;
+}
+
+/* "  label        value" */
+static void print_field(const char *label, const json_t *v)
+{
+    printf("  %-13s", label);
+    put_value(stdout, v, 0);
+    fputc('\n', stdout);
+}
+
+/* Writes a value as one line of compact JSON, exactly as scripts expect
+ * it (JSON escapes the C0 controls itself). */
+static int put_json(const json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!s) {
         errmsg("out of memory");
         return CTL_EIO;
     }
-    size_t len = strlen(s);
-    if (len + 1 > REQUEST_MAX) {
-        free(s);
-        errmsg("the request is %zu bytes; a4psd accepts at most 1 MiB a line", len + 1);
-        return CTL_EUSAGE;
-    }
-    s[len] = '\n';               /* json_dumps leaves room: its '\0' */
-    int io = conn_write(c, s, len + 1, deadline);
+    puts(s);
     free(s);
-    if (io != IO_OK && io != IO_EOF)
-        return io_failure(c, io, "request sent");
-    /* Even when the write failed on a closed connection, the daemon may have
-     * told us why (refused) before closing. */
-    return read_reply(c, deadline, r);
+    return CTL_OK;
 }
 
-/* ---- Errors the daemon reports ---- */
+/* A table column: which member of each row object, its heading, and how
+ * many bytes of it to show (0: all; hashes are cut to 12 hex digits, enough
+ * to tell versions apart at a glance). */
+typedef struct column {
+    const char *key, *head;
+    size_t max;
+} column;
 
-static const char *a4ps_status_name(json_int_t st)
-{
-    switch (st) {
-    case A4PS_OK: return "ok";
-    case A4PS_ERROR: return "the method failed";
-    case A4PS_ENOENT: return "no such proto, key or version";
-    case A4PS_ENOMEM: return "out of memory";
-    case A4PS_EFAULT: return "the plugin faulted";
-    case A4PS_EBUSY: return "the proto is being changed, try again";
-    case A4PS_EEXIST: return "already exists";
-    case A4PS_EINVAL: return "invalid argument";
-    case A4PS_ERANGE: return "out of range";
-    case A4PS_ENOSYS: return "selector not understood";
-    case A4PS_ELOOP: return "sends nested too deep";
-    case A4PS_ETIMEDOUT: return "timed out";
-    case A4PS_EPERM: return "not permitted";
-    case A4PS_EQUARANTINED: return "the version is quarantined";
-    }
-    return "unknown status";
-}
+#define MAX_COLUMNS 8
 
-/* Reports an ok:false reply and returns the exit status its code means.
- * With --json the reply object itself goes to stdout as well. */
-static int reply_error(const ctl_opts *o, const reply *r)
+/* Prints the objects of rows as a table under its title, columns aligned
+ * two spaces apart; "title: none" when there are none. */
+static void print_table(const char *title, const json_t *rows, const column *cols, size_t ncols)
 {
-    if (o->json) {
-        char *s = json_dumps(r->root, JSON_COMPACT);
-        if (s)
-            puts(s);
-        free(s);
+    size_t width[MAX_COLUMNS], i, j;
+    json_t *row;
+    assert(ncols <= MAX_COLUMNS);
+    if (!json_array_size(rows)) {
+        printf("%s: none\n", title);
+        return;
     }
-    if (!strcmp(r->code, "refused")) {
-        char me[128];
-        who_am_i(me, sizeof me);
-        errmsg("a4psd refused %s: %s", me, r->error);
-        fprintf(stderr, "  the uids it admits are listed in control.uids of its config\n");
-        return CTL_EREFUSED;
-    }
-    if (!strcmp(r->code, "shutting_down")) {
-        errmsg("a4psd is shutting down: %s", r->error);
-        return CTL_EDOWN;
-    }
-    if (!strcmp(r->code, "failed") && !strcmp(o->cmd, "send") && json_is_integer(r->status)) {
-        json_int_t st = json_integer_value(r->status);
-        size_t n = strlen(r->error);
-        fprintf(stderr, "a4psctl: %s %s: status %" JSON_INTEGER_FORMAT " (%s)%s", o->args[0],
-                o->args[1], st, a4ps_status_name(st), n ? ": " : "\n");
-        if (n) {                 /* the method's reply text, as it is */
-            fwrite(r->error, 1, n, stderr);
-            if (r->error[n - 1] != '\n')
-                fputc('\n', stderr);
+    for (j = 0; j < ncols; j++)
+        width[j] = strlen(cols[j].head);
+    json_array_foreach(rows, i, row) {
+        for (j = 0; j < ncols; j++) {
+            size_t w = put_value(NULL, json_object_get(row, cols[j].key), cols[j].max);
+            width[j] = w > width[j] ? w : width[j];
         }
-        return CTL_EREPLY;
     }
-    char *clean = sanitize(r->error, strlen(r->error));
-    errmsg("%s (%s)", clean ? clean : r->error, r->code);
-    free(clean);
-    return CTL_EREPLY;
+    printf("%s (%zu)\n ", title, json_array_size(rows));
+    for (j = 0; j < ncols; j++)
+        printf(" %s%*s", cols[j].head,
+               j + 1 < ncols ? (int)(width[j] - strlen(cols[j].head) + 1) : 0, "");
+    fputc('\n', stdout);
+    json_array_foreach(rows, i, row) {
+        fputc(' ', stdout);
+        for (j = 0; j < ncols; j++) {
+            fputc(' ', stdout);
+            size_t w = put_value(stdout, json_object_get(row, cols[j].key), cols[j].max);
+            if (j + 1 < ncols)
+                printf("%*s", (int)(width[j] - w + 1), "");
+        }
+        fputc('\n', stdout);
+    }
 }
 
-/* ---- Human output, one function per command ---- */
+/* Local time of a Unix timestamp as "YYYY-MM-DDTHH:MM:SS", plus ".mmm"
+ * when with_ms: no spaces, so event lines split cleanly into fields. */
+static void format_time(const json_t *v, bool with_ms, char *buf, size_t size)
+{
+    double t = json_number_value(v);
+    time_t secs = (time_t)floor(t);
+    struct tm tm;
+    if (!json_is_number(v) || !localtime_r(&secs, &tm) ||
+        !strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm)) {
+        snprintf(buf, size, "-");
+    } else if (with_ms) {
+        size_t n = strlen(buf);
+        int ms = (int)((t - floor(t)) * 1000 + 0.5);
+        snprintf(buf + n, size - n, ".%03d", ms > 999 ? 999 : ms);
+    }
+}
 
-static int show_status(const json_t *res)
+/* ---- Output, one function per command ---- */
+
+static void show_status(const json_t *res)
 {
     const json_t *d = json_object_get(res, "daemon");
-    char up[64] = "?";
-    json_t *upv = json_object_get(d, "uptime_s");
-    if (!upv)
-        upv = json_object_get(res, "uptime_s");
-    if (json_is_integer(upv))
-        format_duration(json_integer_value(upv), up, sizeof up);
-    printf("a4psd pid %" JSON_INTEGER_FORMAT ", up %s", json_integer_value(json_object_get(d, "pid")),
-           up);
+    json_t *up = json_object_get(d, "uptime_s");
+    json_int_t s = json_integer_value(up ? up : json_object_get(res, "uptime_s"));
+    printf("a4psd pid %" JSON_INTEGER_FORMAT ", up ",
+           json_integer_value(json_object_get(d, "pid")));
+    long long part[] = {s / 86400, s / 3600 % 24, s / 60 % 60, s % 60};
+    for (size_t i = 0, lead = 1; i < 4; i++)  /* 1d02h03m04s, no leading zero units */
+        if (!lead || part[i] || i == 3) {
+            printf(lead ? "%lld%c" : "%02lld%c", part[i], "dhms"[i]);
+            lead = 0;
+        }
     static const char *const counts[][2] = {{"workers", "worker"}, {"clients", "client"}};
     for (size_t i = 0; i < 2; i++) {
         json_t *n = json_object_get(d, counts[i][0]);
         if (json_is_integer(n))
             printf(", %" JSON_INTEGER_FORMAT " %s", json_integer_value(n),
-                   json_integer_value(n) == 1 ? counts[i][1] : counts[i][0]);
+                   counts[i][json_integer_value(n) != 1 ? 0 : 1]);
     }
     if (jstr(res, "abi"))
         printf(", plugin ABI %s", jstr(res, "abi"));
     fputc('\n', stdout);
-    int rc = print_kv("config", json_object_get(d, "config"));
-    if (!rc)
-        rc = print_kv("plugin dir", json_object_get(d, "plugin_dir"));
+    print_field("config", json_object_get(d, "config"));
+    print_field("plugin dir", json_object_get(d, "plugin_dir"));
     json_t *cerr = json_object_get(d, "config_error");
-    if (!rc && json_is_string(cerr) && json_string_length(cerr)) {
-        rc = print_kv("CONFIG ERROR", cerr);
-        printf("  %-13s%s\n", "", "(not applied: the previous config keeps running)");
+    if (json_is_string(cerr) && json_string_length(cerr)) {
+        print_field("CONFIG ERROR", cerr);
+        printf("  %-13s(not applied: the previous config keeps running)\n", "");
     }
     const json_t *ev = json_object_get(res, "events");
-    if (json_is_object(ev)) {
-        printf("  %-13s", "events");
-        const char *names[] = {"published", "delivered", "dropped", "failed", "queued"};
-        for (size_t i = 0; i < 5; i++)
-            printf("%s%s %" JSON_INTEGER_FORMAT, i ? ", " : "", names[i],
-                   json_integer_value(json_object_get(ev, names[i])));
+    static const char *const counters[] = {"published", "delivered", "dropped", "failed", "queued"};
+    printf("  %-13s", "events");
+    for (size_t i = 0; i < 5; i++)
+        printf("%s%s %" JSON_INTEGER_FORMAT, i ? ", " : "", counters[i],
+               json_integer_value(json_object_get(ev, counters[i])));
+    fputc('\n', stdout);
+
+    static const column protos[] = {{"name", "NAME", 0}, {"plugin", "PLUGIN", 0},
+                                    {"version", "VERSION", 0}, {"state_keys", "STATE KEYS", 0}};
+    static const column versions[] = {{"name", "PLUGIN", 0},      {"version", "VERSION", 0},
+                                      {"sha256", "SHA256", 12},   {"status", "STATUS", 0},
+                                      {"state_version", "LAYOUT", 0}, {"generation", "GEN", 0}};
+    static const column draining[] = {{"name", "PLUGIN", 0}, {"version", "VERSION", 0},
+                                      {"generation", "GEN", 0}, {"state", "STATE", 0}};
+    static const column quarantined[] = {{"name", "PLUGIN", 0}, {"version", "VERSION", 0},
+                                         {"reason", "REASON", 0}};
+    print_table("protos", json_object_get(res, "protos"), protos, 4);
+    print_table("versions", json_object_get(res, "versions"), versions, 6);
+    print_table("draining", json_object_get(res, "draining"), draining, 4);
+    print_table("quarantined", json_object_get(res, "quarantined"), quarantined, 3);
+
+    const json_t *errs = json_object_get(res, "last_errors");
+    size_t i;
+    json_t *e;
+    if (!json_array_size(errs))
+        printf("last errors: none\n");
+    else
+        printf("last errors (%zu)\n", json_array_size(errs));
+    json_array_foreach(errs, i, e) {
+        char when[64];
+        format_time(json_object_get(e, "time"), false, when, sizeof when);
+        printf("  %s  ", when);
+        put_value(stdout, json_object_get(e, "message"), 0);
         fputc('\n', stdout);
     }
-    static const char *const pk[] = {"name", "plugin", "version", "state_keys"};
-    static const char *const ph[] = {"NAME", "PLUGIN", "VERSION", "STATE KEYS"};
-    static const char *const vk[] = {"name", "version", "sha256", "status", "state_version",
-                                     "generation"};
-    static const char *const vh[] = {"PLUGIN", "VERSION", "SHA256", "STATUS", "LAYOUT", "GEN"};
-    static const char *const dk[] = {"name", "version", "generation", "state"};
-    static const char *const dh[] = {"PLUGIN", "VERSION", "GEN", "STATE"};
-    if (!rc)
-        rc = print_object_table("protos", json_object_get(res, "protos"), pk, ph, 4);
-    if (!rc)
-        rc = print_object_table("versions", json_object_get(res, "versions"), vk, vh, 6);
-    if (!rc)
-        rc = print_object_table("draining", json_object_get(res, "draining"), dk, dh, 4);
-    size_t i;
-    json_t *q;
-    const json_t *quar = json_object_get(res, "quarantined");
-    if (!rc && !json_array_size(quar))
-        printf("quarantined: none\n");
-    else if (!rc)
-        printf("quarantined (%zu)\n", json_array_size(quar));
-    json_array_foreach(quar, i, q) {
-        json_t *name = cell(json_object_get(q, "name")), *ver = cell(json_object_get(q, "version"));
-        json_t *why = cell(json_object_get(q, "reason"));
-        if (name && ver && why)
-            printf("  %s %s: %s\n", json_string_value(name), json_string_value(ver),
-                   json_string_value(why));
-        else
-            rc = CTL_EIO;
-        json_decref(name);
-        json_decref(ver);
-        json_decref(why);
-    }
-    const json_t *errs = json_object_get(res, "last_errors");
-    if (!rc && !json_array_size(errs))
-        printf("last errors: none\n");
-    else if (!rc)
-        printf("last errors (%zu)\n", json_array_size(errs));
-    json_array_foreach(errs, i, q) {
-        char when[64];
-        format_time(json_object_get(q, "time"), false, when, sizeof when);
-        json_t *msg = cell(json_object_get(q, "message"));
-        if (msg)
-            printf("  %s  %s\n", when, json_string_value(msg));
-        else
-            rc = CTL_EIO;
-        json_decref(msg);
-    }
-    if (rc)
-        errmsg("out of memory");
-    return rc;
 }
 
-static int show_list(const json_t *res)
-{
-    static const char *const k[] = {"name", "plugin", "version"};
-    static const char *const h[] = {"NAME", "PLUGIN", "VERSION"};
-    return print_object_table("protos", res, k, h, 3);
-}
-
-/* "name version (sha256 prefix)" of a version reference, or "-". */
+/* "name version (hash prefix)" of a version reference, or "-". */
 static void print_version_ref(const char *label, const json_t *v)
 {
-    if (!json_is_object(v)) {
-        printf("  %-13s-\n", label);
-        return;
+    printf("  %-13s", label);
+    if (json_is_object(v)) {
+        put_value(stdout, json_object_get(v, "name"), 0);
+        fputc(' ', stdout);
+        put_value(stdout, json_object_get(v, "version"), 0);
+        fputs(" (", stdout);
+        put_value(stdout, json_object_get(v, "sha256"), 12);
+        fputc(')', stdout);
+    } else {
+        fputc('-', stdout);
     }
-    json_t *n = cell(json_object_get(v, "name")), *ver = cell(json_object_get(v, "version"));
-    json_t *h = short_hash(json_object_get(v, "sha256"));
-    printf("  %-13s%s %s (%s)\n", label, n ? json_string_value(n) : "?",
-           ver ? json_string_value(ver) : "?", h ? json_string_value(h) : "?");
-    json_decref(n);
-    json_decref(ver);
-    json_decref(h);
+    fputc('\n', stdout);
 }
 
-/* Prints the strings of a JSON array joined by sep, or "none". */
-static void print_joined(const json_t *arr, const char *sep)
+/* The values of a JSON array joined by sep, or "none". */
+static void put_list(const json_t *arr, const char *sep)
 {
     size_t i;
     json_t *v;
     if (!json_array_size(arr))
         fputs("none", stdout);
     json_array_foreach(arr, i, v) {
-        json_t *c = cell(v);
-        printf("%s%s", i ? sep : "", c ? json_string_value(c) : "?");
-        json_decref(c);
+        fputs(i ? sep : "", stdout);
+        put_value(stdout, v, 0);
     }
 }
 
-static int show_explain(const json_t *res)
+static void show_explain(const json_t *res)
 {
     const json_t *pl = json_object_get(res, "plugin");
-    json_t *name = cell(json_object_get(res, "proto"));
-    if (!name)
-        return CTL_EIO;
-    printf("%s (proto #%" JSON_INTEGER_FORMAT ")\n", json_string_value(name),
-           json_integer_value(json_object_get(res, "id")));
-    json_decref(name);
-    json_t *line = json_sprintf("%s %s, %s, state layout %" JSON_INTEGER_FORMAT
-                                ", generation %" JSON_INTEGER_FORMAT ", %s",
-                                jstr(pl, "name") ? jstr(pl, "name") : "?",
-                                jstr(pl, "version") ? jstr(pl, "version") : "?",
-                                jstr(pl, "kind") ? jstr(pl, "kind") : "?",
-                                json_integer_value(json_object_get(pl, "state_version")),
-                                json_integer_value(json_object_get(pl, "generation")),
-                                jstr(pl, "status") ? jstr(pl, "status") : "?");
-    int rc = print_kv("plugin", line);
-    json_decref(line);
-    if (!rc && json_is_string(json_object_get(pl, "description")))
-        rc = print_kv("description", json_object_get(pl, "description"));
-    if (!rc)
-        rc = print_kv("sha256", json_object_get(pl, "sha256"));
-    if (!rc && json_is_string(json_object_get(pl, "origin")))
-        rc = print_kv("origin", json_object_get(pl, "origin"));
-    const json_t *persona = json_object_get(res, "persona");
-    if (!rc && json_is_object(persona)) {
-        const char *key, *label = "persona";
-        json_t *v;
-        json_object_foreach((json_t *)persona, key, v) {
-            json_t *ks = json_string(key);
-            json_t *kc = ks ? cell(ks) : NULL, *c = cell(v);
-            if (kc && c)
-                printf("  %-13s%s: %s\n", label, json_string_value(kc), json_string_value(c));
-            else
-                rc = CTL_EIO;
-            json_decref(ks);
-            json_decref(kc);
-            json_decref(c);
-            label = "";
-        }
-    } else if (!rc && persona && !json_is_null(persona)) {
-        rc = print_kv("persona", persona);
+    put_value(stdout, json_object_get(res, "proto"), 0);
+    printf(" (proto #%" JSON_INTEGER_FORMAT ")\n  %-13s",
+           json_integer_value(json_object_get(res, "id")), "plugin");
+    static const char *const parts[] = {"name", "version", "kind", "state_version",
+                                        "generation", "status"};
+    static const char *const before[] = {"", " ", ", ", ", state layout ", ", generation ", ", "};
+    for (size_t i = 0; i < 6; i++) {
+        fputs(before[i], stdout);
+        put_value(stdout, json_object_get(pl, parts[i]), 0);
     }
-    if (!rc && json_is_string(json_object_get(res, "cloned_from")))
-        rc = print_kv("cloned from", json_object_get(res, "cloned_from"));
-    if (rc)
-        return rc;
+    fputc('\n', stdout);
+    if (json_is_string(json_object_get(pl, "description")))
+        print_field("description", json_object_get(pl, "description"));
+    print_field("sha256", json_object_get(pl, "sha256"));
+    if (json_is_string(json_object_get(pl, "origin")))
+        print_field("origin", json_object_get(pl, "origin"));
+    const json_t *persona = json_object_get(res, "persona");
+    const char *key, *label = "persona";
+    json_t *v;
+    json_object_foreach((json_t *)persona, key, v) {
+        printf("  %-13s", label);
+        put_text(stdout, key, strlen(key));
+        fputs(": ", stdout);
+        put_value(stdout, v, 0);
+        fputc('\n', stdout);
+        label = "";
+    }
+    if (persona && !json_is_object(persona) && !json_is_null(persona))
+        print_field("persona", persona);
+    if (json_is_string(json_object_get(res, "cloned_from")))
+        print_field("cloned from", json_object_get(res, "cloned_from"));
     print_version_ref("parent", json_object_get(res, "parent"));
     print_version_ref("previous", json_object_get(res, "previous"));
-    printf("  %-13s", "history");
-    const json_t *hist = json_object_get(res, "history");
-    if (json_array_size(hist)) {
-        print_joined(hist, " -> ");
-        printf(" -> %s (now)\n", jstr(pl, "version") ? jstr(pl, "version") : "?");
-    } else {
-        printf("none\n");
+    printf("  %-13s", "history");   /* earlier versions, oldest first, then now */
+    put_list(json_object_get(res, "history"), " -> ");
+    if (json_array_size(json_object_get(res, "history"))) {
+        fputs(" -> ", stdout);
+        put_value(stdout, json_object_get(pl, "version"), 0);
+        fputs(" (now)", stdout);
     }
     const json_t *deps = json_object_get(res, "dependencies");
-    printf("  %-13sprotos: ", "depends on");
-    print_joined(json_object_get(deps, "protos"), ", ");
-    printf("; plugins: ");
-    print_joined(json_object_get(deps, "plugins"), ", ");
+    printf("\n  %-13sprotos: ", "depends on");
+    put_list(json_object_get(deps, "protos"), ", ");
+    fputs("; plugins: ", stdout);
+    put_list(json_object_get(deps, "plugins"), ", ");
     fputc('\n', stdout);
-
-    static const char *const mk[] = {"selector", "doc"};
-    static const char *const mh[] = {"SELECTOR", "DOC"};
-    static const char *const sk[] = {"key", "bytes"};
-    static const char *const sh[] = {"KEY", "BYTES"};
-    rc = print_object_table("methods", json_object_get(res, "methods"), mk, mh, 2);
-    if (!rc)
-        rc = print_object_table("state", json_object_get(res, "state"), sk, sh, 2);
-    return rc;
+    static const column methods[] = {{"selector", "SELECTOR", 0}, {"doc", "DOC", 0}};
+    static const column state[] = {{"key", "KEY", 0}, {"bytes", "BYTES", 0}};
+    print_table("methods", json_object_get(res, "methods"), methods, 2);
+    print_table("state", json_object_get(res, "state"), state, 2);
 }
 
-/* The method's reply, as it is, newline-terminated. */
+/* The method's reply as it is (the operator may pipe it), newline-terminated. */
 static int show_send(const json_t *res)
 {
     const json_t *rep = json_object_get(res, "reply");
-    size_t n = json_string_length(rep);
     const char *s = json_string_value(rep);
+    size_t n = json_string_length(rep);
     if (!s) {
-        errmsg("malformed reply from a4psd: send result without a \"reply\" string");
+        errmsg("malformed reply from a4psd: a send result without a \"reply\" string");
         return CTL_EIO;
     }
     fwrite(s, 1, n, stdout);
@@ -953,84 +770,133 @@ static int show_send(const json_t *res)
     return CTL_OK;
 }
 
+/* A reload that did not apply is a failure for scripts too: exit 1. */
 static int show_reload(const ctl_opts *o, const json_t *res)
 {
-    const json_t *errs = json_object_get(res, "errors");
-    if (!o->json && json_is_true(json_object_get(res, "applied")))
-        printf("config reloaded and plugin directory rescanned\n");
-    if (json_is_true(json_object_get(res, "applied")))
+    if (json_is_true(json_object_get(res, "applied"))) {
+        if (!o->json)
+            printf("config reloaded, plugin directory rescanned\n");
         return CTL_OK;
+    }
     errmsg("reload not applied; the previous config keeps running");
     size_t i;
     json_t *e;
-    json_array_foreach(errs, i, e) {
-        json_t *c = cell(e);
-        fprintf(stderr, "  %s\n", c ? json_string_value(c) : "?");
-        json_decref(c);
+    json_array_foreach(json_object_get(res, "errors"), i, e) {
+        fputs("  ", stderr);
+        put_value(stderr, e, 0);
+        fputc('\n', stderr);
     }
     return CTL_EREPLY;
 }
 
-/* One event, "SEQ TIME EVENT DATA-JSON" or, with --json, its object. */
+/* One event: "SEQ TIME EVENT DATA-JSON", or with --json its object. */
 static int show_event(const ctl_opts *o, const json_t *ev)
 {
-    if (o->json) {
-        char *s = json_dumps(ev, JSON_COMPACT);
-        if (s)
-            puts(s);
-        free(s);
-        return s ? CTL_OK : out_of_memory();
-    }
+    if (o->json)
+        return put_json(ev);
     char when[64];
     format_time(json_object_get(ev, "time"), true, when, sizeof when);
+    printf("%" JSON_INTEGER_FORMAT " %s ", json_integer_value(json_object_get(ev, "seq")), when);
+    put_value(stdout, json_object_get(ev, "event"), 0);
+    fputc(' ', stdout);
     const json_t *data = json_object_get(ev, "data");
-    char *raw = json_dumps(data ? data : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
-    char *clean = raw ? sanitize(raw, strlen(raw)) : NULL;
-    json_t *name = cell(json_object_get(ev, "event"));
-    int rc = clean && name ? CTL_OK : out_of_memory();
-    if (!rc)
-        printf("%" JSON_INTEGER_FORMAT " %s %s %s\n", json_integer_value(json_object_get(ev, "seq")),
-               when, json_string_value(name), clean);
-    free(raw);
-    free(clean);
-    json_decref(name);
-    return rc;
-}
-
-/* Statistics, flattened to "dotted.key  value" lines aligned on the value. */
-static int flatten(const json_t *v, const char *prefix, json_t *rows)
-{
-    if (!json_is_object(v)) {
-        json_t *row = json_pack("[s,o]", prefix, cell(v));
-        return json_array_append_new(rows, row) ? CTL_EIO : CTL_OK;
-    }
-    const char *key;
-    json_t *m;
-    json_object_foreach((json_t *)v, key, m) {
-        json_t *path = *prefix ? json_sprintf("%s.%s", prefix, key) : json_string(key);
-        json_t *clean = path ? cell(path) : NULL;
-        int rc = clean ? flatten(m, json_string_value(clean), rows) : CTL_EIO;
-        json_decref(path);
-        json_decref(clean);
-        if (rc)
-            return rc;
-    }
+    char *s = json_dumps(data ? data : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    put_text(stdout, s ? s : "?", s ? strlen(s) : 1);   /* a string data quoted, too */
+    free(s);
+    fputc('\n', stdout);
     return CTL_OK;
 }
 
-static int show_stats(const json_t *res)
+/* Statistics as "dotted.key  value" lines, nested objects flattened; walks
+ * twice, first (f NULL) to find the widest key. */
+static size_t stats_walk(FILE *f, const json_t *v, char *path, size_t plen, size_t width)
 {
-    json_t *rows = json_array();
-    int rc = rows ? flatten(res, "", rows) : CTL_EIO;
-    if (!rc)
-        print_table(rows);
-    else
-        errmsg("out of memory");
-    json_decref(rows);
+    const char *key;
+    json_t *m;
+    size_t widest = 0;
+    json_object_foreach((json_t *)v, key, m) {
+        int n = snprintf(path + plen, 256 - plen, "%s%s", plen ? "." : "", key);
+        size_t end = n < 0 || (size_t)n >= 256 - plen ? 255 : plen + (size_t)n;
+        size_t w;
+        if (json_is_object(m)) {
+            w = stats_walk(f, m, path, end, width);
+        } else {
+            w = put_text(NULL, path, end);
+            if (f) {
+                fputs("  ", f);
+                put_text(f, path, end);
+                fprintf(f, "%*s", (int)(width - w + 2), "");
+                put_value(f, m, 0);
+                fputc('\n', f);
+            }
+        }
+        widest = w > widest ? w : widest;
+    }
+    return widest;
+}
+
+static void show_stats(const json_t *res)
+{
+    char path[256];
+    stats_walk(stdout, res, path, 0, stats_walk(NULL, res, path, 0, 0));
+}
+
+/* ---- Errors the daemon reports ---- */
+
+static const char *status_name(json_int_t st)
+{
+    static const struct {
+        int status;
+        const char *name;
+    } names[] = {
+        {A4PS_ERROR, "the method failed"},     {A4PS_ENOENT, "no such proto, key or version"},
+        {A4PS_ENOMEM, "out of memory"},        {A4PS_EFAULT, "the plugin faulted"},
+        {A4PS_EBUSY, "the proto is changing"}, {A4PS_EEXIST, "already exists"},
+        {A4PS_EINVAL, "invalid argument"},     {A4PS_ERANGE, "out of range"},
+        {A4PS_ENOSYS, "not understood"},       {A4PS_ELOOP, "sends nested too deep"},
+        {A4PS_ETIMEDOUT, "timed out"},         {A4PS_EPERM, "not permitted"},
+        {A4PS_EQUARANTINED, "quarantined"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].status == st)
+            return names[i].name;
+    return "unknown status";
+}
+
+/* Reports an ok:false reply and returns the exit status its code means;
+ * with --json the reply object goes to stdout as well. */
+static int reply_error(const ctl_opts *o, const reply *r)
+{
+    if (o->json)
+        put_json(r->root);           /* best effort: stderr says it all too */
+    int rc = CTL_EREPLY;
+    if (!strcmp(r->code, "failed") && !strcmp(o->cmd, "send") && json_is_integer(r->status)) {
+        json_int_t st = json_integer_value(r->status);
+        size_t n = strlen(r->error);
+        fprintf(stderr, "a4psctl: %s %s: status %" JSON_INTEGER_FORMAT " (%s)%s", o->args[0],
+                o->args[1], st, status_name(st), n ? ": " : "\n");
+        fwrite(r->error, 1, n, stderr);      /* the method's reply text, as it is */
+        if (n && r->error[n - 1] != '\n')
+            fputc('\n', stderr);
+        return rc;
+    }
+    if (!strcmp(r->code, "refused"))
+        rc = CTL_EREFUSED;
+    else if (!strcmp(r->code, "shutting_down"))
+        rc = CTL_EDOWN;
+    fputs(rc == CTL_EREFUSED ? "a4psctl: refused: " : "a4psctl: ", stderr);
+    put_text(stderr, r->error, strlen(r->error));
+    fprintf(stderr, rc == CTL_EREFUSED ? "\n" : " (%s)\n", r->code);
+    if (rc == CTL_EREFUSED) {
+        char me[128];
+        who_am_i(me, sizeof me);
+        fprintf(stderr, "  you are %s; a4psd admits the uids in control.uids of its config\n",
+                me);
+    }
     return rc;
 }
 
-/* Follows the event stream after its {"following":true} answer, until the
+/* Follows the event stream after its {"following":true} answer until the
  * daemon closes it or reports an error; no timeout applies. */
 static int follow_events(const ctl_opts *o, conn *c)
 {
@@ -1038,21 +904,22 @@ static int follow_events(const ctl_opts *o, conn *c)
         char *line;
         size_t len;
         int io = conn_read_line(c, -1, &line, &len);
+        if (io == IO_EOF && c->len == c->off) {
+            errmsg("a4psd at %s closed the event stream (has it stopped?)", c->path);
+            return CTL_EIO;
+        }
         if (io != IO_OK)
-            return io_failure(c, io, "event");
+            return read_failure(c, io, "event");
         json_error_t je;
-        reply r = {.root = json_loadb(line, len, 0, &je)};
+        reply r = {.root = json_loadb(line, len, JSON_ALLOW_NUL, &je), .code = "?", .error = ""};
         json_t *ev = json_object_get(r.root, "event");
-        json_t *ok = json_object_get(r.root, "ok");
         int rc = CTL_OK;
         if (json_is_object(ev)) {
             rc = show_event(o, ev);
-        } else if (json_is_false(ok)) {
-            r.code = jstr(r.root, "code") ? jstr(r.root, "code") : "?";
-            r.error = jstr(r.root, "error") ? jstr(r.root, "error") : "";
+        } else if (json_is_false(json_object_get(r.root, "ok"))) {
+            r.code = jstr(r.root, "code") ? jstr(r.root, "code") : r.code;
+            r.error = jstr(r.root, "error") ? jstr(r.root, "error") : r.error;
             rc = reply_error(o, &r);
-            if (!rc)
-                rc = CTL_EREPLY;
         } else {
             errmsg("malformed event line from a4psd: %s", r.root ? "no \"event\" object" : je.text);
             rc = CTL_EIO;
@@ -1065,78 +932,125 @@ static int follow_events(const ctl_opts *o, conn *c)
     }
 }
 
+/* Prints a successful result. */
+static int show_result(const ctl_opts *o, const json_t *res)
+{
+    const char *cmd = o->cmd;
+    int rc = CTL_OK;
+    if (o->json) {
+        rc = put_json(res);
+    } else if (!strcmp(cmd, "status")) {
+        show_status(res);
+    } else if (!strcmp(cmd, "list")) {
+        static const column cols[] = {{"name", "NAME", 0}, {"plugin", "PLUGIN", 0},
+                                      {"version", "VERSION", 0}};
+        print_table("protos", res, cols, 3);
+    } else if (!strcmp(cmd, "explain")) {
+        show_explain(res);
+    } else if (!strcmp(cmd, "send")) {
+        return show_send(res);
+    } else if (!strcmp(cmd, "events")) {
+        size_t i;
+        json_t *ev;
+        json_array_foreach(res, i, ev)
+            show_event(o, ev);      /* cannot fail without --json */
+    } else if (!strcmp(cmd, "stats")) {
+        show_stats(res);
+    } else if (!strcmp(cmd, "snapshot") && json_is_string(json_object_get(res, "message"))) {
+        put_value(stdout, json_object_get(res, "message"), 0);
+        fputc('\n', stdout);
+    } else if (strcmp(cmd, "reload")) {
+        put_value(stdout, res, 0);
+        fputc('\n', stdout);
+    }
+    return !rc && !strcmp(cmd, "reload") ? show_reload(o, res) : rc;
+}
+
 /* ---- Command line ---- */
 
-/* Reads all of stdin, at most REQUEST_MAX bytes, into a new string. */
+/* Reads all of stdin, up to just over REQUEST_MAX bytes (more could never
+ * be sent), into a new buffer. */
 static int read_stdin(char **out, size_t *outlen)
 {
-    size_t cap = 65536, len = 0;
+    size_t cap = REQUEST_MAX + 1, len = 0;
     char *buf = malloc(cap);
-    if (!buf)
+    if (!buf) {
+        errmsg("out of memory");
         return CTL_EIO;
-    for (;;) {
-        if (len == cap) {
-            char *nb = cap > REQUEST_MAX ? NULL : realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                errmsg(cap > REQUEST_MAX ? "the payload on stdin is over 1 MiB"
-                                         : "out of memory");
-                return cap > REQUEST_MAX ? CTL_EUSAGE : CTL_EIO;
-            }
-            buf = nb;
-            cap *= 2;
-        }
+    }
+    while (len < cap) {
         ssize_t n = read(STDIN_FILENO, buf + len, cap - len);
-        if (n > 0) {
-            len += (size_t)n;
-        } else if (n == 0) {
-            *out = buf;
-            *outlen = len;
-            return CTL_OK;
-        } else if (errno != EINTR) {
+        if (n == 0)
+            break;
+        if (n < 0 && errno != EINTR) {
             errmsg("reading the payload from stdin: %s", strerror(errno));
             free(buf);
             return CTL_EIO;
         }
+        len += n > 0 ? (size_t)n : 0;
     }
+    if (len == cap) {
+        errmsg("the payload on stdin is over 1 MiB, more than a4psd accepts");
+        free(buf);
+        return CTL_EUSAGE;
+    }
+    *out = buf;
+    *outlen = len;
+    return CTL_OK;
 }
 
-/* Builds the request for the parsed command line into *req. */
-static int build_request(const ctl_opts *o, json_t **req)
+/* Builds the request line for the command: compact JSON and its '\n', in
+ * a new buffer *line of *len bytes. */
+static int build_request(const ctl_opts *o, char **line, size_t *len)
 {
+    json_t *req;
     const char *cmd = o->cmd;
     if (!strcmp(cmd, "explain")) {
-        *req = json_pack("{s:s, s:s}", "cmd", cmd, "proto", o->args[0]);
+        req = json_pack("{s:s, s:s}", "cmd", cmd, "proto", o->args[0]);
     } else if (!strcmp(cmd, "send")) {
         char *payload = NULL;
-        size_t len = 0;
+        size_t plen = 0;
         const char *arg = o->nargs > 2 ? o->args[2] : NULL;
         if ((arg && !strcmp(arg, "-")) || (!arg && !isatty(STDIN_FILENO))) {
-            int rc = read_stdin(&payload, &len);
+            int rc = read_stdin(&payload, &plen);
             if (rc)
                 return rc;
         }
-        json_t *p = payload ? json_stringn(payload, len) : json_string(arg ? arg : "");
+        json_t *p = payload ? json_stringn(payload, plen) : json_string(arg ? arg : "");
         free(payload);
         if (!p) {
             errmsg("the payload is not valid UTF-8 text");
             return CTL_EUSAGE;
         }
-        *req = json_pack("{s:s, s:s, s:s, s:o}", "cmd", cmd, "proto", o->args[0], "selector",
-                         o->args[1], "payload", p);
+        req = json_pack("{s:s, s:s, s:s, s:o}", "cmd", cmd, "proto", o->args[0], "selector",
+                        o->args[1], "payload", p);
     } else if (!strcmp(cmd, "events") && o->follow) {
-        *req = json_pack("{s:s, s:b}", "cmd", cmd, "follow", 1);
+        req = json_pack("{s:s, s:b}", "cmd", cmd, "follow", 1);
     } else {
-        *req = json_pack("{s:s}", "cmd", cmd);
+        req = json_pack("{s:s}", "cmd", cmd);
     }
-    if (!*req) {
-        errmsg("arguments must be valid UTF-8 text");
+    if (!req) {
+        errmsg("the arguments are not valid UTF-8 text");
         return CTL_EUSAGE;
     }
+    char *s = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    if (!s) {
+        errmsg("out of memory");
+        return CTL_EIO;
+    }
+    *len = strlen(s) + 1;
+    if (*len > REQUEST_MAX) {
+        errmsg("the request is %zu bytes; a4psd accepts at most 1 MiB a line", *len);
+        free(s);
+        return CTL_EUSAGE;
+    }
+    s[*len - 1] = '\n';          /* over the '\0': a counted line */
+    *line = s;
     return CTL_OK;
 }
 
-/* Commands, with how many positional arguments each takes. */
+/* Commands and how many positional arguments each takes. */
 static const struct {
     const char *name;
     int min, max;
@@ -1145,10 +1059,10 @@ static const struct {
     {"reload", 0, 0}, {"snapshot", 0, 0}, {"events", 0, 0},  {"stats", 0, 0},
 };
 
-/* Parses argv into o.  Options go before the command; after it, "--json"
- * is accepted too (and "--follow" for events), except for send, whose
+/* Parses argv into o.  Options go before the command; after it "--json" is
+ * accepted too (and "--follow" for events), except by send, whose
  * arguments are all taken as they are.  Returns CTL_OK, CTL_EUSAGE, or -1
- * when help was printed. */
+ * when help was asked for (and printed). */
 static int parse_args(int argc, char **argv, ctl_opts *o)
 {
     static const struct option longopts[] = {
@@ -1159,8 +1073,8 @@ static int parse_args(int argc, char **argv, ctl_opts *o)
     *o = (ctl_opts){.timeout_s = DEFAULT_TIMEOUT_S};
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "+s:c:jt:h", longopts, NULL)) != -1) {
-        char *end;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "+:s:c:jt:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 's': o->socket = optarg; break;
         case 'c': o->config = optarg; break;
@@ -1169,8 +1083,7 @@ static int parse_args(int argc, char **argv, ctl_opts *o)
             errno = 0;
             o->timeout_s = strtod(optarg, &end);
             if (errno || end == optarg || *end || !(o->timeout_s >= 0 && o->timeout_s <= 1e6))
-                return usage_error("--timeout wants seconds between 0 and 1000000, not '%s'",
-                                   optarg);
+                return usage_error("--timeout wants seconds from 0 to 1000000, not '%s'", optarg);
             break;
         case 'h':
             fputs(usage_text, stdout);
@@ -1190,84 +1103,27 @@ static int parse_args(int argc, char **argv, ctl_opts *o)
         fputs(usage_text, stdout);
         return -1;
     }
-    size_t i;
-    for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(commands[i].name, o->cmd))
-            break;
-    if (i == sizeof commands / sizeof commands[0])
+    size_t i = 0, n = sizeof commands / sizeof commands[0];
+    while (i < n && strcmp(commands[i].name, o->cmd))
+        i++;
+    if (i == n)
         return usage_error("unknown command '%s'", o->cmd);
     o->args = argv + optind;
-    bool is_send = !strcmp(o->cmd, "send");
     for (int a = optind; a < argc; a++) {
-        if (is_send) {
+        const char *arg = argv[a];
+        if (!strcmp(o->cmd, "send") || arg[0] != '-' || !arg[1])
             o->args[o->nargs++] = argv[a];
-        } else if (!strcmp(argv[a], "--json") || !strcmp(argv[a], "-j")) {
+        else if (!strcmp(arg, "--json") || !strcmp(arg, "-j"))
             o->json = true;
-        } else if (!strcmp(o->cmd, "events") &&
-                   (!strcmp(argv[a], "--follow") || !strcmp(argv[a], "-f"))) {
+        else if (!strcmp(o->cmd, "events") && (!strcmp(arg, "--follow") || !strcmp(arg, "-f")))
             o->follow = true;
-        } else if (argv[a][0] == '-' && argv[a][1]) {
-            return usage_error("%s: unknown option '%s'", o->cmd, argv[a]);
-        } else {
-            o->args[o->nargs++] = argv[a];
-        }
+        else
+            return usage_error("%s: unknown option '%s'", o->cmd, arg);
     }
     if (o->nargs < commands[i].min || o->nargs > commands[i].max)
         return usage_error("%s: %s arguments", o->cmd,
                            o->nargs < commands[i].min ? "missing" : "too many");
     return CTL_OK;
-}
-
-/* Prints a successful result for the command. */
-static int show_result(const ctl_opts *o, const json_t *res)
-{
-    if (!strcmp(o->cmd, "reload") && o->json) {
-        char *s = json_dumps(res, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (s)
-            puts(s);
-        free(s);
-        return s ? show_reload(o, res) : CTL_EIO;
-    }
-    if (!strcmp(o->cmd, "events") && !o->json) {
-        size_t i;
-        json_t *ev;
-        json_array_foreach(res, i, ev) {
-            int rc = show_event(o, ev);
-            if (rc)
-                return rc;
-        }
-        return CTL_OK;
-    }
-    if (o->json) {
-        char *s = json_dumps(res, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!s)
-            return CTL_EIO;
-        puts(s);
-        free(s);
-        return CTL_OK;
-    }
-    if (!strcmp(o->cmd, "status"))
-        return show_status(res);
-    if (!strcmp(o->cmd, "list"))
-        return show_list(res);
-    if (!strcmp(o->cmd, "explain"))
-        return show_explain(res);
-    if (!strcmp(o->cmd, "send"))
-        return show_send(res);
-    if (!strcmp(o->cmd, "reload"))
-        return show_reload(o, res);
-    if (!strcmp(o->cmd, "stats"))
-        return show_stats(res);
-    if (!strcmp(o->cmd, "snapshot") && jstr(res, "message")) {
-        json_t *c = cell(json_object_get(res, "message"));
-        printf("%s\n", c ? json_string_value(c) : "?");
-        json_decref(c);
-        return c ? CTL_OK : CTL_EIO;
-    }
-    json_t *c = cell(res);       /* anything else: its JSON */
-    printf("%s\n", c ? json_string_value(c) : "?");
-    json_decref(c);
-    return c ? CTL_OK : CTL_EIO;
 }
 
 int main(int argc, char **argv)
@@ -1277,31 +1133,32 @@ int main(int argc, char **argv)
     if (rc)
         return rc < 0 ? CTL_OK : rc;
 
-    json_t *req = NULL;
+    char *line = NULL;
+    size_t len = 0;
     conn c = {.fd = -1};
     reply r = {0};
-    rc = build_request(&o, &req);
+    /* The timeout covers connecting, sending and the reply, not reading stdin. */
+    rc = build_request(&o, &line, &len);
+    int64_t deadline = o.timeout_s > 0 ? now_ms() + (int64_t)ceil(o.timeout_s * 1000) : -1;
     if (!rc)
         rc = resolve_socket(&o, &c);
-    int64_t deadline = deadline_after(o.timeout_s);
     if (!rc)
         rc = conn_open(&c, &o, deadline);
     if (!rc)
-        rc = request(&c, req, deadline, &r);
+        rc = request(&c, line, len, deadline, &r);
     if (!rc && !r.ok)
         rc = reply_error(&o, &r);
-    else if (!rc && !strcmp(o.cmd, "events") && o.follow)
+    else if (!rc && o.follow)
         rc = follow_events(&o, &c);
     else if (!rc)
         rc = show_result(&o, r.result ? r.result : json_null());
 
     if (fflush(stdout) != 0 || ferror(stdout)) {
         errmsg("writing the output: %s", strerror(errno));
-        if (!rc)
-            rc = CTL_EIO;
+        rc = rc ? rc : CTL_EIO;
     }
     json_decref(r.root);
-    json_decref(req);
+    free(line);
     free(c.buf);
     if (c.fd >= 0)
         close(c.fd);

@@ -46,6 +46,7 @@ struct client {
     bool busy;                   /* a job of ours is with the workers */
     bool follow;
     bool closing;                /* close once wbuf is written */
+    bool draining;               /* written and shut down: discarding input until EOF */
     uint64_t last_ms;
 };
 
@@ -153,7 +154,7 @@ static void client_close(a4psd *d, client *c)
 static void client_want(a4psd *d, client *c)
 {
     uint32_t ev = 0;
-    if (!c->closing && !c->busy && !d->stopping)
+    if ((!c->closing && !c->busy && !d->stopping) || c->draining)
         ev |= EPOLLIN;
     if (c->wlen > c->woff)
         ev |= EPOLLOUT;
@@ -177,9 +178,19 @@ static void client_flush(a4psd *d, client *c)
     }
     if (c->woff == c->wlen) {
         c->woff = c->wlen = 0;
-        if (c->closing) {
-            client_close(d, c);
-            return;
+        if (c->closing && !c->draining) {
+            /* Closing a Unix socket with unread input resets the peer, which
+             * may then never read our last reply: shut down our side and
+             * discard what it still sends until it closes (or the tick gives
+             * up on it). */
+            if (c->rlen == 0 && !c->busy) {
+                client_close(d, c);
+                return;
+            }
+            shutdown(c->fd, SHUT_WR);
+            c->draining = true;
+            c->rlen = 0;
+            c->last_ms = now_ms();
         }
     }
     client_want(d, c);
@@ -512,12 +523,33 @@ static void process_lines(a4psd *d, client *c)
         client_want(d, c);
 }
 
+static void client_drain(a4psd *d, client *c)
+{
+    char buf[16384];
+    for (;;) {
+        ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (r <= 0) {
+            client_close(d, c);
+            return;
+        }
+    }
+}
+
 void ctl_client_event(a4psd *d, client *c, uint32_t events)
 {
     if (c->fd < 0)
         return;
     if (events & EPOLLOUT)
         client_flush(d, c);
+    if (c->fd >= 0 && c->draining) {
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+            client_drain(d, c);
+        return;
+    }
     if (c->fd < 0 || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         return;
     size_t max = d->cfg->max_request_bytes;
@@ -829,6 +861,10 @@ void ctl_tick(a4psd *d)
     uint64_t now = now_ms();
     for (client *c = d->clients, *nx; c; c = nx) {
         nx = c->next;
+        if (c->draining && now - c->last_ms > d->cfg->request_timeout_ms) {
+            client_close(d, c);
+            continue;
+        }
         if (c->rlen && !c->busy && !c->closing && now - c->last_ms > d->cfg->request_timeout_ms) {
             client_write(d, c, err_line("bad_request",
                                         "incomplete request: no newline within %u ms",
@@ -887,6 +923,11 @@ void ctl_shutdown(a4psd *d)
     for (int i = 0; i < d->nworkers; i++)
         pthread_join(d->workers[i], NULL);
     ctl_jobs_done(d);
+    for (client *c = d->clients, *nx; c; c = nx) {
+        nx = c->next;
+        if (c->follow && c->fd >= 0)
+            client_write(d, c, err_line("shutting_down", "a4psd is shutting down"));
+    }
     /* Give the replies up to five seconds to reach their clients. */
     uint64_t deadline = now_ms() + 5000;
     for (;;) {

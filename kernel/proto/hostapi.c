@@ -153,8 +153,8 @@ static int h_emit(a4ps_ctx *ctx, const char *event, const void *data, size_t len
     free(copy);
     json_t *ev = json_pack("{s:s?, s:s?, s:s?, s:o?}",
                            "proto", c->proto ? c->proto->name : NULL,
-                           "plugin", c->beh ? c->beh->ver->name : NULL,
-                           "version", c->beh ? c->beh->ver->version : NULL,
+                           "plugin", c->beh ? c->beh->d.name : NULL,
+                           "version", c->beh ? c->beh->d.version : NULL,
                            "data", payload);
     if (!ev)
         return A4PS_ENOMEM;
@@ -179,8 +179,10 @@ static void h_log(a4ps_ctx *ctx, int level, const char *fmt, ...)
         level = A4PS_LOG_ERR;
     if (level > A4PS_LOG_DEBUG)
         level = A4PS_LOG_DEBUG;
+    /* The descriptor, not b->ver: init and self_test run before the
+     * generation is attached to its version. */
     kernel_log(c->k, level, "plugin %s %s%s%s: %s",
-               c->beh ? c->beh->ver->name : "?", c->beh ? c->beh->ver->version : "?",
+               c->beh ? c->beh->d.name : "?", c->beh ? c->beh->d.version : "?",
                c->proto ? " on proto " : "", c->proto ? c->proto->name : "", msg);
 }
 

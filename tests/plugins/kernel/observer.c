@@ -3,7 +3,9 @@
  * on_event appends each delivered event to the "log" state key, one per
  * line, and counts them in "count"; on_event_slow does the same after 20 ms,
  * to fill the bus queue; emit publishes its message as event "custom";
- * does_not_understand answers selectors starting with "dyn_" itself. */
+ * does_not_understand answers selectors starting with "dyn_" itself.  Its init
+ * and self_test hooks log, which must work before the kernel has attached
+ * the generation to its version. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +80,18 @@ static int dnu(a4ps_ctx *ctx, const char *selector, const void *msg, size_t len)
     return A4PS_OK;
 }
 
+static int init(a4ps_ctx *ctx)
+{
+    ctx->api->log(ctx, A4PS_LOG_DEBUG, "observer ready");
+    return A4PS_OK;
+}
+
+static int self_test(a4ps_ctx *ctx)
+{
+    ctx->api->log(ctx, A4PS_LOG_DEBUG, "observer self-test");
+    return a4ps_set(ctx, "probe", "1", 1);
+}
+
 static const a4ps_method methods[] = {
     {"on_event", record, "record a delivered event"},
     {"on_event_slow", on_event_slow, "record a delivered event, slowly"},
@@ -95,6 +109,8 @@ static const a4ps_plugin plugin = {
     .kind = A4PS_KIND_MONITOR,
     .methods = methods,
     .does_not_understand = dnu,
+    .init = init,
+    .self_test = self_test,
     .description = "records the events it is sent",
 };
 

@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# daemon.sh -- integration tests of a4psd and a4psctl: the real daemon in a
+# temporary directory, real files dropped into its plugin directory, real
+# signals, real replies over the control socket.
+#
+#   A4PSD=... A4PSCTL=... PLUGINS=... TEST_PLUGINS=... daemon.sh [TEST...]
+#
+# Each test function starts its own daemon (so one failure cannot leak into
+# the next) and prints PASS or FAIL with the reason; the exit status is the
+# number of failures.  ctest runs it with the paths of the build.
+set -uo pipefail
+
+: "${A4PSD:?path of a4psd}" "${A4PSCTL:?path of a4psctl}"
+: "${PLUGINS:?dir of the built plugins}" "${TEST_PLUGINS:?dir of the test plugins}"
+
+failures=0
+T=""                              # the current test's temp dir
+PID=""                            # the current daemon
+
+fail() { echo "FAIL $CURRENT: $*"; failures=$((failures + 1)); return 1; }
+ctl() { "$A4PSCTL" -s "$T/a.sock" "$@"; }
+
+# Start a4psd on a config with the four personas and the counter example;
+# extra config lines may be passed as $1.
+start() {
+    T=$(mktemp -d /tmp/a4ps-it-XXXXXX)
+    chmod 755 "$T"
+    mkdir -p "$T/plugins"
+    for p in brick robin babs alfred counter-1; do
+        install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"
+    done
+    cat > "$T/a4ps.cfg" <<EOF
+plugin_dir = "plugins";
+runtime_dir = "run";
+log_level = "debug";
+workers = 4;
+control = { socket = "a.sock"; ${CONTROL_EXTRA:-} };
+limits = { max_request_bytes = 65536; request_timeout_ms = 1000; };
+protos = (
+    { name = "BRICK"; plugin = "brick"; persona = { role = "the logician"; }; },
+    { name = "ROBIN"; plugin = "robin"; },
+    { name = "BABS"; plugin = "babs"; },
+    { name = "ALFRED"; plugin = "alfred"; },
+    { name = "C"; plugin = "counter"; state = { count = "100"; }; }${1:-}
+);
+subscriptions = ( { event = "*"; proto = "ALFRED"; selector = "observe"; } );
+EOF
+    "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 100); do
+        [ -S "$T/a.sock" ] && ctl send C get > /dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    fail "a4psd did not come up: $(tail -5 "$T/log")"
+}
+
+stop() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2> /dev/null; then
+        kill -TERM "$PID"
+        wait "$PID" 2> /dev/null
+    fi
+    PID=""
+    [ -n "$T" ] && rm -rf "$T"
+    T=""
+}
+
+expect_reply() {   # proto selector payload expected
+    local got
+    got=$(ctl send "$1" "$2" "$3" 2>&1) || { fail "send $1 $2 '$3' failed: $got"; return 1; }
+    [ "$got" = "$4" ] || { fail "send $1 $2 '$3': got '$got', expected '$4'"; return 1; }
+}
+
+expect_contains() {   # text needle what
+    case "$1" in *"$2"*) return 0 ;; esac
+    fail "$3 does not contain '$2': $1"
+}
+
+# Wait until a4psctl status contains a needle (for asynchronous effects).
+wait_status() {
+    for _ in $(seq 100); do
+        ctl --json status 2> /dev/null | grep -qF -- "$1" && return 0
+        sleep 0.05
+    done
+    fail "status never showed '$1'"
+}
+
+# ---- the tests ----
+
+test_personas() {
+    start || return
+    expect_reply BRICK eval "1 + 2 * 3" "7"
+    local r
+    r=$(ctl send BRICK eval "(1 + 2" 2>&1); expect_contains "$r" "error at column 7" "BRICK's error"
+    expect_reply BRICK check "A; not A; B" \
+        "contradiction: no assignment satisfies all 3 statements; the smallest contradictory subset is: 1, 2"
+    r=$(ctl send ROBIN feel "what a wonderful, happy day") || fail "ROBIN feel: $r"
+    expect_contains "$r" "sentiment: strongly positive" "ROBIN's reply"
+    r=$(ctl send BABS remember "gVisor runs the sandbox") || fail "BABS remember: $r"
+    expect_contains "$r" "noted #1" "BABS's reply"
+    r=$(ctl send BABS recall "sandbox") || fail "BABS recall: $r"
+    expect_contains "$r" "gVisor runs the sandbox" "BABS's recall"
+    r=$(ctl send ALFRED report) || fail "ALFRED report: $r"
+    expect_contains "$r" "plugin_loaded" "ALFRED's report"
+    r=$(ctl explain BRICK) || fail "explain: $r"
+    expect_contains "$r" "the logician" "explain BRICK"
+    r=$(ctl list) || fail "list: $r"
+    for p in BRICK ROBIN BABS ALFRED C; do expect_contains "$r" "$p" "list"; done
+    r=$(ctl stats) || fail "stats: $r"
+    expect_contains "$r" "allocat" "stats"
+    stop
+}
+
+# mv a new version in while clients keep sending: the reply changes and no
+# request fails; the counter keeps every increment.
+test_mv_swaps_under_load() {
+    start || return
+    local n=150 ok=0 bad=0
+    ( for i in $(seq $n); do ctl send C incr > /dev/null 2>> "$T/errors" || echo x >> "$T/errors"; done ) &
+    local loop=$!
+    sleep 0.3
+    install -m 644 "$PLUGINS/counter-2.so" "$T/plugins/.incoming"
+    mv "$T/plugins/.incoming" "$T/plugins/counter-2.so"
+    wait "$loop"
+    [ -s "$T/errors" ] && fail "requests failed during the swap: $(head -3 "$T/errors")"
+    expect_reply C get "" "v2 count=$((100 + n))"
+    stop
+}
+
+# A large file written slowly is loaded once, after the writer closes it.
+test_slow_copy_loads_once() {
+    start || return
+    local big="$T/big.so"
+    cp "$PLUGINS/counter-2.so" "$big"
+    head -c $((24 * 1024 * 1024)) /dev/zero >> "$big"    # still a valid ELF: trailing bytes are ignored
+    {
+        for i in $(seq 0 24); do
+            dd if="$big" bs=1M skip="$i" count=1 status=none
+            sleep 0.02
+        done
+    } > "$T/plugins/counter-big.so"
+    chmod 644 "$T/plugins/counter-big.so"
+    wait_status '"version":"2.0.0"' || { stop; return; }
+    sleep 0.3
+    local ev loaded refused
+    ev=$(ctl --json events)
+    loaded=$(grep -o '"file":"[^"]*counter-big.so"' <<< "$ev" | wc -l)
+    refused=$(grep -c 'plugin_refused' <<< "$ev")
+    [ "$loaded" = 1 ] || fail "counter-big.so loaded $loaded times"
+    [ "$refused" = 0 ] || fail "a refusal while the file was being written: $ev"
+    expect_reply C get "" "v2 count=100"
+    stop
+}
+
+# Bad plugins are refused with their reason in status; the old version serves.
+test_bad_plugins_refused() {
+    start || return
+    local st
+    for b in bad_major bad_dup_selector bad_init_crash bad_undefined_symbol; do
+        install -m 644 "$TEST_PLUGINS/$b.so" "$T/plugins/$b.so"
+    done
+    echo "not an elf" > "$T/plugins/junk.so"
+    # Group-writable when it arrives (by rename: install would close it
+    # while still 0600, a moment at which loading it is right).
+    install -m 664 "$PLUGINS/counter-2.so" "$T/plugins/.writable"
+    mv "$T/plugins/.writable" "$T/plugins/writable.so"
+    sleep 0.5
+    st=$(ctl status)
+    expect_contains "$st" "abi_major" "status after bad_major"
+    expect_contains "$st" "defined twice" "status after bad_dup_selector"
+    expect_contains "$st" "SIGSEGV" "status after bad_init_crash"
+    expect_contains "$st" "a4ps_test_no_such_function" "status after bad_undefined_symbol"
+    expect_contains "$st" "not an ELF file" "status after junk.so"
+    expect_contains "$st" "writable by group" "status after writable.so"
+    expect_reply C get "" "v1 count=100"
+    expect_reply BRICK eval "2+2" "4"
+    stop
+}
+
+# A lower version than the live one is refused when dropped.
+test_downgrade_refused() {
+    start || return
+    install -m 644 "$PLUGINS/counter-2.so" "$T/plugins/counter-2.so"
+    wait_status '"version":"2.0.0"' || { stop; return; }
+    sleep 0.2
+    expect_reply C get "" "v2 count=100"
+    rm "$T/plugins/counter-1.so"
+    install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
+    sleep 0.3
+    expect_reply C get "" "v2 count=100"
+    stop
+}
+
+# SIGHUP with a broken config keeps the old one running; a fixed one applies.
+test_sighup() {
+    start || return
+    cp "$T/a4ps.cfg" "$T/good.cfg"
+    local line=$(($(wc -l < "$T/good.cfg") + 1))
+    echo 'bogus_key = 1;' >> "$T/a4ps.cfg"
+    kill -HUP "$PID"
+    wait_status "bogus_key" || { stop; return; }
+    local st
+    st=$(ctl status)
+    expect_contains "$st" "a4ps.cfg:$line: bogus_key: unknown key" "status after a broken config"
+    expect_reply BRICK eval "6*7" "42"
+    # Fixed, with one more proto: applied on the next SIGHUP.
+    sed 's/{ name = "C"; plugin = "counter"; state = { count = "100"; }; }/&,\n    { name = "C2"; plugin = "counter"; }/' "$T/good.cfg" > "$T/a4ps.cfg"
+    kill -HUP "$PID"
+    wait_status '"name":"C2"' || { stop; return; }
+    st=$(ctl --json status)
+    expect_contains "$st" '"config_error":null' "status after the fix"
+    expect_reply C2 get "" "v1 count=0"
+    local r
+    r=$(ctl reload) || fail "a4psctl reload: $r"
+    stop
+}
+
+# A uid that is not permitted is refused with a clear message.
+test_uid_refused() {
+    CONTROL_EXTRA='group = "nogroup";' start || return
+    local r rc
+    r=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$A4PSCTL" -s "$T/a.sock" status 2>&1)
+    rc=$?
+    [ "$rc" = 4 ] || fail "a4psctl as nobody exited $rc, expected 4 (refused): $r"
+    expect_contains "$r" "uid 65534 is not permitted" "the refusal"
+    expect_reply BRICK eval "1" "1"
+    stop
+}
+
+# Garbage, truncated and oversized requests: the daemon keeps serving.
+test_bad_requests() {
+    start || return
+    local r
+    r=$(printf 'garbage\n' | socat -t 2 - "UNIX-CONNECT:$T/a.sock")
+    expect_contains "$r" '"code":"bad_request"' "reply to garbage"
+    r=$(printf '{"cmd":"nope"}\n' | socat -t 2 - "UNIX-CONNECT:$T/a.sock")
+    expect_contains "$r" "unknown command 'nope'" "reply to an unknown command"
+    r=$(printf '{"cmd":"send","proto":"C"}\n' | socat -t 2 - "UNIX-CONNECT:$T/a.sock")
+    expect_contains "$r" '"code":"bad_request"' "reply to a send without selector"
+    printf '{"cmd":"sta' | socat -t 1 - "UNIX-CONNECT:$T/a.sock" > /dev/null    # truncated, then closed
+    # Half-sent and left open: answered after request_timeout_ms, not stuck.
+    r=$( (printf '{"cmd":"status"'; sleep 2) | socat -t 3 - "UNIX-CONNECT:$T/a.sock")
+    expect_contains "$r" "incomplete request" "reply to a half-sent request"
+    r=$(head -c 200000 /dev/zero | tr '\0' 'x' | socat -t 2 - "UNIX-CONNECT:$T/a.sock")
+    expect_contains "$r" "longer than max_request_bytes" "reply to an oversized request"
+    # Many clients at once.
+    local pids=()
+    for i in $(seq 20); do
+        ctl send BRICK eval "$i*2" > "$T/many.$i" 2>&1 &
+        pids+=($!)
+    done
+    wait "${pids[@]}"      # not a bare wait: the daemon is a child too
+    for i in $(seq 20); do
+        [ "$(cat "$T/many.$i")" = "$((i * 2))" ] || fail "client $i got $(cat "$T/many.$i")"
+    done
+    kill -0 "$PID" || fail "a4psd died"
+    expect_reply BRICK eval "1+1" "2"
+    stop
+}
+
+# SIGTERM with calls in flight: they complete, the exit status is 0.
+test_sigterm_drains() {
+    start || return
+    ctl send C slow 800 > "$T/slow.out" 2>&1 &
+    local client=$!
+    sleep 0.3
+    kill -TERM "$PID"
+    wait "$PID"
+    local rc=$?
+    PID=""
+    wait "$client" || fail "the call in flight failed: $(cat "$T/slow.out")"
+    expect_contains "$(cat "$T/slow.out")" "slow done" "the slow call's reply"
+    [ "$rc" = 0 ] || fail "a4psd exited $rc"
+    [ -e "$T/a.sock" ] && fail "the socket was left behind"
+    stop
+}
+
+# a4psd --check-config reports every error as FILE:LINE.
+test_check_config() {
+    local d
+    d=$(mktemp -d /tmp/a4ps-it-XXXXXX)
+    printf 'plugin_dir = 5;\ncontrol = { socket = "s"; uids = [ "root" ]; };\nbogus = 1;\n' > "$d/bad.cfg"
+    local r rc
+    r=$("$A4PSD" --check-config -c "$d/bad.cfg" 2>&1)
+    rc=$?
+    [ "$rc" != 0 ] || fail "--check-config accepted a broken file"
+    expect_contains "$r" "bad.cfg:1: plugin_dir: expected a string" "check-config"
+    expect_contains "$r" "bad.cfg:2: control.uids[0]" "check-config"
+    expect_contains "$r" "bad.cfg:3: bogus: unknown key" "check-config"
+    expect_contains "$r" "runtime_dir: required" "check-config"
+    rm -rf "$d"
+}
+
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load slow_copy_loads_once
+                                 bad_plugins_refused downgrade_refused sighup uid_refused
+                                 bad_requests sigterm_drains check_config)
+for t in "${tests[@]}"; do
+    CURRENT=$t
+    before=$failures
+    "test_$t"
+    stop
+    [ "$failures" = "$before" ] && echo "PASS $t"
+done
+echo "$failures failure(s)"
+exit $((failures > 0))
