@@ -169,13 +169,43 @@ static int check_group(errs *e, const config_setting_t *g, const keyspec *spec)
     return e->n - before;
 }
 
+/* Collapse "//", "/./" and "dir/.." in an absolute path, in place, without
+ * touching the filesystem (the path may not exist yet). */
+static void normalize(char *path)
+{
+    char *out = path, *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        char *seg = p;
+        while (*p && *p != '/')
+            p++;
+        size_t n = (size_t)(p - seg);
+        if (n == 0 || (n == 1 && seg[0] == '.'))
+            continue;
+        if (n == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (out > path && *--out != '/')
+                ;
+            continue;
+        }
+        *out++ = '/';
+        memmove(out, seg, n);
+        out += n;
+    }
+    if (out == path)
+        *out++ = '/';
+    *out = 0;
+}
+
 static char *resolve(const char *dir, const char *p)
 {
     char *out;
     if (p[0] == '/')
-        return strdup(p);
-    if (asprintf(&out, "%s/%s", dir, p) < 0)
+        out = strdup(p);
+    else if (asprintf(&out, "%s/%s", dir, p) < 0)
         return NULL;
+    if (out)
+        normalize(out);
     return out;
 }
 
