@@ -1031,10 +1031,10 @@ static int brick_decide(const char *text, size_t n, char *out, size_t cap)
     char head[160];
     if (c->nstmts == 1)
         snprintf(head, sizeof head, "contradiction: no assignment satisfies the statement; "
-                 "the smallest contradictory subset is: ");
+                 "a minimal contradictory subset (no statement can be dropped) is: ");
     else
         snprintf(head, sizeof head, "contradiction: no assignment satisfies all %u statements; "
-                 "the smallest contradictory subset is: ", c->nstmts);
+                 "a minimal contradictory subset (no statement can be dropped) is: ", c->nstmts);
     buf_add(out, cap, &len, head);
     bool first = true;
     for (unsigned s = 0; s < c->nstmts; s++) {
@@ -1105,7 +1105,7 @@ static int brick_self_test(a4ps_ctx *ctx)
         {"1 / 0", A4PS_EINVAL, "division by zero at column 3", false},
         {"A; A -> B", A4PS_OK, "consistent: A=true, B=true", true},
         {"A; not A; B", A4PS_OK, "contradiction: no assignment satisfies all 3 statements; "
-                                 "the smallest contradictory subset is: 1, 2", true},
+                                 "a minimal contradictory subset (no statement can be dropped) is: 1, 2", true},
     };
     char out[1024];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

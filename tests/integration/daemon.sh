@@ -92,7 +92,7 @@ test_personas() {
     local r
     r=$(ctl send BRICK eval "(1 + 2" 2>&1); expect_contains "$r" "error at column 7" "BRICK's error"
     expect_reply BRICK check "A; not A; B" \
-        "contradiction: no assignment satisfies all 3 statements; the smallest contradictory subset is: 1, 2"
+        "contradiction: no assignment satisfies all 3 statements; a minimal contradictory subset (no statement can be dropped) is: 1, 2"
     r=$(ctl send ROBIN feel "what a wonderful, happy day") || fail "ROBIN feel: $r"
     expect_contains "$r" "sentiment: strongly positive" "ROBIN's reply"
     r=$(ctl send BABS remember "gVisor runs the sandbox") || fail "BABS remember: $r"

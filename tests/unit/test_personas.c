@@ -229,20 +229,20 @@ static void brick_finds_minimal_contradiction(void **state)
     fx *f = open_with(state, "brick.so", "brick", "brick");
     static const exchange cases[] = {
         {"A\nnot A\nB", A4PS_OK, "contradiction: no assignment satisfies all 3 statements; "
-                                 "the smallest contradictory subset is: 1, 2"},
+                                 "a minimal contradictory subset (no statement can be dropped) is: 1, 2"},
         {"A; B; A -> C; not C; B or D", A4PS_OK,
          "contradiction: no assignment satisfies all 5 statements; "
-         "the smallest contradictory subset is: 1, 3, 4"},
+         "a minimal contradictory subset (no statement can be dropped) is: 1, 3, 4"},
         {"p -> q; r; q -> s; p; not s", A4PS_OK,
          "contradiction: no assignment satisfies all 5 statements; "
-         "the smallest contradictory subset is: 1, 3, 4, 5"},
+         "a minimal contradictory subset (no statement can be dropped) is: 1, 3, 4, 5"},
         {"A and not A", A4PS_OK, "contradiction: no assignment satisfies the statement; "
-                                 "the smallest contradictory subset is: 1"},
+                                 "a minimal contradictory subset (no statement can be dropped) is: 1"},
         {"A; false; B", A4PS_OK, "contradiction: no assignment satisfies all 3 statements; "
-                                 "the smallest contradictory subset is: 2"},
+                                 "a minimal contradictory subset (no statement can be dropped) is: 2"},
         {"A <-> not B; A; B; C", A4PS_OK,
          "contradiction: no assignment satisfies all 4 statements; "
-         "the smallest contradictory subset is: 1, 2, 3"},
+         "a minimal contradictory subset (no statement can be dropped) is: 1, 2, 3"},
     };
     EXPECT_ALL(f, "brick", "check", cases);
 }
