@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "a4ps.h"
+#include "persona.h"
 
 #define OBSERVE_MAX 65536u       /* bytes of one event */
 #define JSON_MAX_DEPTH 64
@@ -44,12 +45,6 @@ static const a4ps_plugin alfred_plugin;
 /* observe updates total, a count and two lists; reset deletes them all;
  * report reads them together.  One lock keeps each of those whole. */
 static pthread_mutex_t books_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int reply_text(a4ps_ctx *ctx, int status, const char *text)
-{
-    a4ps_reply(ctx, text, strlen(text));
-    return status;
-}
 
 /* ======================================================================
  * A strict, minimal JSON reader: validates everything, keeps only what
@@ -736,15 +731,7 @@ static int alfred_reset(a4ps_ctx *ctx, const void *msg, size_t len)
 
 static int alfred_help(a4ps_ctx *ctx, const void *msg, size_t len)
 {
-    char line[512];
-    snprintf(line, sizeof line, "%s %s: %s\nselectors:", alfred_plugin.name,
-             alfred_plugin.version, alfred_plugin.description);
-    a4ps_reply(ctx, line, strlen(line));
-    for (const a4ps_method *m = alfred_plugin.methods; m->selector; m++) {
-        snprintf(line, sizeof line, "\n  %s: %s", m->selector, m->doc);
-        a4ps_reply_append(ctx, line, strlen(line));
-    }
-    return A4PS_OK;
+    return persona_help(ctx, &alfred_plugin);
 }
 
 /* The reader must take the bus's own shape and refuse the broken kinds. */

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "a4ps.h"
+#include "persona.h"
 
 #ifdef BABS_V2
 #define BABS_VERSION "2.0.0"
@@ -62,12 +63,6 @@ static const char *const stopwords[] = {
     "that", "the", "this", "to", "was", "we", "were", "what", "when", "where",
     "which", "who", "why", "with", "you",
 };
-
-static int reply_text(a4ps_ctx *ctx, int status, const char *text)
-{
-    a4ps_reply(ctx, text, strlen(text));
-    return status;
-}
 
 static bool has_state_list(a4ps_ctx *ctx)
 {
@@ -469,15 +464,7 @@ static int babs_count(a4ps_ctx *ctx, const void *msg, size_t len)
 
 static int babs_help(a4ps_ctx *ctx, const void *msg, size_t len)
 {
-    char line[512];
-    snprintf(line, sizeof line, "%s %s: %s\nselectors:", babs_plugin.name,
-             babs_plugin.version, babs_plugin.description);
-    a4ps_reply(ctx, line, strlen(line));
-    for (const a4ps_method *m = babs_plugin.methods; m->selector; m++) {
-        snprintf(line, sizeof line, "\n  %s: %s", m->selector, m->doc);
-        a4ps_reply_append(ctx, line, strlen(line));
-    }
-    return A4PS_OK;
+    return persona_help(ctx, &babs_plugin);
 }
 
 /* ---- migration ---- */

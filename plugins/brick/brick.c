@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "a4ps.h"
+#include "persona.h"
 
 #define EVAL_MAX_INPUT 4096u     /* bytes of one expression */
 #define MAX_DEPTH 256            /* nesting; deeper recursion risks the stack */
@@ -86,12 +87,6 @@ static bool word_is(const char *s, size_t n, const char *w)
         if (lower((unsigned char)s[i]) != w[i])
             return false;
     return i == n && w[i] == '\0';
-}
-
-static int reply_text(a4ps_ctx *ctx, int status, const char *text)
-{
-    a4ps_reply(ctx, text, strlen(text));
-    return status;
 }
 
 /* Describe the bytes s[0..n) of a token for an error message: quoted, cut at
@@ -1076,15 +1071,7 @@ static int brick_check(a4ps_ctx *ctx, const void *msg, size_t len)
 
 static int brick_help(a4ps_ctx *ctx, const void *msg, size_t len)
 {
-    char line[512];
-    snprintf(line, sizeof line, "%s %s: %s\nselectors:", brick_plugin.name,
-             brick_plugin.version, brick_plugin.description);
-    a4ps_reply(ctx, line, strlen(line));
-    for (const a4ps_method *m = brick_plugin.methods; m->selector; m++) {
-        snprintf(line, sizeof line, "\n  %s: %s", m->selector, m->doc);
-        a4ps_reply_append(ctx, line, strlen(line));
-    }
-    return A4PS_OK;
+    return persona_help(ctx, &brick_plugin);
 }
 
 /* A few answers that must never change; a build that gets them wrong is not

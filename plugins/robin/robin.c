@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "a4ps.h"
+#include "persona.h"
 
 #define FEEL_MAX_INPUT 65536u
 #define WORD_MAX 32              /* longer words are in no lexicon */
@@ -142,12 +143,6 @@ static const char *const flat_reflections[3] = {
     "That sounds calm and matter-of-fact. Is there more beneath it?",
     "I'm listening. Nothing in that tells me how you feel yet; will you say more?",
 };
-
-static int reply_text(a4ps_ctx *ctx, int status, const char *text)
-{
-    a4ps_reply(ctx, text, strlen(text));
-    return status;
-}
 
 static int cmp_entry(const void *key, const void *elem)
 {
@@ -378,15 +373,7 @@ static int robin_lexicon(a4ps_ctx *ctx, const void *msg, size_t len)
 
 static int robin_help(a4ps_ctx *ctx, const void *msg, size_t len)
 {
-    char line[512];
-    snprintf(line, sizeof line, "%s %s: %s\nselectors:", robin_plugin.name,
-             robin_plugin.version, robin_plugin.description);
-    a4ps_reply(ctx, line, strlen(line));
-    for (const a4ps_method *m = robin_plugin.methods; m->selector; m++) {
-        snprintf(line, sizeof line, "\n  %s: %s", m->selector, m->doc);
-        a4ps_reply_append(ctx, line, strlen(line));
-    }
-    return A4PS_OK;
+    return persona_help(ctx, &robin_plugin);
 }
 
 /* The lexicon must stay sorted, unique and in range (bsearch depends on it),
