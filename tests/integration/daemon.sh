@@ -126,6 +126,30 @@ test_mv_swaps_under_load() {
     stop
 }
 
+# A persona's version 2 (BABS 2.0.0: another state layout, a migrate hook,
+# another recall format) moved in while recalls keep coming: none fails, the
+# reply changes, every note survives the migration.
+test_mv_persona_v2() {
+    start || return
+    for note in "gVisor runs the sandbox" "the image is one SQLite file" "sandbox limits come from the config"; do
+        ctl send BABS remember "$note" > /dev/null || fail "remember '$note'"
+    done
+    expect_reply BABS recall "image" "#2 (1 of 1 keyword): the image is one SQLite file"
+    ( for _ in $(seq 100); do ctl send BABS recall sandbox > /dev/null 2>> "$T/errors" || echo x >> "$T/errors"; done ) &
+    local loop=$!
+    sleep 0.2
+    install -m 644 "$TEST_PLUGINS/babs-2.so" "$T/plugins/.babs-2"
+    mv "$T/plugins/.babs-2" "$T/plugins/babs-2.so"
+    wait "$loop"
+    [ -s "$T/errors" ] && fail "recalls failed during the swap: $(head -3 "$T/errors")"
+    expect_reply BABS recall "image" "#2 [score 1.00]: the image is one SQLite file"
+    expect_reply BABS count "" "3 notes"
+    local e
+    e=$(ctl --json explain BABS)
+    expect_contains "$e" '"version":"2.0.0"' "explain BABS"
+    stop
+}
+
 # A large file written slowly is loaded once, after the writer closes it.
 test_slow_copy_loads_once() {
     start || return
@@ -291,7 +315,7 @@ test_check_config() {
 }
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load slow_copy_loads_once
+[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load mv_persona_v2 slow_copy_loads_once
                                  bad_plugins_refused downgrade_refused sighup uid_refused
                                  bad_requests sigterm_drains check_config)
 for t in "${tests[@]}"; do
