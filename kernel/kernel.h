@@ -190,6 +190,64 @@ char *kernel_status(kernel *k);
  * passed; returns the number still draining. */
 int kernel_reclaim_wait(kernel *k, unsigned timeout_ms);
 
+/* ---- Snapshots and restore (the image, kernel/image) ---- */
+
+typedef struct kernel_snap_proto {
+    char name[64];
+    char *persona;               /* JSON text or NULL */
+    char plugin[64];
+    char version[32];
+    uint32_t state_version;
+    char *deps_json;             /* ["proto", ...] */
+    char *history_json;          /* ["1.0.0", ...], oldest first */
+    char *cloned_from;           /* or NULL */
+    size_t nkeys;
+    char **keys;
+    void **vals;
+    size_t *lens;
+} kernel_snap_proto;
+
+typedef struct kernel_snap_version {
+    char name[64];
+    char version[32];
+    char sha256[65];
+    uint32_t state_version;
+    char parent[32];             /* the parent's version, "" for none */
+    const char *status;          /* "live", "retired", "quarantined" */
+    char *reason;                /* why quarantined, or NULL */
+    char *origin;                /* the file it came from */
+    char *stored_path;           /* the kernel's copy of the binary */
+    int64_t loaded_at;
+} kernel_snap_version;
+
+typedef struct kernel_snapshot {
+    kernel_snap_proto *protos;   /* changed since the last committed snapshot (or all) */
+    size_t nprotos;
+    char **deleted;              /* destroyed since then */
+    size_t ndeleted;
+    kernel_snap_version *versions; /* every version ever loaded */
+    size_t nversions;
+    uint64_t stall_ns;           /* how long outermost sends were held */
+    uint64_t *gens;              /* internal: what kernel_snapshot_done marks saved */
+} kernel_snapshot;
+
+/* Take a consistent copy: outermost sends are held while the calls in flight
+ * finish (at most timeout_ms, else A4PS_ETIMEDOUT and nothing is taken) and
+ * the state of every changed proto (every proto with all) is copied; no
+ * message is ever half in it.  Writing it out is the caller's, with no kernel
+ * lock held. */
+int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapshot **out,
+                         char *err, size_t errlen);
+/* Tell the kernel whether s was committed: if so its protos count as saved
+ * (up to what was copied); if not, the next snapshot takes them again. */
+void kernel_snapshot_done(kernel *k, kernel_snapshot *s, int committed);
+void kernel_snapshot_free(kernel_snapshot *s);
+
+/* Restore a proto from an image: created on exactly p->plugin p->version
+ * (which must be loaded or stored) with its state, persona, history and
+ * dependencies; it counts as saved. */
+int kernel_restore_proto(kernel *k, const kernel_snap_proto *p, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -122,6 +122,10 @@ struct kproto {
     char **deps;
     int ndeps;
     char *cloned_from;
+    uint64_t meta_gen;           /* bumps when anything but state changes (k->lock) */
+    uint64_t saved_meta_gen;     /* what the last committed snapshot holds */
+    uint64_t saved_state_gen;
+    bool saved;                  /* in the image at all */
     _Atomic int refs;            /* the table's + one per handle */
     _Atomic bool dead;
     pthread_mutex_t gate_lock;   /* callers park here while gated */
@@ -208,6 +212,12 @@ struct kernel {
     uint32_t nselectors;         /* under lock */
     uint64_t next_gen;
     uint64_t next_proto_id;
+    /* snapshots: outermost sends wait while frozen (image/snapshot.c) */
+    _Atomic int freeze;
+    pthread_mutex_t freeze_mx;
+    pthread_cond_t freeze_cv;
+    char **deleted;              /* protos destroyed since the last snapshot */
+    size_t ndeleted;
     kdisp *gate;                 /* dispatch stand-in while migrating */
     kdisp *tomb;                 /* dispatch stand-in once destroyed */
     char *instance;              /* unique per kernel: names its gen dir */

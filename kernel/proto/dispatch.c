@@ -188,6 +188,22 @@ static int dispatch_retry(kernel *k, kproto *p, kdisp *disp, uint32_t sel,
                           const char *selector, const void *msg, size_t len,
                           kernel_reply *reply);
 
+/* A snapshot is collecting state: an outermost send steps out and waits
+ * until it is done (image/snapshot.c), then starts again. */
+static __attribute__((noinline, cold)) int dispatch_frozen(kernel *k, kproto *p, uint32_t sel,
+                                                           const char *selector,
+                                                           const void *msg, size_t len,
+                                                           kernel_reply *reply)
+{
+    kthread *t = &kt_self;
+    atomic_store_explicit(&t->slot[0], NULL, memory_order_release);
+    pthread_mutex_lock(&k->freeze_mx);
+    while (atomic_load(&k->freeze))
+        pthread_cond_wait(&k->freeze_cv, &k->freeze_mx);
+    pthread_mutex_unlock(&k->freeze_mx);
+    return dispatch_send(k, p, sel, selector, msg, len, reply);
+}
+
 /* The hot path, inlined into its callers.  Precondition: this thread is in
  * an RCU read-side section (a worker, or a casual thread that went online in
  * send_enter).
@@ -205,6 +221,8 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
         return too_deep(p, reply);
     atomic_store_explicit(&t->slot[d], p, memory_order_relaxed);
     cmm_barrier();
+    if (unlikely(d == 0 && atomic_load_explicit(&k->freeze, memory_order_relaxed)))
+        return dispatch_frozen(k, p, sel, selector, msg, len, reply);
     kdisp *disp = rcu_dereference(p->dispatch);
     uint32_t n = atomic_load_explicit(&disp->nsel, memory_order_relaxed);
     a4ps_method_fn fn;

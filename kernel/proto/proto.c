@@ -156,6 +156,14 @@ out:
 /* Caller holds k->lock. */
 static void proto_kill(kernel *k, kproto *p)
 {
+    if (p->saved) {              /* the next snapshot deletes it from the image */
+        char **nd = realloc(k->deleted, (k->ndeleted + 1) * sizeof *nd);
+        if (nd) {
+            k->deleted = nd;
+            if ((nd[k->ndeleted] = strdup(p->name)))
+                k->ndeleted++;
+        }
+    }
     strmap_del(k->protos, p->name);
     atomic_store(&p->dead, true);
     pthread_mutex_lock(&p->gate_lock);
@@ -288,6 +296,7 @@ int kernel_proto_depend(kernel *k, const char *name, const char *dep, char *err,
             rc = A4PS_ENOMEM;
         } else {
             p->deps[p->ndeps++] = d;
+            p->meta_gen++;
         }
     }
     pthread_mutex_unlock(&k->lock);

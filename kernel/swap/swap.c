@@ -144,6 +144,7 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
     uint64_t t0 = kernel_now_ns();
 
     if (nb->d.state_version == ob->d.state_version) {
+        p->meta_gen++;
         p->cur = nb;
         publish(p, nb->disp);
         uint64_t ns = kernel_now_ns() - t0;
@@ -226,6 +227,7 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
     kstate *old = p->state;
     p->state = next;
     p->cur = nb;
+    p->meta_gen++;
     publish(p, nb->disp);
     uint64_t ns = kernel_now_ns() - t0;
     if (rollback) {

@@ -1,0 +1,500 @@
+/* image.c -- the image file: SQLite in WAL mode, schema format 1.
+ *
+ *   meta(key, value)             format, kernel version, created, snapshots
+ *   binaries(sha256, bytes)      every plugin binary, once by hash
+ *   behaviours(...)              every version ever live: identity, parent,
+ *                                origin, status, source and test report
+ *                                (reserved for the forge)
+ *   protos(...)                  identity, persona, current version, lineage
+ *   state(proto, key, value)     the protos' state
+ *   audit(seq, time, event, data) what changed the system, bounded
+ *   codex, amendments            reserved for the codex issue
+ *
+ * Every write is one transaction, so a crash at any moment leaves the last
+ * committed snapshot; WAL keeps readers (sqlite3 CLI) out of the writer's way. */
+#define _GNU_SOURCE
+#include "image/image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AUDIT_KEEP 10000
+
+struct image {
+    sqlite3 *db;
+    char *path;
+};
+
+static const char *const schema =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS binaries(sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS behaviours("
+    "  id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,"
+    "  sha256 TEXT NOT NULL REFERENCES binaries(sha256), state_version INTEGER NOT NULL,"
+    "  parent TEXT, origin TEXT, status TEXT NOT NULL, reason TEXT, loaded_at INTEGER,"
+    "  source TEXT, test_report TEXT, UNIQUE(name, version));"
+    "CREATE TABLE IF NOT EXISTS protos("
+    "  name TEXT PRIMARY KEY, plugin TEXT NOT NULL, version TEXT NOT NULL,"
+    "  state_version INTEGER NOT NULL, persona TEXT, deps TEXT, history TEXT,"
+    "  cloned_from TEXT, saved_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS state("
+    "  proto TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
+    "  PRIMARY KEY(proto, key)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS audit("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, event TEXT NOT NULL,"
+    "  data TEXT);"
+    "CREATE TABLE IF NOT EXISTS codex(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS amendments("
+    "  id INTEGER PRIMARY KEY, proposed_at INTEGER, proposer TEXT, text TEXT NOT NULL,"
+    "  status TEXT NOT NULL, decided_at INTEGER, decided_by TEXT);";
+
+static int fail(image *img, char *err, size_t errlen, const char *what)
+{
+    snprintf(err, errlen, "image %s: %s: %s", img->path, what, sqlite3_errmsg(img->db));
+    return A4PS_ERROR;
+}
+
+static int exec(image *img, const char *sql, char *err, size_t errlen, const char *what)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(img->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "image %s: %s: %s", img->path, what, msg ? msg : "?");
+        sqlite3_free(msg);
+        return A4PS_ERROR;
+    }
+    return A4PS_OK;
+}
+
+static char *meta_get(image *img, const char *key)
+{
+    sqlite3_stmt *st;
+    char *out = NULL;
+    if (sqlite3_prepare_v2(img->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        out = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return out;
+}
+
+static int meta_set(image *img, const char *key, const char *value)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(img->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int image_open(const char *path, image **out, char *err, size_t errlen)
+{
+    image *img = calloc(1, sizeof *img);
+    if (!img || !(img->path = strdup(path))) {
+        free(img);
+        snprintf(err, errlen, "image %s: out of memory", path);
+        return A4PS_ENOMEM;
+    }
+    struct stat st;
+    bool existed = stat(path, &st) == 0 && st.st_size > 0;
+    if (sqlite3_open_v2(path, &img->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        int rc = fail(img, err, errlen, "cannot open");
+        image_close(img);
+        return rc;
+    }
+    sqlite3_busy_timeout(img->db, 2000);
+    char *msg = NULL;
+    /* quick_check reads every page: a truncated or bit-flipped file stops
+     * here, before anything of it is believed. */
+    if (existed) {
+        sqlite3_stmt *q;
+        const char *verdict = NULL;
+        int rc = sqlite3_prepare_v2(img->db, "PRAGMA quick_check", -1, &q, NULL);
+        if (rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+            verdict = (const char *)sqlite3_column_text(q, 0);
+        if (!verdict || strcmp(verdict, "ok") != 0) {
+            snprintf(err, errlen, "image %s is damaged or not an image: %s", path,
+                     verdict ? verdict : sqlite3_errmsg(img->db));
+            if (rc == SQLITE_OK)
+                sqlite3_finalize(q);
+            image_close(img);
+            return A4PS_ERROR;
+        }
+        sqlite3_finalize(q);
+    }
+    if (sqlite3_exec(img->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                              "PRAGMA foreign_keys=ON;", NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "image %s: %s", path, msg ? msg : "?");
+        sqlite3_free(msg);
+        image_close(img);
+        return A4PS_ERROR;
+    }
+    if (exec(img, schema, err, errlen, "creating the schema") != A4PS_OK) {
+        image_close(img);
+        return A4PS_ERROR;
+    }
+    char *fmt = meta_get(img, "format_version");
+    if (fmt && atoi(fmt) > IMAGE_FORMAT) {
+        snprintf(err, errlen, "image %s was written by a newer a4psd (format %s; this one reads "
+                 "format %d and older): refusing to touch it", path, fmt, IMAGE_FORMAT);
+        free(fmt);
+        image_close(img);
+        return A4PS_ERROR;
+    }
+    if (!fmt) {
+        char now[32], f[16];
+        snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+        snprintf(f, sizeof f, "%d", IMAGE_FORMAT);
+        if (meta_set(img, "format_version", f) || meta_set(img, "created_at", now) ||
+            meta_set(img, "kernel_version", A4PS_ABI_VERSION_STRING) ||
+            meta_set(img, "snapshots", "0")) {
+            int rc = fail(img, err, errlen, "initialising meta");
+            image_close(img);
+            return rc;
+        }
+    }
+    free(fmt);
+    *out = img;
+    return A4PS_OK;
+}
+
+void image_close(image *img)
+{
+    if (!img)
+        return;
+    sqlite3_close(img->db);
+    free(img->path);
+    free(img);
+}
+
+static int read_file(const char *path, void **buf, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -errno;
+    }
+    char *b = malloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (b && got < (size_t)st.st_size) {
+        ssize_t r = read(fd, b + got, (size_t)st.st_size - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!b || got != (size_t)st.st_size) {
+        free(b);
+        return -EIO;
+    }
+    *buf = b;
+    *len = got;
+    return 0;
+}
+
+int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
+{
+    sqlite3_stmt *has = NULL, *bin = NULL, *beh = NULL, *pro = NULL, *del = NULL, *ins = NULL,
+                 *delp = NULL;
+    int rc = A4PS_ERROR;
+    if (exec(img, "BEGIN IMMEDIATE", err, errlen, "begin") != A4PS_OK)
+        return A4PS_ERROR;
+    if (sqlite3_prepare_v2(img->db, "SELECT 1 FROM binaries WHERE sha256 = ?", -1, &has, NULL) ||
+        sqlite3_prepare_v2(img->db, "INSERT INTO binaries(sha256, bytes) VALUES(?, ?)", -1, &bin, NULL) ||
+        sqlite3_prepare_v2(img->db,
+                           "INSERT INTO behaviours(name, version, sha256, state_version, parent,"
+                           " origin, status, reason, loaded_at) VALUES(?,?,?,?,?,?,?,?,?)"
+                           " ON CONFLICT(name, version) DO UPDATE SET status = excluded.status,"
+                           " reason = excluded.reason", -1, &beh, NULL) ||
+        sqlite3_prepare_v2(img->db,
+                           "INSERT OR REPLACE INTO protos(name, plugin, version, state_version,"
+                           " persona, deps, history, cloned_from, saved_at)"
+                           " VALUES(?,?,?,?,?,?,?,?,?)", -1, &pro, NULL) ||
+        sqlite3_prepare_v2(img->db, "DELETE FROM state WHERE proto = ?", -1, &del, NULL) ||
+        sqlite3_prepare_v2(img->db, "INSERT INTO state(proto, key, value) VALUES(?,?,?)", -1, &ins, NULL) ||
+        sqlite3_prepare_v2(img->db, "DELETE FROM protos WHERE name = ?", -1, &delp, NULL)) {
+        fail(img, err, errlen, "preparing the snapshot");
+        goto out;
+    }
+    for (size_t i = 0; i < s->nversions; i++) {
+        const kernel_snap_version *v = &s->versions[i];
+        sqlite3_reset(has);
+        sqlite3_bind_text(has, 1, v->sha256, -1, SQLITE_STATIC);
+        if (sqlite3_step(has) != SQLITE_ROW) {
+            void *bytes = NULL;
+            size_t len = 0;
+            int e = read_file(v->stored_path, &bytes, &len);
+            if (e) {
+                snprintf(err, errlen, "image %s: cannot read the stored binary of %s %s (%s): %s",
+                         img->path, v->name, v->version, v->stored_path, strerror(-e));
+                goto out;
+            }
+            sqlite3_reset(bin);
+            sqlite3_bind_text(bin, 1, v->sha256, -1, SQLITE_STATIC);
+            sqlite3_bind_blob(bin, 2, bytes, (int)len, free);
+            if (sqlite3_step(bin) != SQLITE_DONE) {
+                fail(img, err, errlen, "writing a binary");
+                goto out;
+            }
+        }
+        sqlite3_reset(beh);
+        sqlite3_bind_text(beh, 1, v->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(beh, 2, v->version, -1, SQLITE_STATIC);
+        sqlite3_bind_text(beh, 3, v->sha256, -1, SQLITE_STATIC);
+        sqlite3_bind_int(beh, 4, (int)v->state_version);
+        sqlite3_bind_text(beh, 5, v->parent[0] ? v->parent : NULL, -1, SQLITE_STATIC);
+        sqlite3_bind_text(beh, 6, v->origin, -1, SQLITE_STATIC);
+        sqlite3_bind_text(beh, 7, v->status, -1, SQLITE_STATIC);
+        sqlite3_bind_text(beh, 8, v->reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(beh, 9, v->loaded_at);
+        if (sqlite3_step(beh) != SQLITE_DONE) {
+            fail(img, err, errlen, "writing a version");
+            goto out;
+        }
+    }
+    sqlite3_int64 now = (sqlite3_int64)time(NULL);
+    for (size_t i = 0; i < s->nprotos; i++) {
+        const kernel_snap_proto *p = &s->protos[i];
+        sqlite3_reset(pro);
+        sqlite3_bind_text(pro, 1, p->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(pro, 2, p->plugin, -1, SQLITE_STATIC);
+        sqlite3_bind_text(pro, 3, p->version, -1, SQLITE_STATIC);
+        sqlite3_bind_int(pro, 4, (int)p->state_version);
+        sqlite3_bind_text(pro, 5, p->persona, -1, SQLITE_STATIC);
+        sqlite3_bind_text(pro, 6, p->deps_json, -1, SQLITE_STATIC);
+        sqlite3_bind_text(pro, 7, p->history_json, -1, SQLITE_STATIC);
+        sqlite3_bind_text(pro, 8, p->cloned_from, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(pro, 9, now);
+        sqlite3_reset(del);
+        sqlite3_bind_text(del, 1, p->name, -1, SQLITE_STATIC);
+        if (sqlite3_step(pro) != SQLITE_DONE || sqlite3_step(del) != SQLITE_DONE) {
+            fail(img, err, errlen, "writing a proto");
+            goto out;
+        }
+        for (size_t j = 0; j < p->nkeys; j++) {
+            sqlite3_reset(ins);
+            sqlite3_bind_text(ins, 1, p->name, -1, SQLITE_STATIC);
+            sqlite3_bind_text(ins, 2, p->keys[j], -1, SQLITE_STATIC);
+            sqlite3_bind_blob(ins, 3, p->vals[j], (int)p->lens[j], SQLITE_STATIC);
+            if (sqlite3_step(ins) != SQLITE_DONE) {
+                fail(img, err, errlen, "writing state");
+                goto out;
+            }
+        }
+    }
+    for (size_t i = 0; i < s->ndeleted; i++) {
+        sqlite3_reset(del);
+        sqlite3_bind_text(del, 1, s->deleted[i], -1, SQLITE_STATIC);
+        sqlite3_reset(delp);
+        sqlite3_bind_text(delp, 1, s->deleted[i], -1, SQLITE_STATIC);
+        if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(delp) != SQLITE_DONE) {
+            fail(img, err, errlen, "deleting a proto");
+            goto out;
+        }
+    }
+    char *n = meta_get(img, "snapshots");
+    char buf[32], at[32];
+    snprintf(buf, sizeof buf, "%lld", (n ? atoll(n) : 0) + 1);
+    snprintf(at, sizeof at, "%lld", (long long)now);
+    free(n);
+    if (meta_set(img, "snapshots", buf) || meta_set(img, "last_snapshot_at", at)) {
+        fail(img, err, errlen, "writing meta");
+        goto out;
+    }
+    if (exec(img, "COMMIT", err, errlen, "commit") != A4PS_OK)
+        goto out;
+    rc = A4PS_OK;
+out:
+    if (rc != A4PS_OK)
+        sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_finalize(has);
+    sqlite3_finalize(bin);
+    sqlite3_finalize(beh);
+    sqlite3_finalize(pro);
+    sqlite3_finalize(del);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(delp);
+    return rc;
+}
+
+int image_audit(image *img, const char *event, const char *json)
+{
+    sqlite3_stmt *st;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (sqlite3_prepare_v2(img->db, "INSERT INTO audit(time, event, data) VALUES(?,?,?)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return A4PS_ERROR;
+    sqlite3_bind_double(st, 1, (double)ts.tv_sec + ts.tv_nsec / 1e9);
+    sqlite3_bind_text(st, 2, event, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, json, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? A4PS_OK : A4PS_ERROR;
+    sqlite3_finalize(st);
+    if (rc == A4PS_OK)
+        sqlite3_exec(img->db, "DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - "
+                              "10000", NULL, NULL, NULL);
+    return rc;
+}
+
+int image_has_proto(image *img, const char *name)
+{
+    sqlite3_stmt *st;
+    int found = 0;
+    if (sqlite3_prepare_v2(img->db, "SELECT 1 FROM protos WHERE name = ?", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
+static int restore_versions(image *img, kernel *k, const char *tmpdir, image_restored *r,
+                            void (*report)(void *, const char *), void *arg)
+{
+    sqlite3_stmt *st;
+    char msg[KERNEL_ERRLEN + 256];
+    if (sqlite3_prepare_v2(img->db,
+                           "SELECT b.name, b.version, b.sha256, b.status, bin.bytes FROM behaviours b"
+                           " JOIN binaries bin ON bin.sha256 = b.sha256 ORDER BY b.id", -1, &st,
+                           NULL) != SQLITE_OK)
+        return A4PS_ERROR;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        const char *version = (const char *)sqlite3_column_text(st, 1);
+        const char *sha = (const char *)sqlite3_column_text(st, 2);
+        const char *status = (const char *)sqlite3_column_text(st, 3);
+        const void *bytes = sqlite3_column_blob(st, 4);
+        int len = sqlite3_column_bytes(st, 4);
+        if (!strcmp(status, "quarantined")) {
+            snprintf(msg, sizeof msg, "image: %s %s stays out: it was quarantined", name, version);
+            report(arg, msg);
+            continue;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%.64s.so", tmpdir, sha);
+        unlink(path);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
+        bool ok = fd >= 0 && write(fd, bytes, (size_t)len) == len;
+        if (fd >= 0)
+            close(fd);
+        char err[KERNEL_ERRLEN];
+        kernel_version_info info;
+        int rc = ok ? kernel_load(k, path, &info, err, sizeof err) : A4PS_ERROR;
+        if (!ok)
+            snprintf(err, sizeof err, "cannot write %s: %s", path, strerror(errno));
+        if (rc == A4PS_OK || rc == A4PS_EEXIST) {
+            if (strcmp(info.sha256, sha) != 0) {
+                snprintf(msg, sizeof msg, "image: %s %s: stored binary has sha256 %.16s..., the "
+                         "image says %.16s...: left out", name, version, info.sha256, sha);
+                report(arg, msg);
+                r->failed++;
+            } else {
+                r->versions++;
+            }
+        } else {
+            snprintf(msg, sizeof msg, "image: %s %s: left out: %s", name, version, err);
+            report(arg, msg);
+            r->failed++;
+        }
+        unlink(path);
+    }
+    sqlite3_finalize(st);
+    return A4PS_OK;
+}
+
+int image_restore(image *img, kernel *k, const char *tmpdir, image_restored *out,
+                  void (*report)(void *arg, const char *message), void *arg,
+                  char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    mkdir(tmpdir, 0700);
+    if (restore_versions(img, k, tmpdir, out, report, arg) != A4PS_OK)
+        return fail(img, err, errlen, "reading versions");
+    sqlite3_stmt *ps, *ss;
+    if (sqlite3_prepare_v2(img->db,
+                           "SELECT name, plugin, version, state_version, persona, deps, history,"
+                           " cloned_from FROM protos ORDER BY name", -1, &ps, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(img->db, "SELECT key, value FROM state WHERE proto = ?", -1, &ss,
+                           NULL) != SQLITE_OK)
+        return fail(img, err, errlen, "reading protos");
+    while (sqlite3_step(ps) == SQLITE_ROW) {
+        kernel_snap_proto p;
+        memset(&p, 0, sizeof p);
+        snprintf(p.name, sizeof p.name, "%s", (const char *)sqlite3_column_text(ps, 0));
+        snprintf(p.plugin, sizeof p.plugin, "%s", (const char *)sqlite3_column_text(ps, 1));
+        snprintf(p.version, sizeof p.version, "%s", (const char *)sqlite3_column_text(ps, 2));
+        p.state_version = (uint32_t)sqlite3_column_int(ps, 3);
+        p.persona = (char *)sqlite3_column_text(ps, 4);
+        p.deps_json = (char *)sqlite3_column_text(ps, 5);
+        p.history_json = (char *)sqlite3_column_text(ps, 6);
+        p.cloned_from = (char *)sqlite3_column_text(ps, 7);
+        size_t cap = 0;
+        sqlite3_reset(ss);
+        sqlite3_bind_text(ss, 1, p.name, -1, SQLITE_STATIC);
+        bool nomem = false;
+        while (sqlite3_step(ss) == SQLITE_ROW && !nomem) {
+            if (p.nkeys == cap) {
+                cap = cap ? cap * 2 : 16;
+                char **nk = realloc(p.keys, cap * sizeof *nk);
+                void **nv = nk ? realloc(p.vals, cap * sizeof *nv) : NULL;
+                size_t *nl = nv ? realloc(p.lens, cap * sizeof *nl) : NULL;
+                if (nk)
+                    p.keys = nk;
+                if (nv)
+                    p.vals = nv;
+                if (nl)
+                    p.lens = nl;
+                if (!nl) {
+                    nomem = true;
+                    break;
+                }
+            }
+            size_t len = (size_t)sqlite3_column_bytes(ss, 1);
+            p.keys[p.nkeys] = strdup((const char *)sqlite3_column_text(ss, 0));
+            p.vals[p.nkeys] = malloc(len ? len : 1);
+            if (!p.keys[p.nkeys] || !p.vals[p.nkeys]) {
+                free(p.keys[p.nkeys]);
+                free(p.vals[p.nkeys]);
+                nomem = true;
+                break;
+            }
+            if (len)
+                memcpy(p.vals[p.nkeys], sqlite3_column_blob(ss, 1), len);
+            p.lens[p.nkeys++] = len;
+        }
+        char perr[KERNEL_ERRLEN], msg[KERNEL_ERRLEN + 64];
+        int rc = nomem ? A4PS_ENOMEM : kernel_restore_proto(k, &p, perr, sizeof perr);
+        if (rc == A4PS_OK) {
+            out->protos++;
+        } else {
+            snprintf(msg, sizeof msg, "image: proto %s left out: %s", p.name,
+                     nomem ? "out of memory" : perr);
+            report(arg, msg);
+            out->failed++;
+        }
+        for (size_t i = 0; i < p.nkeys; i++) {
+            free(p.keys[i]);
+            free(p.vals[i]);
+        }
+        free(p.keys);
+        free(p.vals);
+        free(p.lens);
+    }
+    sqlite3_finalize(ps);
+    sqlite3_finalize(ss);
+    return A4PS_OK;
+}

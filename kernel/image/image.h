@@ -1,0 +1,51 @@
+/* image.h -- the live image: the whole system in one SQLite file.
+ *
+ * The image holds every plugin version that was ever live (with its binary,
+ * so it can be loaded again without the original file), the protos with
+ * their state, and an audit log of what changed the system.  It is written by
+ * snapshots (kernel_snapshot_take, then image_write in one transaction) and
+ * read back at start (image_restore).  Format: see image.c. */
+#ifndef A4PS_IMAGE_H
+#define A4PS_IMAGE_H
+
+#include <stddef.h>
+
+#include "kernel.h"
+
+#define IMAGE_FORMAT 1
+
+typedef struct image image;
+
+/* Open (or create) the image at path.  Refuses, with a message saying so, a
+ * file that is not an image, a damaged one, and one written by a newer
+ * format. */
+int image_open(const char *path, image **out, char *err, size_t errlen);
+void image_close(image *img);
+
+/* Write snapshot s in one transaction: binaries not yet in the image,
+ * every version's record, the changed protos with their whole state, the
+ * deleted protos.  On failure nothing of it is in the image. */
+int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen);
+
+/* Append one line to the audit log (bounded: the oldest go first). */
+int image_audit(image *img, const char *event, const char *json);
+
+typedef struct image_restored {
+    int versions;                /* versions loaded from the image */
+    int protos;                  /* protos restored */
+    int failed;                  /* versions or protos left out (reported) */
+} image_restored;
+
+/* Bring the image's versions and protos back into k: binaries are written
+ * under tmpdir, verified against their SHA-256 and loaded; protos are
+ * created on their exact versions with their state.  A version whose binary
+ * fails its hash or its load, and the protos on it, are reported through
+ * report(arg, message) and left out; the rest come back. */
+int image_restore(image *img, kernel *k, const char *tmpdir, image_restored *out,
+                  void (*report)(void *arg, const char *message), void *arg,
+                  char *err, size_t errlen);
+
+/* Does the image know proto name?  (For the config's precedence rules.) */
+int image_has_proto(image *img, const char *name);
+
+#endif

@@ -1,0 +1,335 @@
+/* snapshot.c -- consistent copies of the kernel's state, and restoring it.
+ *
+ * A snapshot must never hold one proto's state from before a message and
+ * another's from after it when that message changed both.  A message is the
+ * whole tree of sends below one outermost send, so the cut is taken when no
+ * outermost send is in flight: the freeze flag makes new outermost sends
+ * wait (dispatch.c checks it after announcing itself in slot 0), a
+ * membarrier orders that check against the flag, and we wait until no
+ * thread's slot 0 names a proto.  Then the changed protos are copied --
+ * memory copies only -- and sends resume.  The SQLite writing happens later,
+ * outside every kernel lock (image.c).
+ *
+ * k->lock is held throughout, so no swap, migration or creation runs in the
+ * middle of the cut. */
+#include "kernel_int.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool outermost_in_flight(void)
+{
+    bool busy = false;
+    kernel_threads_lock();
+    for (kthread *t = kernel_threads_first(); t && !busy; t = t->next)
+        busy = atomic_load_explicit(&t->slot[0], memory_order_acquire) != NULL;
+    kernel_threads_unlock();
+    return busy;
+}
+
+static void thaw(kernel *k)
+{
+    pthread_mutex_lock(&k->freeze_mx);
+    atomic_store(&k->freeze, 0);
+    pthread_cond_broadcast(&k->freeze_cv);
+    pthread_mutex_unlock(&k->freeze_mx);
+}
+
+typedef struct copy_arg {
+    kernel_snap_proto *sp;
+    size_t cap;
+    int failed;
+} copy_arg;
+
+static int copy_key(void *arg, const char *key, const void *val, size_t len)
+{
+    copy_arg *ca = arg;
+    kernel_snap_proto *sp = ca->sp;
+    if (sp->nkeys == ca->cap) {
+        size_t cap = ca->cap ? ca->cap * 2 : 8;
+        char **nk = realloc(sp->keys, cap * sizeof *nk);
+        void **nv = nk ? realloc(sp->vals, cap * sizeof *nv) : NULL;
+        size_t *nl = nv ? realloc(sp->lens, cap * sizeof *nl) : NULL;
+        if (nk)
+            sp->keys = nk;
+        if (nv)
+            sp->vals = nv;
+        if (!nl) {
+            ca->failed = 1;
+            return -ENOMEM;
+        }
+        sp->lens = nl;
+        ca->cap = cap;
+    }
+    char *kc = strdup(key);
+    void *vc = malloc(len ? len : 1);
+    if (!kc || !vc) {
+        free(kc);
+        free(vc);
+        ca->failed = 1;
+        return -ENOMEM;
+    }
+    memcpy(vc, val, len);
+    sp->keys[sp->nkeys] = kc;
+    sp->vals[sp->nkeys] = vc;
+    sp->lens[sp->nkeys] = len;
+    sp->nkeys++;
+    return 0;
+}
+
+static char *names_json(char **names, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_string(names[i]));
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return s;
+}
+
+static int copy_proto(kproto *p, kernel_snap_proto *sp)
+{
+    memset(sp, 0, sizeof *sp);
+    snprintf(sp->name, sizeof sp->name, "%s", p->name);
+    snprintf(sp->plugin, sizeof sp->plugin, "%s", p->cur->ver->name);
+    snprintf(sp->version, sizeof sp->version, "%s", p->cur->ver->version);
+    sp->state_version = p->cur->ver->state_version;
+    sp->persona = p->persona ? strdup(p->persona) : NULL;
+    sp->cloned_from = p->cloned_from ? strdup(p->cloned_from) : NULL;
+    sp->deps_json = names_json(p->deps, p->ndeps);
+    char *hist[KERNEL_HISTORY];
+    for (int i = 0; i < p->nhist; i++)
+        hist[i] = p->hist[i]->version;
+    sp->history_json = names_json(hist, p->nhist);
+    copy_arg ca = {.sp = sp};
+    /* kstate_each walks a private copy: no state lock is held while we
+     * allocate. */
+    int rc = kstate_each(p->state, copy_key, &ca);
+    return rc || ca.failed || !sp->deps_json || !sp->history_json ? -ENOMEM : 0;
+}
+
+static void free_proto(kernel_snap_proto *sp)
+{
+    for (size_t i = 0; i < sp->nkeys; i++) {
+        free(sp->keys[i]);
+        free(sp->vals[i]);
+    }
+    free(sp->keys);
+    free(sp->vals);
+    free(sp->lens);
+    free(sp->persona);
+    free(sp->cloned_from);
+    free(sp->deps_json);
+    free(sp->history_json);
+}
+
+void kernel_snapshot_free(kernel_snapshot *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nprotos; i++)
+        free_proto(&s->protos[i]);
+    free(s->protos);
+    for (size_t i = 0; i < s->ndeleted; i++)
+        free(s->deleted[i]);
+    free(s->deleted);
+    for (size_t i = 0; i < s->nversions; i++) {
+        free(s->versions[i].reason);
+        free(s->versions[i].origin);
+        free(s->versions[i].stored_path);
+    }
+    free(s->versions);
+    free(s->gens);
+    free(s);
+}
+
+typedef struct collect_arg {
+    kproto **v;
+    size_t n, cap;
+} collect_arg;
+
+static void collect(void *arg, const char *key, void *val)
+{
+    (void)key;
+    collect_arg *c = arg;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        kproto **nv = realloc(c->v, cap * sizeof *nv);
+        if (!nv)
+            return;
+        c->v = nv;
+        c->cap = cap;
+    }
+    c->v[c->n++] = val;
+}
+
+static const char *status_name(enum kver_status s)
+{
+    return s == KVER_LIVE ? "live" : s == KVER_RETIRED ? "retired" : "quarantined";
+}
+
+int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapshot **out,
+                         char *err, size_t errlen)
+{
+    kernel_snapshot *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "snapshot: out of memory");
+        return A4PS_ENOMEM;
+    }
+    bool worker = kernel_thread_self()->mode == KT_WORKER;
+    if (worker)
+        kernel_thread_offline(k);
+    pthread_mutex_lock(&k->lock);
+
+    /* Versions: every one ever loaded, for the image's lineage. */
+    size_t nv = 0;
+    for (kver *v = k->versions; v; v = v->next)
+        nv++;
+    s->versions = calloc(nv ? nv : 1, sizeof *s->versions);
+    if (!s->versions)
+        goto nomem;
+    for (kver *v = k->versions; v; v = v->next) {
+        kernel_snap_version *sv = &s->versions[s->nversions++];
+        snprintf(sv->name, sizeof sv->name, "%s", v->name);
+        snprintf(sv->version, sizeof sv->version, "%s", v->version);
+        memcpy(sv->sha256, v->sha_hex, 65);
+        sv->state_version = v->state_version;
+        snprintf(sv->parent, sizeof sv->parent, "%s", v->parent ? v->parent->version : "");
+        sv->status = status_name(v->status);
+        sv->reason = v->reason[0] ? strdup(v->reason) : NULL;
+        sv->origin = v->origin ? strdup(v->origin) : NULL;
+        sv->stored_path = strdup(v->stored_path);
+        sv->loaded_at = (int64_t)v->loaded_at;
+    }
+
+    uint64_t t0 = kernel_now_ns();
+    atomic_store(&k->freeze, 1);
+    kernel_membarrier();
+    uint64_t deadline = t0 + (uint64_t)timeout_ms * 1000000ull;
+    while (outermost_in_flight()) {
+        if (kernel_now_ns() > deadline) {
+            thaw(k);
+            pthread_mutex_unlock(&k->lock);
+            if (worker)
+                kernel_thread_online(k);
+            kernel_snapshot_free(s);
+            snprintf(err, errlen, "snapshot: calls in flight did not finish within %u ms; "
+                     "nothing was taken, the next snapshot will retry", timeout_ms);
+            return A4PS_ETIMEDOUT;
+        }
+        sched_yield();
+    }
+    collect_arg ca = {0};
+    strmap_each(k->protos, collect, &ca);
+    s->protos = calloc(ca.n ? ca.n : 1, sizeof *s->protos);
+    s->gens = calloc(ca.n ? ca.n * 2 : 1, sizeof *s->gens);
+    if (!s->protos || !s->gens) {
+        free(ca.v);
+        thaw(k);
+        goto nomem;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < ca.n && !rc; i++) {
+        kproto *p = ca.v[i];
+        uint64_t sg = kstate_gen(p->state);
+        if (!all && p->saved && sg == p->saved_state_gen && p->meta_gen == p->saved_meta_gen)
+            continue;
+        rc = copy_proto(p, &s->protos[s->nprotos]);
+        s->gens[2 * s->nprotos] = sg;
+        s->gens[2 * s->nprotos + 1] = p->meta_gen;
+        s->nprotos++;
+    }
+    free(ca.v);
+    s->stall_ns = kernel_now_ns() - t0;
+    thaw(k);
+    if (rc)
+        goto nomem;
+    s->deleted = k->ndeleted ? k->deleted : NULL;
+    s->ndeleted = k->ndeleted;
+    k->deleted = NULL;
+    k->ndeleted = 0;
+    pthread_mutex_unlock(&k->lock);
+    if (worker)
+        kernel_thread_online(k);
+    *out = s;
+    return A4PS_OK;
+nomem:
+    pthread_mutex_unlock(&k->lock);
+    if (worker)
+        kernel_thread_online(k);
+    kernel_snapshot_free(s);
+    snprintf(err, errlen, "snapshot: out of memory copying the state");
+    return A4PS_ENOMEM;
+}
+
+void kernel_snapshot_done(kernel *k, kernel_snapshot *s, int committed)
+{
+    pthread_mutex_lock(&k->lock);
+    if (committed) {
+        for (size_t i = 0; i < s->nprotos; i++) {
+            kproto *p = strmap_get(k->protos, s->protos[i].name);
+            if (!p)
+                continue;
+            p->saved = true;
+            p->saved_state_gen = s->gens[2 * i];
+            p->saved_meta_gen = s->gens[2 * i + 1];
+        }
+    } else if (s->ndeleted) {
+        /* Not written: the deletions are still owed to the image. */
+        char **nd = realloc(k->deleted, (k->ndeleted + s->ndeleted) * sizeof *nd);
+        if (nd) {
+            k->deleted = nd;
+            memcpy(nd + k->ndeleted, s->deleted, s->ndeleted * sizeof *nd);
+            k->ndeleted += s->ndeleted;
+            free(s->deleted);
+            s->deleted = NULL;
+            s->ndeleted = 0;
+        }
+    }
+    pthread_mutex_unlock(&k->lock);
+}
+
+int kernel_restore_proto(kernel *k, const kernel_snap_proto *sp, char *err, size_t errlen)
+{
+    int rc = kernel_proto_create(k, sp->name, sp->plugin, sp->version, sp->persona, err, errlen);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&k->lock);
+    kproto *p = strmap_get(k->protos, sp->name);
+    for (size_t i = 0; p && i < sp->nkeys && !rc; i++)
+        if (kstate_set(p->state, sp->keys[i], sp->vals[i], sp->lens[i]) != 0)
+            rc = A4PS_ENOMEM;
+    json_t *deps = sp->deps_json ? json_loads(sp->deps_json, 0, NULL) : NULL;
+    json_t *hist = sp->history_json ? json_loads(sp->history_json, 0, NULL) : NULL;
+    size_t i;
+    json_t *v;
+    json_array_foreach(deps, i, v) {
+        char **nd = realloc(p->deps, (size_t)(p->ndeps + 1) * sizeof *nd);
+        if (!nd || !json_is_string(v))
+            break;
+        p->deps = nd;
+        if ((nd[p->ndeps] = strdup(json_string_value(v))))
+            p->ndeps++;
+    }
+    json_array_foreach(hist, i, v) {
+        kver *hv = json_is_string(v) ? loader_find(k, sp->plugin, json_string_value(v)) : NULL;
+        if (hv && p->nhist < KERNEL_HISTORY)
+            p->hist[p->nhist++] = hv;
+    }
+    json_decref(deps);
+    json_decref(hist);
+    if (p && sp->cloned_from)
+        p->cloned_from = strdup(sp->cloned_from);
+    if (p) {
+        p->saved = true;
+        p->saved_state_gen = kstate_gen(p->state);
+        p->saved_meta_gen = p->meta_gen;
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (rc)
+        snprintf(err, errlen, "restore: proto '%s': out of memory setting its state", sp->name);
+    return rc;
+}
