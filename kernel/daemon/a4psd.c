@@ -10,6 +10,7 @@
  * arrive only through the signalfd. */
 #define _GNU_SOURCE
 #include "daemon/daemon.h"
+#include "image/image.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -209,6 +210,59 @@ int daemon_reload(a4psd *d, char **errors)
     return 0;
 }
 
+int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
+{
+    if (!d->img) {
+        snprintf(msg, msglen, "no image is configured (the image key of %s)", d->cfg->path);
+        return -1;
+    }
+    char err[KERNEL_ERRLEN];
+    uint64_t t0 = (uint64_t)time(NULL);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    kernel_snapshot *s;
+    int rc = kernel_snapshot_take(d->k, all, d->cfg->migrate_timeout_ms, &s, err, sizeof err);
+    if (rc == 0) {
+        pthread_mutex_lock(&d->evlock);
+        char **audit = d->audit;
+        size_t naudit = d->naudit;
+        d->audit = NULL;
+        d->naudit = d->capaudit = 0;
+        pthread_mutex_unlock(&d->evlock);
+        rc = image_audit(d->img, audit, naudit, err, sizeof err);
+        for (size_t i = 0; i < naudit; i++)
+            free(audit[i]);
+        free(audit);
+        if (rc == 0)
+            rc = image_write(d->img, s, err, sizeof err);
+        kernel_snapshot_done(d->k, s, rc == 0);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    pthread_mutex_lock(&d->mx);
+    free(d->snapshot_error);
+    d->snapshot_error = rc ? strdup(err) : NULL;
+    if (rc == 0)
+        d->last_snapshot = (time_t)t0;
+    pthread_mutex_unlock(&d->mx);
+    if (rc) {
+        snprintf(msg, msglen, "snapshot failed, the image keeps the last one: %s", err);
+        dlog(d, LOG_ERR, "%s", msg);
+        return -1;
+    }
+    snprintf(msg, msglen, "snapshot written to %s: %zu proto%s changed, %zu deleted, sends held "
+             "%.3f ms, %.1f ms in all", d->cfg->image, s->nprotos, s->nprotos == 1 ? "" : "s",
+             s->ndeleted, (double)s->stall_ns / 1e6, ms);
+    dlog(d, LOG_INFO, "%s", msg);
+    kernel_snapshot_free(s);
+    return 0;
+}
+
+static void image_report(void *arg, const char *message)
+{
+    dlog(arg, LOG_ERR, "%s", message);
+}
+
 static void on_signal(a4psd *d)
 {
     struct signalfd_siginfo si;
@@ -220,10 +274,12 @@ static void on_signal(a4psd *d)
             free(errors);
             break;
         }
-        case SIGUSR1:
-            dlog(d, LOG_NOTICE, "SIGUSR1: snapshot requested; the image is not implemented "
-                 "yet, nothing was written");
+        case SIGUSR1: {
+            char msg[KERNEL_ERRLEN];
+            dlog(d, LOG_NOTICE, "SIGUSR1: snapshot requested");
+            daemon_snapshot(d, false, msg, sizeof msg);
             break;
+        }
         case SIGTERM:
         case SIGINT:
             dlog(d, LOG_NOTICE, "%s: stopping: no new requests, finishing the calls in flight",
@@ -288,6 +344,7 @@ int main(int argc, char **argv)
                  .jobfd = -1, .evfd = -1};
     a4psd *d = &dd;
     d->started = time(NULL);
+    d->last_snapshot = d->started;   /* the interval counts from the start */
     pthread_mutex_init(&d->mx, NULL);
     pthread_mutex_init(&d->qlock, NULL);
     pthread_cond_init(&d->qcv, NULL);
@@ -340,10 +397,35 @@ int main(int argc, char **argv)
         .on_event = ctl_on_event,
         .on_event_arg = d,
     };
+    d->audit_on = cfg->image != NULL;
     d->k = kernel_create(&kc, err, sizeof err);
     if (!d->k) {
         dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
         return 1;
+    }
+    if (cfg->image) {
+        /* The image first: what it holds wins over the config's initial
+         * state; then the plugin directory, whose newer versions upgrade;
+         * then the config's protos the image does not have. */
+        if (image_open(cfg->image, &d->img, err, sizeof err) != 0) {
+            dlog(d, LOG_ERR, "%s", err);
+            dlog(d, LOG_ERR, "not starting: move the image aside to start empty, or point the "
+                 "image key of %s at a good copy", cfg->path);
+            kernel_destroy(d->k);
+            return 1;
+        }
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s/restore", cfg->runtime_dir);
+        image_restored r;
+        if (image_restore(d->img, d->k, tmp, &r, image_report, d, err, sizeof err) != 0) {
+            dlog(d, LOG_ERR, "%s", err);
+            image_close(d->img);
+            kernel_destroy(d->k);
+            return 1;
+        }
+        dlog(d, LOG_NOTICE, "image %s: %d version%s and %d proto%s restored%s", cfg->image,
+             r.versions, r.versions == 1 ? "" : "s", r.protos, r.protos == 1 ? "" : "s",
+             r.failed ? " (some left out: see above)" : "");
     }
     if (ctl_open(d, err, sizeof err) != 0 || watch_open(d, err, sizeof err) != 0 ||
         ctl_workers_start(d, err, sizeof err) != 0) {
@@ -382,6 +464,12 @@ int main(int argc, char **argv)
                 if (read(d->tickfd, &v, sizeof v) < 0 && errno != EAGAIN)
                     dlog(d, LOG_WARNING, "tick: %s", strerror(errno));
                 ctl_tick(d);
+                if (d->img && d->cfg->snapshot_interval_s &&
+                    time(NULL) - d->last_snapshot >= (time_t)d->cfg->snapshot_interval_s) {
+                    char msg[KERNEL_ERRLEN];
+                    if (daemon_snapshot(d, false, msg, sizeof msg) != 0)
+                        d->last_snapshot = time(NULL);   /* retry at the next interval */
+                }
             } else
                 ctl_client_event(d, p, evs[i].events);
         }
@@ -389,6 +477,13 @@ int main(int argc, char **argv)
     }
     ctl_shutdown(d);
     watch_close(d);
+    int status = 0;
+    if (d->img) {
+        char msg[KERNEL_ERRLEN];
+        if (daemon_snapshot(d, false, msg, sizeof msg) != 0)
+            status = 1;          /* the image keeps the last good snapshot */
+        image_close(d->img);
+    }
     kernel_destroy(d->k);
     dlog(d, LOG_NOTICE, "stopped");
     for (unsigned i = 0; i < EVENT_RING; i++)
@@ -397,11 +492,15 @@ int main(int argc, char **argv)
         free(d->stream[i]);
     free(d->stream);
     free(d->config_error);
+    free(d->snapshot_error);
+    for (size_t i = 0; i < d->naudit; i++)
+        free(d->audit[i]);
+    free(d->audit);
     dconfig_free(d->cfg);
     close(d->epfd);
     close(d->sigfd);
     close(d->jobfd);
     close(d->evfd);
     close(d->tickfd);
-    return 0;
+    return status;
 }

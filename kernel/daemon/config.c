@@ -284,6 +284,7 @@ static const keyspec root_spec[] = {
     {"plugin_dir", K_STRING, 0, 0, 1},
     {"runtime_dir", K_STRING, 0, 0, 1},
     {"image", K_STRING, 0, 0, 0},
+    {"snapshot_interval_s", K_INT, 0, 86400, 0},
     {"log_level", K_STRING, 0, 0, 0},
     {"workers", K_INT, 1, 64, 0},
     {"control", K_GROUP, 0, 0, 1},
@@ -480,6 +481,7 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
                  "log_level: '%s' is not one of err, warning, notice, info, debug", s);
     }
     c->workers = (int)int_member(root, "workers", 2);
+    c->snapshot_interval_s = (unsigned)int_member(root, "snapshot_interval_s", 60);
 
     const config_setting_t *ctl = config_setting_get_member(root, "control");
     if (ctl && config_setting_type(ctl) == CONFIG_TYPE_GROUP && !check_group(&e, ctl, control_spec)) {

@@ -35,7 +35,8 @@ typedef struct dconfig {
     char *path;                  /* the file, absolute */
     char *plugin_dir;
     char *runtime_dir;
-    char *image;                 /* NULL until the image lands */
+    char *image;                 /* NULL: no image (nothing persists) */
+    unsigned snapshot_interval_s; /* 0: only on request and at shutdown */
     char *socket;
     char *group;                 /* NULL: socket mode 0600 */
     uid_t *uids;                 /* permitted besides the daemon's own uid */

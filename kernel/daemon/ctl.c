@@ -33,6 +33,7 @@
 
 #define FOLLOW_MAX_BUFFER (4u << 20)   /* a follower this far behind is dropped */
 #define STREAM_MAX 4096                /* events waiting for the loop */
+#define AUDIT_PENDING_MAX 10000        /* audit events waiting for a snapshot */
 
 struct client {
     client *next;
@@ -234,12 +235,14 @@ static json_t *status_json(a4psd *d)
     if (!j)
         return NULL;
     pthread_mutex_lock(&d->mx);
-    json_t *info = json_pack("{s:I, s:s, s:s?, s:s, s:I, s:i, s:i, s:s}", "pid",
+    json_t *info = json_pack("{s:I, s:s, s:s?, s:s, s:I, s:i, s:i, s:s, s:s?, s:I, s:s?}", "pid",
                              (json_int_t)getpid(), "config", d->cfg->path, "config_error",
                              d->config_error, "plugin_dir", d->cfg->plugin_dir, "uptime_s",
                              (json_int_t)(time(NULL) - d->started), "workers", d->nworkers,
                              "clients", d->nclients, "log_level",
-                             dconfig_level_name(__atomic_load_n(&d->level, __ATOMIC_RELAXED)));
+                             dconfig_level_name(__atomic_load_n(&d->level, __ATOMIC_RELAXED)),
+                             "image", d->cfg->image, "last_snapshot",
+                             (json_int_t)d->last_snapshot, "snapshot_error", d->snapshot_error);
     pthread_mutex_unlock(&d->mx);
     json_object_set_new(j, "daemon", info);
     return j;
@@ -477,12 +480,14 @@ static void handle_line(a4psd *d, client *c, char *line, size_t len)
         return;
     }
     if (!strcmp(cmd, "snapshot")) {
+        bool all = json_is_true(json_object_get(req, "full"));
         json_decref(req);
-        dlog(d, LOG_NOTICE, "snapshot requested by uid %u: the image is not implemented yet",
-             (unsigned)c->uid);
-        client_write(d, c, ok_line(json_pack("{s:s}", "message",
-                                             "snapshot requested; the image is not implemented "
-                                             "yet, nothing was written")));
+        char msg[KERNEL_ERRLEN];
+        dlog(d, LOG_INFO, "snapshot requested by uid %u", (unsigned)c->uid);
+        if (daemon_snapshot(d, all, msg, sizeof msg) == 0)
+            client_write(d, c, ok_line(json_pack("{s:s}", "message", msg)));
+        else
+            client_write(d, c, err_line("failed", "%s", msg));
         return;
     }
     if (!strcmp(cmd, "events")) {
@@ -795,6 +800,23 @@ void ctl_on_event(void *arg, const char *event, const char *json, size_t len)
     free(d->ring[d->ring_next]);
     d->ring[d->ring_next] = copy;
     d->ring_next = (d->ring_next + 1) % EVENT_RING;
+    static const char *const changes[] = {"plugin_loaded", "plugin_refused", "swap_committed",
+                                          "swap_rolled_back", "plugin_faulted", "config_reloaded",
+                                          "config_refused"};
+    for (size_t i = 0; d->audit_on && i < sizeof changes / sizeof changes[0]; i++) {
+        if (strcmp(event, changes[i]) || d->naudit >= AUDIT_PENDING_MAX)
+            continue;
+        if (d->naudit == d->capaudit) {
+            size_t cap = d->capaudit ? d->capaudit * 2 : 64;
+            char **na = realloc(d->audit, cap * sizeof *na);
+            if (!na)
+                break;
+            d->audit = na;
+            d->capaudit = cap;
+        }
+        if ((d->audit[d->naudit] = strdup(copy)))
+            d->naudit++;
+    }
     if (d->nstream >= STREAM_MAX) {
         d->stream_dropped++;
     } else {
@@ -814,7 +836,6 @@ void ctl_on_event(void *arg, const char *event, const char *json, size_t len)
     if (write(d->evfd, &one, sizeof one) < 0) {
         /* counter saturated: the loop is awake anyway */
     }
-    (void)event;
 }
 
 void ctl_stream_events(a4psd *d)

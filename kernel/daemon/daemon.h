@@ -28,6 +28,9 @@ typedef struct a4psd {
     dconfig *cfg;                /* the config in force */
     const char *cfg_arg;         /* as given with -c */
     kernel *k;
+    struct image *img;           /* NULL when the config names none */
+    time_t last_snapshot;
+    char *snapshot_error;        /* of the last failed snapshot; under mx */
     int level;                   /* log level, read by every thread */
     time_t started;
     bool stopping;
@@ -63,12 +66,18 @@ typedef struct a4psd {
     char **stream;
     size_t nstream, capstream;
     uint64_t stream_dropped;
+    bool audit_on;               /* set once, before the kernel starts */
+    char **audit;                /* events for the image's audit log, not yet written */
+    size_t naudit, capaudit;
 } a4psd;
 
 void dlog(a4psd *d, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* a4psd.c */
 int daemon_reload(a4psd *d, char **errors);   /* 0 applied, -1 refused (errors) */
+/* Write a snapshot now (all: every proto, not just the changed ones); a
+ * one-line summary or the error goes to msg. */
+int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen);
 
 /* ctl.c */
 int ctl_open(a4psd *d, char *err, size_t errlen);

@@ -88,7 +88,8 @@ void watch_scan(a4psd *d, bool initial)
         n++;
     }
     closedir(dir);
-    qsort(names, n, sizeof *names, by_name);
+    if (n)                       /* qsort(NULL, 0) is undefined */
+        qsort(names, n, sizeof *names, by_name);
     for (size_t i = 0; i < n; i++) {
         load_one(d, names[i], initial);
         free(names[i]);

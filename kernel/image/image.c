@@ -331,23 +331,40 @@ out:
     return rc;
 }
 
-int image_audit(image *img, const char *event, const char *json)
+int image_audit(image *img, char *const *json, size_t n, char *err, size_t errlen)
 {
-    sqlite3_stmt *st;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (sqlite3_prepare_v2(img->db, "INSERT INTO audit(time, event, data) VALUES(?,?,?)", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (!n)
+        return A4PS_OK;
+    sqlite3_stmt *st = NULL;
+    if (exec(img, "BEGIN IMMEDIATE", err, errlen, "begin") != A4PS_OK)
         return A4PS_ERROR;
-    sqlite3_bind_double(st, 1, (double)ts.tv_sec + ts.tv_nsec / 1e9);
-    sqlite3_bind_text(st, 2, event, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, json, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? A4PS_OK : A4PS_ERROR;
+    if (sqlite3_prepare_v2(img->db, "INSERT INTO audit(time, event, data) VALUES("
+                           "json_extract(?1, '$.time'), json_extract(?1, '$.event'), ?1)", -1,
+                           &st, NULL) != SQLITE_OK) {
+        fail(img, err, errlen, "preparing the audit log");
+        sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
+        return A4PS_ERROR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, json[i], -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            fail(img, err, errlen, "writing the audit log");
+            sqlite3_finalize(st);
+            sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
+            return A4PS_ERROR;
+        }
+    }
     sqlite3_finalize(st);
-    if (rc == A4PS_OK)
-        sqlite3_exec(img->db, "DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - "
-                              "10000", NULL, NULL, NULL);
-    return rc;
+    char trim[160];
+    snprintf(trim, sizeof trim, "DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - %d",
+             AUDIT_KEEP);
+    if (exec(img, trim, err, errlen, "trimming the audit log") != A4PS_OK ||
+        exec(img, "COMMIT", err, errlen, "commit") != A4PS_OK) {
+        sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
+        return A4PS_ERROR;
+    }
+    return A4PS_OK;
 }
 
 int image_has_proto(image *img, const char *name)

@@ -32,6 +32,7 @@ start() {
     cat > "$T/a4ps.cfg" <<EOF
 plugin_dir = "plugins";
 runtime_dir = "run";
+${IMAGE_LINE:-}
 log_level = "debug";
 workers = 4;
 control = { socket = "a.sock"; ${CONTROL_EXTRA:-} };
@@ -147,6 +148,45 @@ test_mv_persona_v2() {
     local e
     e=$(ctl --json explain BABS)
     expect_contains "$e" '"version":"2.0.0"' "explain BABS"
+    stop
+}
+
+# The image: state survives a restart, and a copy of the image alone brings
+# the whole system back in an empty directory (no plugin files at all).
+test_image_restart() {
+    IMAGE_LINE='image = "a4ps.img"; snapshot_interval_s = 0;' start || return
+    ctl send BABS remember "the image is the system" > /dev/null || fail "remember"
+    expect_reply C incr "" "v1 count=101"
+    local r
+    r=$(ctl snapshot) || fail "a4psctl snapshot: $r"
+    expect_contains "$r" "snapshot written" "a4psctl snapshot"
+    ctl send BABS remember "written after the snapshot" > /dev/null
+    kill -USR1 "$PID"
+    sleep 0.3
+    grep -q "snapshot written" "$T/log" || fail "SIGUSR1 wrote no snapshot: $(tail -3 "$T/log")"
+    expect_reply C incr "" "v1 count=102"           # only in the shutdown snapshot
+    kill -TERM "$PID"
+    wait "$PID" || fail "a4psd exited non-zero at shutdown"
+    PID=""
+    # A new directory with the image and a config, and nothing else.
+    local N
+    N=$(mktemp -d /tmp/a4ps-it-XXXXXX)
+    cp "$T/a4ps.img" "$N/"
+    cp "$T/a4ps.cfg" "$N/a4ps.cfg"
+    rm -rf "$T"
+    T=$N
+    mkdir -p "$T/plugins"
+    "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 200); do ctl send C get > /dev/null 2>&1 && break; sleep 0.05; done
+    kill -0 "$PID" 2> /dev/null || fail "a4psd did not start on the image: $(tail -5 "$T/log")"
+    expect_reply C get "" "v1 count=102"
+    r=$(ctl send BABS recall "image snapshot") || fail "recall after restore: $r"
+    expect_contains "$r" "the image is the system" "BABS after restore"
+    expect_contains "$r" "written after the snapshot" "BABS after restore"
+    expect_reply BRICK eval "6*7" "42"
+    r=$(ctl status)
+    expect_contains "$r" "brick" "status after restore"
     stop
 }
 
@@ -315,7 +355,7 @@ test_check_config() {
 }
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load mv_persona_v2 slow_copy_loads_once
+[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load mv_persona_v2 image_restart slow_copy_loads_once
                                  bad_plugins_refused downgrade_refused sighup uid_refused
                                  bad_requests sigterm_drains check_config)
 for t in "${tests[@]}"; do
