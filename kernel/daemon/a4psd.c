@@ -350,6 +350,9 @@ int main(int argc, char **argv)
     pthread_cond_init(&d->qcv, NULL);
     pthread_mutex_init(&d->evlock, NULL);
     setvbuf(stderr, NULL, _IOLBF, 0);
+    /* A file-size limit (RLIMIT_FSIZE) must fail a snapshot's write with
+     * EFBIG, which SQLite reports and we survive, not kill the daemon. */
+    signal(SIGXFSZ, SIG_IGN);
 
     sigset_t set;
     sigemptyset(&set);
