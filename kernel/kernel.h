@@ -170,6 +170,12 @@ int kernel_upgrade(kernel *k, const char *plugin, char *err, size_t errlen);
 /* Back to the version the proto ran before its current one. */
 int kernel_rollback(kernel *k, const char *proto, char *err, size_t errlen);
 
+/* Back (or over) to any version of the proto's plugin that was ever loaded,
+ * from the kernel's stored binary -- no original file needed.  Going to the
+ * version on top of the proto's history is a plain rollback. */
+int kernel_rollback_to(kernel *k, const char *proto, const char *version, char *err,
+                       size_t errlen);
+
 /* ---- Events ---- */
 
 /* Deliver events named `event` (or every event: "*") to proto.selector. */
@@ -184,6 +190,9 @@ void kernel_events_flush(kernel *k);
 
 /* ---- Introspection (JSON, malloc'd, caller frees) ---- */
 char *kernel_explain(kernel *k, const char *proto);
+/* The proto's lineage: its current version, the versions it ran before, and
+ * every version of its plugin the kernel has (status, hash, parent, origin). */
+char *kernel_history(kernel *k, const char *proto);
 char *kernel_status(kernel *k);
 
 /* Wait until every retired generation has been reclaimed or timeout_ms

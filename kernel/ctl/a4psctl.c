@@ -61,6 +61,11 @@ static const char usage_text[] =
     "                       quarantined versions, last errors, event-bus counters\n"
     "  list                 the protos: name, plugin, version\n"
     "  explain PROTO        one proto in full: plugin, methods, state, lineage\n"
+    "  history PROTO        the versions of the proto's plugin: status, hash,\n"
+    "                       parent; which one it runs and which it ran before\n"
+    "  rollback PROTO [VERSION]\n"
+    "                       go back to the previous version, or to VERSION, from\n"
+    "                       the daemon's stored binary (no file needed)\n"
     "  send PROTO SELECTOR [PAYLOAD]\n"
     "                       call a method and print its reply; PAYLOAD \"-\", or no\n"
     "                       PAYLOAD while stdin is not a terminal, reads stdin\n"
@@ -947,6 +952,26 @@ static int show_result(const ctl_opts *o, const json_t *res)
         print_table("protos", res, cols, 3);
     } else if (!strcmp(cmd, "explain")) {
         show_explain(res);
+    } else if (!strcmp(cmd, "history")) {
+        printf("%s runs %s %s", json_string_value(json_object_get(res, "proto")),
+               json_string_value(json_object_get(res, "plugin")),
+               json_string_value(json_object_get(res, "version")));
+        size_t i;
+        json_t *v;
+        json_t *ran = json_object_get(res, "ran_before");
+        if (json_array_size(ran)) {
+            fputs("; ran before:", stdout);
+            json_array_foreach(ran, i, v)
+                printf(" %s", json_string_value(v));
+        }
+        fputc('\n', stdout);
+        static const column cols[] = {{"version", "VERSION", 0}, {"status", "STATUS", 0},
+                                      {"sha256", "SHA256", 12}, {"parent", "PARENT", 0},
+                                      {"origin", "ORIGIN", 0}};
+        print_table("versions", json_object_get(res, "versions"), cols, 5);
+    } else if (!strcmp(cmd, "rollback")) {
+        printf("%s now runs %s\n", json_string_value(json_object_get(res, "proto")),
+               json_string_value(json_object_get(res, "version")));
     } else if (!strcmp(cmd, "send")) {
         return show_send(res);
     } else if (!strcmp(cmd, "events")) {
@@ -1005,8 +1030,11 @@ static int build_request(const ctl_opts *o, char **line, size_t *len)
 {
     json_t *req;
     const char *cmd = o->cmd;
-    if (!strcmp(cmd, "explain")) {
+    if (!strcmp(cmd, "explain") || !strcmp(cmd, "history")) {
         req = json_pack("{s:s, s:s}", "cmd", cmd, "proto", o->args[0]);
+    } else if (!strcmp(cmd, "rollback")) {
+        req = json_pack("{s:s, s:s, s:s?}", "cmd", cmd, "proto", o->args[0], "version",
+                        o->nargs > 1 ? o->args[1] : NULL);
     } else if (!strcmp(cmd, "send")) {
         char *payload = NULL;
         size_t plen = 0;
@@ -1056,6 +1084,7 @@ static const struct {
     int min, max;
 } commands[] = {
     {"status", 0, 0}, {"list", 0, 0},     {"explain", 1, 1}, {"send", 2, 3},
+    {"history", 1, 1}, {"rollback", 1, 2},
     {"reload", 0, 0}, {"snapshot", 0, 0}, {"events", 0, 0},  {"stats", 0, 0},
 };
 

@@ -258,6 +258,86 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
     return 0;
 }
 
+static int copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    char buf[65536];
+    size_t n;
+    int rc = in && out ? 0 : -1;
+    while (!rc && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            rc = -1;
+    if (in)
+        fclose(in);
+    if (out && (fflush(out) != 0 || fsync(fileno(out)) != 0))
+        rc = -1;
+    if (out && fclose(out) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* The image would not open: say which backups exist and how to start from
+ * one -- or, when the config says so, do it (never for an image of a newer
+ * format, which is not damaged and must not be replaced). */
+static int image_recover(a4psd *d, const char *why)
+{
+    const dconfig *c = d->cfg;
+    char path[4096], when[64], list[2048] = "";
+    int newest = 0;
+    for (int i = 1; i <= 100; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s.%d", c->image, i);
+        if (stat(path, &st) != 0)
+            continue;
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&st.st_mtime));
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s%s (%s)", used ? ", " : "", path, when);
+        if (!newest)
+            newest = i;
+    }
+    dlog(d, LOG_ERR, "%s", why);
+    bool newer = strstr(why, "newer a4psd") != NULL;
+    if (!newest) {
+        dlog(d, LOG_ERR, "no backup generations of %s exist; move it aside to start empty", c->image);
+        return -1;
+    }
+    if (!c->image_recover || newer) {
+        dlog(d, LOG_ERR, "good generations: %s", list);
+        dlog(d, LOG_ERR, "to start from the newest: mv %s %s.damaged && cp %s.%d %s  (or set "
+             "image_recover = true in %s)", c->image, c->image, c->image, newest, c->image, c->path);
+        return -1;
+    }
+    for (int i = newest; i <= 100; i++) {
+        char err[KERNEL_ERRLEN];
+        image *probe;
+        snprintf(path, sizeof path, "%s.%d", c->image, i);
+        if (access(path, R_OK) != 0 || image_open(path, &probe, err, sizeof err) != 0)
+            continue;
+        image_close(probe);
+        char aside[4096];
+        snprintf(aside, sizeof aside, "%s.damaged-%lld", c->image, (long long)time(NULL));
+        if (rename(c->image, aside) != 0) {
+            dlog(d, LOG_ERR, "cannot move %s aside: %s", c->image, strerror(errno));
+            return -1;
+        }
+        for (const char *sfx = "-wal"; sfx; sfx = strcmp(sfx, "-wal") ? NULL : "-shm") {
+            char a[4200], b[4200];
+            snprintf(a, sizeof a, "%s%s", c->image, sfx);
+            snprintf(b, sizeof b, "%s%s", aside, sfx);
+            rename(a, b);        /* the damaged file's journal goes with it */
+        }
+        if (copy_file(path, c->image) != 0) {
+            dlog(d, LOG_ERR, "cannot copy %s to %s: %s", path, c->image, strerror(errno));
+            return -1;
+        }
+        dlog(d, LOG_ERR, "RECOVERED: starting from backup %s; what changed after it was taken is "
+             "lost; the damaged image is kept as %s", path, aside);
+        return 0;
+    }
+    dlog(d, LOG_ERR, "no backup of %s opens either (%s)", c->image, list);
+    return -1;
+}
+
 static void image_report(void *arg, const char *message)
 {
     dlog(arg, LOG_ERR, "%s", message);
@@ -410,10 +490,9 @@ int main(int argc, char **argv)
         /* The image first: what it holds wins over the config's initial
          * state; then the plugin directory, whose newer versions upgrade;
          * then the config's protos the image does not have. */
-        if (image_open(cfg->image, &d->img, err, sizeof err) != 0) {
-            dlog(d, LOG_ERR, "%s", err);
-            dlog(d, LOG_ERR, "not starting: move the image aside to start empty, or point the "
-                 "image key of %s at a good copy", cfg->path);
+        if (image_open(cfg->image, &d->img, err, sizeof err) != 0 &&
+            (image_recover(d, err) != 0 || image_open(cfg->image, &d->img, err, sizeof err) != 0)) {
+            dlog(d, LOG_ERR, "not starting (the image is left as it is)");
             kernel_destroy(d->k);
             return 1;
         }
@@ -429,6 +508,8 @@ int main(int argc, char **argv)
         dlog(d, LOG_NOTICE, "image %s: %d version%s and %d proto%s restored%s", cfg->image,
              r.versions, r.versions == 1 ? "" : "s", r.protos, r.protos == 1 ? "" : "s",
              r.failed ? " (some left out: see above)" : "");
+        if (image_backup(d->img, cfg->image_backups, err, sizeof err) != 0)
+            dlog(d, LOG_WARNING, "%s", err);
     }
     if (ctl_open(d, err, sizeof err) != 0 || watch_open(d, err, sizeof err) != 0 ||
         ctl_workers_start(d, err, sizeof err) != 0) {
@@ -483,8 +564,11 @@ int main(int argc, char **argv)
     int status = 0;
     if (d->img) {
         char msg[KERNEL_ERRLEN];
+        char err[KERNEL_ERRLEN];
         if (daemon_snapshot(d, false, msg, sizeof msg) != 0)
             status = 1;          /* the image keeps the last good snapshot */
+        else if (image_backup(d->img, d->cfg->image_backups, err, sizeof err) != 0)
+            dlog(d, LOG_WARNING, "%s", err);
         image_close(d->img);
     }
     kernel_destroy(d->k);

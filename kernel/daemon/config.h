@@ -37,6 +37,8 @@ typedef struct dconfig {
     char *runtime_dir;
     char *image;                 /* NULL: no image (nothing persists) */
     unsigned snapshot_interval_s; /* 0: only on request and at shutdown */
+    int image_backups;           /* good generations kept as IMAGE.1 ... */
+    int image_recover;           /* start from the newest good backup if damaged */
     char *socket;
     char *group;                 /* NULL: socket mode 0600 */
     uid_t *uids;                 /* permitted besides the daemon's own uid */

@@ -225,7 +225,8 @@ static void client_write(a4psd *d, client *c, char *line)
 
 /* ---- Requests ---- */
 
-static const char *const commands = "status, list, explain, send, reload, snapshot, events, stats";
+static const char *const commands =
+    "status, list, explain, history, rollback, send, reload, snapshot, events, stats";
 
 static json_t *status_json(a4psd *d)
 {
@@ -318,6 +319,33 @@ static char *exec_request(a4psd *d, json_t *req)
         if (!j)
             return err_line("not_found", "explain: no proto named '%s'", proto);
         return ok_line(j);
+    }
+    if (!strcmp(cmd, "history")) {
+        const char *proto = req_str(req, "proto");
+        if (!proto)
+            return err_line("bad_request", "history: \"proto\" (a string) is required");
+        char *h = kernel_history(d->k, proto);
+        json_t *j = h ? json_loads(h, 0, NULL) : NULL;
+        free(h);
+        return j ? ok_line(j) : err_line("not_found", "history: no proto named '%s'", proto);
+    }
+    if (!strcmp(cmd, "rollback")) {
+        const char *proto = req_str(req, "proto"), *version = req_str(req, "version");
+        if (!proto)
+            return err_line("bad_request", "rollback: \"proto\" (a string) is required, "
+                            "\"version\" optional (default: the previous one)");
+        char err[KERNEL_ERRLEN];
+        int rc = version ? kernel_rollback_to(d->k, proto, version, err, sizeof err)
+                         : kernel_rollback(d->k, proto, err, sizeof err);
+        if (rc)
+            return err_line(rc == A4PS_ENOENT ? "not_found" : "failed", "%s", err);
+        char *h = kernel_history(d->k, proto);
+        json_t *j = h ? json_loads(h, 0, NULL) : NULL;
+        free(h);
+        json_t *res = json_pack("{s:s, s:O?}", "proto", proto, "version",
+                                j ? json_object_get(j, "version") : NULL);
+        json_decref(j);
+        return ok_line(res);
     }
     if (!strcmp(cmd, "send")) {
         const char *proto = req_str(req, "proto"), *sel = req_str(req, "selector");

@@ -367,6 +367,39 @@ int image_audit(image *img, char *const *json, size_t n, char *err, size_t errle
     return A4PS_OK;
 }
 
+int image_backup(image *img, int keep, char *err, size_t errlen)
+{
+    if (keep <= 0)
+        return A4PS_OK;
+    char tmp[4096], from[4096], to[4096];
+    snprintf(tmp, sizeof tmp, "%s.backup-tmp", img->path);
+    unlink(tmp);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(img->db, "VACUUM INTO ?", -1, &st, NULL) != SQLITE_OK)
+        return fail(img, err, errlen, "backup");
+    sqlite3_bind_text(st, 1, tmp, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        unlink(tmp);
+        return fail(img, err, errlen, "backup (VACUUM INTO)");
+    }
+    snprintf(from, sizeof from, "%s.%d", img->path, keep);
+    unlink(from);
+    for (int i = keep - 1; i >= 1; i--) {
+        snprintf(from, sizeof from, "%s.%d", img->path, i);
+        snprintf(to, sizeof to, "%s.%d", img->path, i + 1);
+        rename(from, to);        /* a missing generation is fine */
+    }
+    snprintf(to, sizeof to, "%s.1", img->path);
+    if (rename(tmp, to) != 0) {
+        snprintf(err, errlen, "image %s: backup: rename to %s: %s", img->path, to, strerror(errno));
+        unlink(tmp);
+        return A4PS_ERROR;
+    }
+    return A4PS_OK;
+}
+
 int image_has_proto(image *img, const char *name)
 {
     sqlite3_stmt *st;

@@ -46,6 +46,11 @@ int image_restore(image *img, kernel *k, const char *tmpdir, image_restored *out
                   void (*report)(void *arg, const char *message), void *arg,
                   char *err, size_t errlen);
 
+/* Keep the image as it is now as backup generation 1 (PATH.1; older ones
+ * move to PATH.2 ... PATH.keep, the oldest beyond keep is removed).  The copy
+ * is made with VACUUM INTO, so it is a consistent, compact image itself. */
+int image_backup(image *img, int keep, char *err, size_t errlen);
+
 /* Does the image know proto name?  (For the config's precedence rules.) */
 int image_has_proto(image *img, const char *name);
 

@@ -427,6 +427,35 @@ char *kernel_explain(kernel *k, const char *proto)
     return s;
 }
 
+char *kernel_history(kernel *k, const char *proto)
+{
+    pthread_mutex_lock(&k->lock);
+    kproto *p = proto ? strmap_get(k->protos, proto) : NULL;
+    if (!p) {
+        pthread_mutex_unlock(&k->lock);
+        return NULL;
+    }
+    kver *cur = p->cur->ver;
+    json_t *ran = json_array();
+    for (int i = 0; i < p->nhist; i++)
+        json_array_append_new(ran, json_string(p->hist[i]->version));
+    json_t *all = json_array();
+    for (kver *v = k->versions; v; v = v->next)
+        if (!strcmp(v->name, cur->name))
+            json_array_insert_new(all, 0, json_pack(
+                "{s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:I, s:b}", "version", v->version,
+                "sha256", v->sha_hex, "status", status_name(v->status), "reason",
+                v->reason[0] ? v->reason : NULL, "kind", kind_name(v->kind), "parent",
+                v->parent ? v->parent->version : NULL, "origin", v->origin, "loaded_at",
+                (json_int_t)v->loaded_at, "current", v == cur));
+    json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o}", "proto", p->name, "plugin", cur->name,
+                          "version", cur->version, "ran_before", ran, "versions", all);
+    pthread_mutex_unlock(&k->lock);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return s;
+}
+
 static const char *beh_state_name(enum kbeh_state s)
 {
     switch (s) {

@@ -365,6 +365,28 @@ out:
     return rc < 0 ? rc : n;
 }
 
+int kernel_rollback_to(kernel *k, const char *proto, const char *version, char *err,
+                       size_t errlen)
+{
+    pthread_mutex_lock(&k->lock);
+    int rc;
+    kproto *p = proto ? strmap_get(k->protos, proto) : NULL;
+    kver *target = p && version ? loader_find(k, p->cur->ver->name, version) : NULL;
+    if (!p) {
+        snprintf(err, errlen, "rollback: no proto named '%s'", proto ? proto : "(null)");
+        rc = A4PS_ENOENT;
+    } else if (!target) {
+        snprintf(err, errlen, "rollback: proto '%s': plugin %s has no version %s in its lineage",
+                 proto, p->cur->ver->name, version ? version : "(null)");
+        rc = A4PS_ENOENT;
+    } else {
+        bool top = p->nhist && p->hist[p->nhist - 1] == target;
+        rc = swap_to(k, p, target, top, err, errlen);
+    }
+    pthread_mutex_unlock(&k->lock);
+    return rc;
+}
+
 int kernel_rollback(kernel *k, const char *proto, char *err, size_t errlen)
 {
     pthread_mutex_lock(&k->lock);

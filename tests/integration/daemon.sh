@@ -190,6 +190,35 @@ test_image_restart() {
     stop
 }
 
+# A damaged image: a4psd names the good backup generations and how to start
+# from one; with image_recover = true it does so itself and keeps the
+# damaged file.
+test_image_recovery() {
+    IMAGE_LINE='image = "a4ps.img"; snapshot_interval_s = 0; image_backups = 2;' start || return
+    ctl send BABS remember "kept by the backup" > /dev/null || fail "remember"
+    kill -TERM "$PID"; wait "$PID"; PID=""
+    [ -f "$T/a4ps.img.1" ] || { fail "no backup generation after shutdown: $(ls "$T")"; return; }
+    sqlite3 "$T/a4ps.img" 'PRAGMA wal_checkpoint(TRUNCATE)' > /dev/null
+    truncate -s $(($(stat -c %s "$T/a4ps.img") / 2)) "$T/a4ps.img"
+    local rc
+    "$A4PSD" -c "$T/a4ps.cfg" > "$T/log2" 2>&1
+    rc=$?
+    [ "$rc" != 0 ] || fail "a4psd started on a damaged image"
+    expect_contains "$(cat "$T/log2")" "damaged or not an image" "the refusal"
+    expect_contains "$(cat "$T/log2")" "a4ps.img.1" "the list of backups"
+    expect_contains "$(cat "$T/log2")" "image_recover = true" "the advice"
+    sed -i 's/image_backups = 2;/image_backups = 2; image_recover = true;/' "$T/a4ps.cfg"
+    "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 200); do ctl send BABS count > /dev/null 2>&1 && break; sleep 0.05; done
+    local r
+    r=$(ctl send BABS recall backup) || fail "recall after recovery: $r"
+    expect_contains "$r" "kept by the backup" "BABS after recovery"
+    expect_contains "$(cat "$T/log")" "RECOVERED: starting from backup" "the log"
+    ls "$T"/a4ps.img.damaged-* > /dev/null 2>&1 || fail "the damaged image was not kept"
+    stop
+}
+
 # A large file written slowly is loaded once, after the writer closes it.
 test_slow_copy_loads_once() {
     start || return
@@ -355,7 +384,8 @@ test_check_config() {
 }
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load mv_persona_v2 image_restart slow_copy_loads_once
+[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load mv_persona_v2 image_restart image_recovery
+                                 slow_copy_loads_once
                                  bad_plugins_refused downgrade_refused sighup uid_refused
                                  bad_requests sigterm_drains check_config)
 for t in "${tests[@]}"; do
