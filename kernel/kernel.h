@@ -166,6 +166,9 @@ int kernel_swap(kernel *k, const char *proto, const char *version,
 /* Swap every proto running `plugin` to its newest loaded version.  Returns the
  * number of protos swapped or a negative status (the first failure). */
 int kernel_upgrade(kernel *k, const char *plugin, char *err, size_t errlen);
+/* The same, leaving alone the protos named in skip (pinned to a version). */
+int kernel_upgrade_except(kernel *k, const char *plugin, const char *const *skip,
+                          size_t nskip, char *err, size_t errlen);
 
 /* Back to the version the proto ran before its current one. */
 int kernel_rollback(kernel *k, const char *proto, char *err, size_t errlen);

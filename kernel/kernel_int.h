@@ -240,7 +240,7 @@ struct kernel {
     kbeh *retired;               /* waiting for a grace period */
     kdefer *deferred;            /* destructors to run after a grace period */
     size_t ndeferred, capdeferred;
-    kbeh *hung;                  /* fini hung: mapped for ever */
+    kbeh *hung;                  /* refused while a hook hung: mapped for ever (k->lock) */
     int draining;                /* retired + being reclaimed */
     bool rstop;
 };

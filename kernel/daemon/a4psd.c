@@ -152,12 +152,14 @@ static void apply(a4psd *d, dconfig *nc)
         if (!config_proto(nc, oc->protos[i].name))
             dlog(d, LOG_NOTICE, "proto %s is no longer in %s: it keeps running with its state",
                  oc->protos[i].name, nc->path);
+    pthread_mutex_lock(&d->mx);  /* workers read d->cfg for status under mx */
     d->cfg = nc;
+    pthread_mutex_unlock(&d->mx);
     __atomic_store_n(&d->level, nc->log_level, __ATOMIC_RELAXED);
     kernel_set_log_level(d->k, nc->log_level);
     dconfig_free(oc);
 
-    if (new_dir && watch_open(d, err, sizeof err) != 0)
+    if ((new_dir || d->wd < 0) && watch_open(d, err, sizeof err) != 0)
         dlog(d, LOG_ERR, "%s", err);
     watch_scan(d, false);
     daemon_create_protos(d, NULL);
@@ -199,6 +201,22 @@ int daemon_reload(a4psd *d, char **errors)
         if (n && d->config_error[n - 1] == '\n')
             d->config_error[n - 1] = 0;          /* status shows it as one field */
         pthread_mutex_unlock(&d->mx);
+        return -1;
+    }
+    /* What only the running system can check, before anything applies. */
+    struct stat st;
+    int serr = stat(nc->plugin_dir, &st) != 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
+    if (serr) {
+        char *e;
+        if (asprintf(&e, "%s: plugin_dir: %s: %s", nc->path, nc->plugin_dir, strerror(serr)) < 0)
+            e = NULL;
+        dconfig_free(nc);
+        dlog(d, LOG_ERR, "config refused; still running on the previous one: %s", e ? e : "");
+        pthread_mutex_lock(&d->mx);
+        free(d->config_error);
+        d->config_error = e ? strdup(e) : NULL;
+        pthread_mutex_unlock(&d->mx);
+        *errors = e;
         return -1;
     }
     pthread_mutex_lock(&d->mx);
@@ -570,6 +588,12 @@ int main(int argc, char **argv)
         else if (image_backup(d->img, d->cfg->image_backups, err, sizeof err) != 0)
             dlog(d, LOG_WARNING, "%s", err);
         image_close(d->img);
+    }
+    if (d->stuck) {
+        /* Plugin code is still running on a worker: tearing the kernel down
+         * under it would crash; exit and let the OS reclaim. */
+        dlog(d, LOG_ERR, "stopped with calls still running");
+        _exit(1);
     }
     kernel_destroy(d->k);
     dlog(d, LOG_NOTICE, "stopped");

@@ -34,6 +34,8 @@
 #define FOLLOW_MAX_BUFFER (4u << 20)   /* a follower this far behind is dropped */
 #define STREAM_MAX 4096                /* events waiting for the loop */
 #define AUDIT_PENDING_MAX 10000        /* audit events waiting for a snapshot */
+#define WBUF_PAUSE (1u << 20)          /* stop reading a client this far behind */
+#define SHUTDOWN_WAIT_S 20             /* for calls in flight at SIGTERM */
 
 struct client {
     client *next;
@@ -48,6 +50,7 @@ struct client {
     bool follow;
     bool closing;                /* close once wbuf is written */
     bool draining;               /* written and shut down: discarding input until EOF */
+    bool hup;                    /* hung up while busy: out of epoll until the job ends */
     uint64_t last_ms;
 };
 
@@ -154,8 +157,13 @@ static void client_close(a4psd *d, client *c)
 
 static void client_want(a4psd *d, client *c)
 {
+    if (c->hup)
+        return;
     uint32_t ev = 0;
-    if ((!c->closing && !c->busy && !d->stopping) || c->draining)
+    /* No reading while replies pile up unread: a client that pipelines
+     * requests and never reads cannot grow our memory. */
+    if ((!c->closing && !c->busy && !d->stopping && c->wlen - c->woff < WBUF_PAUSE) ||
+        c->draining)
         ev |= EPOLLIN;
     if (c->wlen > c->woff)
         ev |= EPOLLOUT;
@@ -536,7 +544,7 @@ static void handle_line(a4psd *d, client *c, char *line, size_t len)
 /* Answer the complete lines in c's buffer, one at a time. */
 static void process_lines(a4psd *d, client *c)
 {
-    while (c->fd >= 0 && !c->busy && !c->closing) {
+    while (c->fd >= 0 && !c->busy && !c->closing && c->wlen - c->woff < WBUF_PAUSE) {
         char *nl = memchr(c->rbuf, '\n', c->rlen);
         if (!nl)
             break;
@@ -576,8 +584,12 @@ void ctl_client_event(a4psd *d, client *c, uint32_t events)
 {
     if (c->fd < 0)
         return;
-    if (events & EPOLLOUT)
+    if (events & EPOLLOUT) {
         client_flush(d, c);
+        /* Replies drained below the pause: answer what is already buffered. */
+        if (c->fd >= 0 && c->rlen && !c->busy && !c->closing && !c->draining)
+            process_lines(d, c);
+    }
     if (c->fd >= 0 && c->draining) {
         if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
             client_drain(d, c);
@@ -585,6 +597,14 @@ void ctl_client_event(a4psd *d, client *c, uint32_t events)
     }
     if (c->fd < 0 || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         return;
+    if (c->busy && (events & (EPOLLHUP | EPOLLERR))) {
+        /* Gone while its job runs: epoll would report the hang-up again and
+         * again (it ignores the interest set for it), so leave epoll; the
+         * job's end closes the client. */
+        epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        c->hup = true;
+        return;
+    }
     size_t max = d->cfg->max_request_bytes;
     for (;;) {
         if (c->busy || c->closing)
@@ -659,6 +679,10 @@ void ctl_jobs_done(a4psd *d)
         job *j = list;
         list = j->next;
         client *c = find_client(d, j->client_id);
+        if (c && c->hup) {
+            client_close(d, c);
+            c = NULL;
+        }
         if (c) {
             c->busy = false;
             client_write(d, c, j->line);
@@ -963,14 +987,29 @@ void ctl_shutdown(a4psd *d)
         json_decref(j->req);
         free(j);
     }
+    /* The calls in flight get SHUTDOWN_WAIT_S to finish; a method that never
+     * returns must not keep the daemon from stopping. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += SHUTDOWN_WAIT_S;
     pthread_mutex_lock(&d->qlock);
     while (d->running > 0)
-        pthread_cond_wait(&d->qcv, &d->qlock);
+        if (pthread_cond_timedwait(&d->qcv, &d->qlock, &dl) == ETIMEDOUT)
+            break;
+    int stuck = d->running;
     d->qstop = true;
     pthread_cond_broadcast(&d->qcv);
     pthread_mutex_unlock(&d->qlock);
-    for (int i = 0; i < d->nworkers; i++)
-        pthread_join(d->workers[i], NULL);
+    if (stuck) {
+        dlog(d, LOG_ERR, "%d call%s still running after %d s: stopping without them", stuck,
+             stuck == 1 ? "" : "s", SHUTDOWN_WAIT_S);
+        d->stuck = true;
+        for (int i = 0; i < d->nworkers; i++)
+            pthread_detach(d->workers[i]);
+    } else {
+        for (int i = 0; i < d->nworkers; i++)
+            pthread_join(d->workers[i], NULL);
+    }
     ctl_jobs_done(d);
     for (client *c = d->clients, *nx; c; c = nx) {
         nx = c->next;

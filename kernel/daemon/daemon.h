@@ -34,6 +34,7 @@ typedef struct a4psd {
     int level;                   /* log level, read by every thread */
     time_t started;
     bool stopping;
+    bool stuck;                  /* calls still running when we gave up waiting */
 
     int epfd, sigfd, inofd, wd, lfd, tickfd;
     int jobfd;                   /* eventfd: jobs completed */

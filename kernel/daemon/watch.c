@@ -50,7 +50,13 @@ static void load_one(a4psd *d, const char *name, bool initial)
 void daemon_plugin_loaded(a4psd *d, const char *plugin)
 {
     char err[KERNEL_ERRLEN];
-    int n = kernel_upgrade(d->k, plugin, err, sizeof err);
+    /* Protos the config pins to a version stay on it. */
+    const char *pinned[256];
+    size_t npinned = 0;
+    for (int i = 0; i < d->cfg->nprotos && npinned < 256; i++)
+        if (d->cfg->protos[i].version && !strcmp(d->cfg->protos[i].plugin, plugin))
+            pinned[npinned++] = d->cfg->protos[i].name;
+    int n = kernel_upgrade_except(d->k, plugin, pinned, npinned, err, sizeof err);
     if (n < 0)
         dlog(d, LOG_ERR, "upgrading the protos of %s: %s", plugin, err);
     else if (n > 0)
@@ -109,16 +115,18 @@ int watch_open(a4psd *d, char *err, size_t errlen)
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &d->inofd};
         epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->inofd, &ev);
     }
-    if (d->wd >= 0)
-        inotify_rm_watch(d->inofd, d->wd);
-    d->wd = inotify_add_watch(d->inofd, d->cfg->plugin_dir,
-                              IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
-                                  IN_ONLYDIR);
-    if (d->wd < 0) {
+    /* The new watch first: if it cannot be had, the old one stays. */
+    int wd = inotify_add_watch(d->inofd, d->cfg->plugin_dir,
+                               IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
+                                   IN_ONLYDIR);
+    if (wd < 0) {
         snprintf(err, errlen, "plugin_dir %s: cannot watch: %s", d->cfg->plugin_dir,
                  strerror(errno));
         return -1;
     }
+    if (d->wd >= 0 && d->wd != wd)
+        inotify_rm_watch(d->inofd, d->wd);
+    d->wd = wd;
     return 0;
 }
 
@@ -149,10 +157,21 @@ void watch_event(a4psd *d)
             if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
                 dlog(d, LOG_ERR, "plugin_dir %s was removed or moved: no longer watched "
                      "(recreate it and send SIGHUP)", d->cfg->plugin_dir);
+                /* A moved directory would still be watched under its new
+                 * name, where our paths no longer lead. */
+                if (ev->wd == d->wd) {
+                    inotify_rm_watch(d->inofd, d->wd);
+                    d->wd = -1;
+                }
                 continue;
             }
-            if (ev->mask & IN_IGNORED)
+            if (ev->mask & IN_IGNORED) {
+                if (ev->wd == d->wd)
+                    d->wd = -1;
                 continue;
+            }
+            if (ev->wd != d->wd)
+                continue;        /* from a watch we already dropped */
             if (!ev->len || !wanted(ev->name))
                 continue;
             bool dup = false;

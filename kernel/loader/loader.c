@@ -131,6 +131,8 @@ static void hookrun_put(hookrun *h)
     if (left)
         return;
     kstate_free(h->orphan);
+    if (h->c.proto)
+        proto_put(h->c.proto);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cv);
     free(h);
@@ -173,7 +175,8 @@ static const char *hook_name(int which)
 /* Runs hook `which` of b with context c (copied) on a thread of its own.
  * Returns 0, the hook's failure as A4PS_ERROR, A4PS_EFAULT or A4PS_ETIMEDOUT.
  * On timeout the hook's thread keeps running and keeps a reference on b (it
- * can never be unmapped); a migrate copy in c->state then belongs to it. */
+ * can never be unmapped) and on c->proto; c->state then belongs to it and
+ * c->state is set to NULL. */
 int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
                     unsigned timeout_ms, char *err, size_t errlen)
 {
@@ -193,6 +196,8 @@ int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
     h->arg = arg;
     h->b = b;
     h->c = *c;
+    if (h->c.proto)
+        atomic_fetch_add(&h->c.proto->refs, 1);   /* outlives a destroy while the hook runs */
     h->c.pub.api = &k->api;
     h->c.flags |= KCTX_NO_SEND | KCTX_NO_REPLY;
     h->c.reply = NULL;
@@ -204,6 +209,8 @@ int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
     int prc = pthread_create(&th, &at, hook_main, h);
     pthread_attr_destroy(&at);
     if (prc) {
+        if (h->c.proto)
+            proto_put(h->c.proto);
         free(h);
         snprintf(err, errlen, "%s: cannot start a thread: %s", hook_name(which), strerror(prc));
         return A4PS_ENOMEM;
@@ -219,10 +226,10 @@ int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
         /* The thread still runs plugin code: the generation stays mapped. */
         b->refs++;
         b->state = which == HOOK_FINI ? KBEH_FINI_HUNG : KBEH_HOOK_HUNG;
-        if (which == HOOK_MIGRATE) {
-            h->orphan = c->state;
-            c->state = NULL;
-        }
+        /* Whatever state it works on is its own now (migrate's copy,
+         * self_test's scratch): freed when -- if ever -- it returns. */
+        h->orphan = c->state;
+        c->state = NULL;
     }
     pthread_mutex_unlock(&h->lock);
     hookrun_put(h);
@@ -505,6 +512,8 @@ static int generation_start(kernel *k, kbeh *b, const char *label, char *err, si
         int rc = loader_run_hook(k, b, HOOK_INIT, &c, 0, k->cfg.hook_timeout_ms, why, sizeof why);
         if (rc) {
             snprintf(err, errlen, "%s: %s", label, why);
+            if (rc == A4PS_EFAULT)
+                b->dl = NULL;    /* its code faulted: run none of its destructors */
             return rc;
         }
     }
@@ -514,9 +523,11 @@ static int generation_start(kernel *k, kbeh *b, const char *label, char *err, si
             goto nomem;
         kctx c = {.k = k, .beh = b, .state = scratch};
         int rc = loader_run_hook(k, b, HOOK_SELF_TEST, &c, 0, k->cfg.hook_timeout_ms, why, sizeof why);
-        kstate_free(scratch);
+        kstate_free(c.state);    /* NULL if a hung self_test still owns it */
         if (rc) {
             snprintf(err, errlen, "%s: %s", label, why);
+            if (rc == A4PS_EFAULT)
+                b->dl = NULL;
             if (b->d.fini && rc != A4PS_ETIMEDOUT && rc != A4PS_EFAULT) {
                 kctx fc = {.k = k, .beh = b};
                 loader_run_hook(k, b, HOOK_FINI, &fc, 0, k->cfg.hook_timeout_ms, why, sizeof why);
@@ -536,8 +547,13 @@ void loader_beh_free(kbeh *b)
 {
     if (!b)
         return;
-    if (b->state == KBEH_HOOK_HUNG || b->state == KBEH_FINI_HUNG)
-        return;                  /* its thread may still run its code */
+    if (b->state == KBEH_HOOK_HUNG || b->state == KBEH_FINI_HUNG) {
+        /* Its thread may still run its code: keep the mapping, and keep the
+         * record where kernel_destroy finds it.  Caller holds k->lock. */
+        b->next = b->k->hung;
+        b->k->hung = b;
+        return;
+    }
     if (b->dl)
         dlclose(b->dl);
     if (b->path)

@@ -143,6 +143,8 @@ static int h_emit(a4ps_ctx *ctx, const char *event, const void *data, size_t len
     kctx *c = KC(ctx);
     if (!event || (!data && len))
         return A4PS_EINVAL;
+    if (!k_bus(c->k))
+        return A4PS_EBUSY;       /* shutting down: the bus is gone */
     char *copy = strndup(data ? data : "", len);
     if (!copy)
         return A4PS_ENOMEM;

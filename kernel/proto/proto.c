@@ -132,6 +132,8 @@ int kernel_proto_create(kernel *k, const char *name, const char *plugin,
         (persona_json && !(p->persona = strdup(persona_json)))) {
         snprintf(err, errlen, "proto '%s': out of memory", name);
         rc = A4PS_ENOMEM;
+        beh_hold(b);             /* a generation loaded just for us goes again */
+        beh_release(k, b);
         goto out;
     }
     beh_hold(b);

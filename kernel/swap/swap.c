@@ -66,6 +66,13 @@ static void hist_pop(kproto *p)
     p->hist_state[p->nhist] = NULL;
 }
 
+/* A version quarantined since the proto left it is no way back: forget it. */
+static void drop_quarantined(kproto *p)
+{
+    while (p->nhist && p->hist[p->nhist - 1]->status == KVER_QUARANTINED)
+        hist_pop(p);
+}
+
 static bool proto_busy(kproto *p)
 {
     bool busy = false;
@@ -296,6 +303,7 @@ void swap_quarantine(kernel *k, kbeh *b, const char *reason)
         kproto *p = l.v[i];
         if (p->cur != b)
             continue;
+        drop_quarantined(p);
         if (!p->nhist) {
             kernel_log(k, A4PS_LOG_ERR, "proto %s: no earlier version to roll back to; "
                        "its calls fail until a new version is loaded", p->name);
@@ -340,6 +348,12 @@ out:
 
 int kernel_upgrade(kernel *k, const char *plugin, char *err, size_t errlen)
 {
+    return kernel_upgrade_except(k, plugin, NULL, 0, err, errlen);
+}
+
+int kernel_upgrade_except(kernel *k, const char *plugin, const char *const *skip,
+                          size_t nskip, char *err, size_t errlen)
+{
     pthread_mutex_lock(&k->lock);
     int rc = 0, n = 0;
     kver *newest = loader_newest(k, plugin);
@@ -354,6 +368,11 @@ int kernel_upgrade(kernel *k, const char *plugin, char *err, size_t errlen)
         kproto *p = l.v[i];
         if (strcmp(p->cur->ver->name, plugin) || p->cur->ver == newest ||
             loader_version_cmp(p->cur->ver, newest) > 0)
+            continue;
+        bool skipped = false;
+        for (size_t j = 0; j < nskip && !skipped; j++)
+            skipped = !strcmp(skip[j], p->name);
+        if (skipped)
             continue;
         rc = swap_to(k, p, newest, false, err, errlen);
         if (rc == 0)
@@ -395,8 +414,9 @@ int kernel_rollback(kernel *k, const char *proto, char *err, size_t errlen)
     if (!p) {
         snprintf(err, errlen, "rollback: no proto named '%s'", proto ? proto : "(null)");
         rc = A4PS_ENOENT;
-    } else if (!p->nhist) {
-        snprintf(err, errlen, "rollback: proto '%s' has no earlier version", proto);
+    } else if ((drop_quarantined(p), !p->nhist)) {
+        snprintf(err, errlen, "rollback: proto '%s' has no earlier version that is not "
+                 "quarantined", proto);
         rc = A4PS_ENOENT;
     } else {
         rc = swap_to(k, p, p->hist[p->nhist - 1], true, err, errlen);

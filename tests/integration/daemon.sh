@@ -304,6 +304,72 @@ test_sighup() {
     expect_reply C2 get "" "v1 count=0"
     local r
     r=$(ctl reload) || fail "a4psctl reload: $r"
+    # A plugin_dir that does not exist: refused whole, the old one still watched.
+    sed -i 's|plugin_dir = "plugins";|plugin_dir = "nosuchdir";|' "$T/a4ps.cfg"
+    r=$(ctl reload 2>&1) && fail "reload to a missing plugin_dir was applied: $r"
+    expect_contains "$r" "plugin_dir" "the refused reload"
+    install -m 644 "$PLUGINS/counter-2.so" "$T/plugins/.c2"
+    mv "$T/plugins/.c2" "$T/plugins/counter-2.so"
+    wait_status '"version":"2.0.0"' || { stop; return; }
+    # Reloads while other clients read status: the config they read is never
+    # freed under them (an ASan build of a4psd would catch it).
+    cp "$T/good.cfg" "$T/a4ps.cfg"
+    ( for _ in $(seq 60); do ctl --json status > /dev/null || echo x; done ) > "$T/status.errors" 2>&1 &
+    local poll=$!
+    for _ in $(seq 20); do kill -HUP "$PID"; sleep 0.02; done
+    wait "$poll"
+    [ -s "$T/status.errors" ] && fail "status failed during reloads: $(head -3 "$T/status.errors")"
+    kill -0 "$PID" || fail "a4psd died during reloads"
+    stop
+}
+
+# The plugin directory removed and made again: SIGHUP watches it again.
+test_plugin_dir_recreated() {
+    start || return
+    mv "$T/plugins" "$T/plugins.old"
+    mkdir "$T/plugins"
+    sleep 0.2
+    kill -HUP "$PID"
+    sleep 0.3
+    install -m 644 "$PLUGINS/counter-2.so" "$T/plugins/.c2"
+    mv "$T/plugins/.c2" "$T/plugins/counter-2.so"
+    wait_status '"version":"2.0.0"' || { stop; return; }
+    sleep 0.2
+    expect_reply C get "" "v2 count=100"
+    stop
+}
+
+# A proto pinned to a version in the config stays on it when a newer one is
+# dropped; the others move.
+test_pinned_stays() {
+    start ',
+    { name = "PINNED"; plugin = "counter"; version = "1.0.0"; }' || return
+    install -m 644 "$PLUGINS/counter-2.so" "$T/plugins/.c2"
+    mv "$T/plugins/.c2" "$T/plugins/counter-2.so"
+    wait_status '"version":"2.0.0"' || { stop; return; }
+    sleep 0.2
+    expect_reply C get "" "v2 count=100"
+    expect_reply PINNED get "" "v1 count=0"
+    kill -HUP "$PID"
+    sleep 0.3
+    expect_reply PINNED get "" "v1 count=0"
+    local h
+    h=$(ctl --json history PINNED)
+    expect_contains "$h" '"ran_before":[]' "PINNED's history after a reload"
+    stop
+}
+
+# A client that hangs up while its call runs costs the daemon no CPU.
+test_hangup_while_busy() {
+    start || return
+    local t0 t1
+    t0=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+    "$A4PSCTL" -s "$T/a.sock" --timeout 1 send C slow 2500 > /dev/null 2>&1
+    sleep 1.8
+    t1=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+    # clock ticks (1/100 s): a busy loop would burn about 150 here
+    [ $((t1 - t0)) -lt 50 ] || fail "a4psd used $((t1 - t0)) ticks of CPU while the call ran"
+    expect_reply C get "" "v1 count=100"
     stop
 }
 
@@ -386,7 +452,8 @@ test_check_config() {
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load mv_persona_v2 image_restart image_recovery
                                  slow_copy_loads_once
-                                 bad_plugins_refused downgrade_refused sighup uid_refused
+                                 bad_plugins_refused downgrade_refused sighup plugin_dir_recreated
+                                 pinned_stays hangup_while_busy uid_refused
                                  bad_requests sigterm_drains check_config)
 for t in "${tests[@]}"; do
     CURRENT=$t

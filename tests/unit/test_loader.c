@@ -104,6 +104,17 @@ static void refuse_self_test_fails(void **state)
                       FX_NEEDLES("self_test"));
 }
 
+/* A self_test that overruns is refused; it keeps running and keeps writing to
+ * its scratch state, which must still be there when it does (ASan checks). */
+static void refuse_self_test_late(void **state)
+{
+    fx *f = fx_get(state);
+    fx_expect_refusal(f, FX_PLUGIN("bad_self_test_late.so"), FX_NEEDLES("self_test"));
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 800 * 1000000L};
+    nanosleep(&ts, NULL);        /* let the late hook write */
+    fx_assert_g_serves(f);
+}
+
 /* dlopen(RTLD_NOW) cannot bind the symbol; the error must say which. */
 static void refuse_undefined_symbol(void **state)
 {
@@ -428,6 +439,7 @@ int main(void)
         T(refuse_entry_returns_null),
         T(refuse_missing_entry_symbol),
         T(refuse_self_test_fails),
+        T(refuse_self_test_late),
         T(refuse_undefined_symbol),
         T(refuse_not_elf),
         T(refuse_truncated_elf),
