@@ -38,48 +38,6 @@ static void thaw(kernel *k)
     pthread_mutex_unlock(&k->freeze_mx);
 }
 
-typedef struct copy_arg {
-    kernel_snap_proto *sp;
-    size_t cap;
-    int failed;
-} copy_arg;
-
-static int copy_key(void *arg, const char *key, const void *val, size_t len)
-{
-    copy_arg *ca = arg;
-    kernel_snap_proto *sp = ca->sp;
-    if (sp->nkeys == ca->cap) {
-        size_t cap = ca->cap ? ca->cap * 2 : 8;
-        char **nk = realloc(sp->keys, cap * sizeof *nk);
-        void **nv = nk ? realloc(sp->vals, cap * sizeof *nv) : NULL;
-        size_t *nl = nv ? realloc(sp->lens, cap * sizeof *nl) : NULL;
-        if (nk)
-            sp->keys = nk;
-        if (nv)
-            sp->vals = nv;
-        if (!nl) {
-            ca->failed = 1;
-            return -ENOMEM;
-        }
-        sp->lens = nl;
-        ca->cap = cap;
-    }
-    char *kc = strdup(key);
-    void *vc = malloc(len ? len : 1);
-    if (!kc || !vc) {
-        free(kc);
-        free(vc);
-        ca->failed = 1;
-        return -ENOMEM;
-    }
-    memcpy(vc, val, len);
-    sp->keys[sp->nkeys] = kc;
-    sp->vals[sp->nkeys] = vc;
-    sp->lens[sp->nkeys] = len;
-    sp->nkeys++;
-    return 0;
-}
-
 static char *names_json(char **names, int n)
 {
     json_t *a = json_array();
@@ -90,9 +48,10 @@ static char *names_json(char **names, int n)
     return s;
 }
 
-static int copy_proto(kproto *p, kernel_snap_proto *sp)
+/* Everything but the state; after the freeze, under k->lock (which is what
+ * all of it changes under). */
+static int copy_meta(kproto *p, kernel_snap_proto *sp)
 {
-    memset(sp, 0, sizeof *sp);
     snprintf(sp->name, sizeof sp->name, "%s", p->name);
     snprintf(sp->plugin, sizeof sp->plugin, "%s", p->cur->ver->name);
     snprintf(sp->version, sizeof sp->version, "%s", p->cur->ver->version);
@@ -104,11 +63,7 @@ static int copy_proto(kproto *p, kernel_snap_proto *sp)
     for (int i = 0; i < p->nhist; i++)
         hist[i] = p->hist[i]->version;
     sp->history_json = names_json(hist, p->nhist);
-    copy_arg ca = {.sp = sp};
-    /* kstate_each walks a private copy: no state lock is held while we
-     * allocate. */
-    int rc = kstate_each(p->state, copy_key, &ca);
-    return rc || ca.failed || !sp->deps_json || !sp->history_json ? -ENOMEM : 0;
+    return sp->deps_json && sp->history_json ? 0 : -ENOMEM;
 }
 
 static void free_proto(kernel_snap_proto *sp)
@@ -205,6 +160,19 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
         sv->loaded_at = (int64_t)v->loaded_at;
     }
 
+    /* Everything that need not wait for the cut is done before it: the
+     * list of protos (k->lock keeps it as it is). */
+    collect_arg ca = {0};
+    strmap_each(k->protos, collect, &ca);
+    s->protos = calloc(ca.n ? ca.n : 1, sizeof *s->protos);
+    s->gens = calloc(ca.n ? ca.n * 2 : 1, sizeof *s->gens);
+    kproto **taken = calloc(ca.n ? ca.n : 1, sizeof *taken);
+    if (!s->protos || !s->gens || !taken) {
+        free(ca.v);
+        free(taken);
+        goto nomem;
+    }
+
     uint64_t t0 = kernel_now_ns();
     atomic_store(&k->freeze, 1);
     kernel_membarrier();
@@ -215,6 +183,8 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
             pthread_mutex_unlock(&k->lock);
             if (worker)
                 kernel_thread_online(k);
+            free(ca.v);
+            free(taken);
             kernel_snapshot_free(s);
             snprintf(err, errlen, "snapshot: calls in flight did not finish within %u ms; "
                      "nothing was taken, the next snapshot will retry", timeout_ms);
@@ -222,29 +192,28 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
         }
         sched_yield();
     }
-    collect_arg ca = {0};
-    strmap_each(k->protos, collect, &ca);
-    s->protos = calloc(ca.n ? ca.n : 1, sizeof *s->protos);
-    s->gens = calloc(ca.n ? ca.n * 2 : 1, sizeof *s->gens);
-    if (!s->protos || !s->gens) {
-        free(ca.v);
-        thaw(k);
-        goto nomem;
-    }
+    /* The cut: no send runs, so generations are read without their locks,
+     * and only state is copied while sends wait. */
     int rc = 0;
     for (size_t i = 0; i < ca.n && !rc; i++) {
         kproto *p = ca.v[i];
-        uint64_t sg = kstate_gen(p->state);
+        uint64_t sg = kstate_gen_quiet(p->state);
         if (!all && p->saved && sg == p->saved_state_gen && p->meta_gen == p->saved_meta_gen)
             continue;
-        rc = copy_proto(p, &s->protos[s->nprotos]);
+        kernel_snap_proto *sp = &s->protos[s->nprotos];
+        rc = kstate_export(p->state, &sp->keys, &sp->vals, &sp->lens, &sp->nkeys);
+        if (rc)
+            break;
         s->gens[2 * s->nprotos] = sg;
         s->gens[2 * s->nprotos + 1] = p->meta_gen;
-        s->nprotos++;
+        taken[s->nprotos++] = p;
     }
-    free(ca.v);
     s->stall_ns = kernel_now_ns() - t0;
     thaw(k);
+    free(ca.v);
+    for (size_t i = 0; i < s->nprotos && !rc; i++)
+        rc = copy_meta(taken[i], &s->protos[i]);
+    free(taken);
     if (rc)
         goto nomem;
     s->deleted = k->ndeleted ? k->deleted : NULL;

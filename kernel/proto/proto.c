@@ -192,27 +192,26 @@ int kernel_proto_destroy(kernel *k, const char *name, char *err, size_t errlen)
     return A4PS_OK;
 }
 
-static void proto_pick(void *arg, const char *key, void *val)
+static void proto_collect(void *arg, const char *key, void *val)
 {
     (void)key;
-    kproto **one = arg;
-    if (!*one)
-        *one = val;
+    kproto ***cur = arg;
+    *(*cur)++ = val;
 }
 
 void proto_destroy_all(kernel *k)
 {
-    for (;;) {
-        kproto *victim = NULL;
-        pthread_mutex_lock(&k->lock);
-        /* strmap_each must not delete as it walks: take one at a time. */
-        strmap_each(k->protos, proto_pick, &victim);
-        if (victim)
-            proto_kill(k, victim);
-        pthread_mutex_unlock(&k->lock);
-        if (!victim)
-            break;
+    pthread_mutex_lock(&k->lock);
+    size_t n = strmap_count(k->protos);
+    kproto **all = calloc(n ? n : 1, sizeof *all), **cur = all;
+    if (all) {
+        /* Collect once, then kill: strmap_each must not see deletions. */
+        strmap_each(k->protos, proto_collect, &cur);
+        for (size_t i = 0; i < n; i++)
+            proto_kill(k, all[i]);
+        free(all);
     }
+    pthread_mutex_unlock(&k->lock);
 }
 
 int kernel_proto_clone(kernel *k, const char *src, const char *dst, char *err, size_t errlen)

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,6 +229,49 @@ size_t kstate_count(kstate *s)
     size_t n = s->n;
     pthread_mutex_unlock(&s->lock);
     return n;
+}
+
+uint64_t kstate_gen_quiet(kstate *s)
+{
+    return __atomic_load_n(&s->gen, __ATOMIC_RELAXED);
+}
+
+int kstate_export(kstate *s, char ***keys, void ***vals, size_t **lens, size_t *n)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t cnt = s->n, i = 0;
+    char **k = calloc(cnt ? cnt : 1, sizeof *k);
+    void **v = calloc(cnt ? cnt : 1, sizeof *v);
+    size_t *l = calloc(cnt ? cnt : 1, sizeof *l);
+    bool ok = k && v && l;
+    for (size_t b = 0; ok && b < s->nb; b++)
+        for (sent *e = s->b[b]; ok && e; e = e->next, i++) {
+            k[i] = strdup(e->key);
+            v[i] = malloc(e->len ? e->len : 1);
+            l[i] = e->len;
+            if (!k[i] || !v[i]) {
+                ok = false;
+                i++;
+                break;
+            }
+            memcpy(v[i], e->val, e->len);
+        }
+    pthread_mutex_unlock(&s->lock);
+    if (!ok) {
+        for (size_t j = 0; k && v && j < i; j++) {
+            free(k[j]);
+            free(v[j]);
+        }
+        free(k);
+        free(v);
+        free(l);
+        return -ENOMEM;
+    }
+    *keys = k;
+    *vals = v;
+    *lens = l;
+    *n = cnt;
+    return 0;
 }
 
 uint64_t kstate_gen(kstate *s)

@@ -30,6 +30,13 @@ int kstate_del(kstate *s, const char *key);
 int kstate_each(kstate *s, kstate_each_fn fn, void *arg);
 size_t kstate_count(kstate *s);
 uint64_t kstate_gen(kstate *s);                 /* bumps on every change */
+/* The same without the lock, for a caller that knows no writer runs (a
+ * snapshot under its freeze). */
+uint64_t kstate_gen_quiet(kstate *s);
+/* Copy every key and value out in one pass under the lock: *keys, *vals and
+ * *lens are arrays of *n (one allocation each); each key and value is its
+ * own malloc.  Returns 0 or -ENOMEM (nothing allocated). */
+int kstate_export(kstate *s, char ***keys, void ***vals, size_t **lens, size_t *n);
 int kstate_key_valid(const char *key);
 
 #endif
