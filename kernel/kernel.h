@@ -198,6 +198,10 @@ char *kernel_explain(kernel *k, const char *proto);
 char *kernel_history(kernel *k, const char *proto);
 char *kernel_status(kernel *k);
 
+/* Add a line to the errors status shows (last_errors), for problems found
+ * outside the kernel that concern it (an image that left a version out). */
+void kernel_report_error(kernel *k, const char *msg);
+
 /* Wait until every retired generation has been reclaimed or timeout_ms
  * passed; returns the number still draining. */
 int kernel_reclaim_wait(kernel *k, unsigned timeout_ms);

@@ -238,7 +238,7 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
     uint64_t t0 = (uint64_t)time(NULL);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    kernel_snapshot *s;
+    kernel_snapshot *s = NULL;
     int rc = kernel_snapshot_take(d->k, all, d->cfg->migrate_timeout_ms, &s, err, sizeof err);
     if (rc == 0) {
         pthread_mutex_lock(&d->evlock);
@@ -248,8 +248,32 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
         d->naudit = d->capaudit = 0;
         pthread_mutex_unlock(&d->evlock);
         rc = image_audit(d->img, audit, naudit, err, sizeof err);
-        for (size_t i = 0; i < naudit; i++)
-            free(audit[i]);
+        if (rc != 0) {
+            /* Not written: back in front of what came since, for the next
+             * snapshot (as many as fit). */
+            pthread_mutex_lock(&d->evlock);
+            size_t keep = naudit + d->naudit > 10000 ? (10000 > d->naudit ? 10000 - d->naudit : 0)
+                                                     : naudit;
+            char **merged = malloc((keep + d->naudit + 1) * sizeof *merged);
+            if (merged) {
+                memcpy(merged, audit, keep * sizeof *merged);
+                if (d->naudit)
+                    memcpy(merged + keep, d->audit, d->naudit * sizeof *merged);
+                free(d->audit);
+                d->audit = merged;
+                d->naudit += keep;
+                d->capaudit = d->naudit + 1;
+                for (size_t i = keep; i < naudit; i++)
+                    free(audit[i]);
+            } else {
+                for (size_t i = 0; i < naudit; i++)
+                    free(audit[i]);
+            }
+            pthread_mutex_unlock(&d->evlock);
+        } else {
+            for (size_t i = 0; i < naudit; i++)
+                free(audit[i]);
+        }
         free(audit);
         if (rc == 0)
             rc = image_write(d->img, s, err, sizeof err);
@@ -266,6 +290,7 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
     if (rc) {
         snprintf(msg, msglen, "snapshot failed, the image keeps the last one: %s", err);
         dlog(d, LOG_ERR, "%s", msg);
+        kernel_snapshot_free(s);     /* taken but not written; NULL if the take failed */
         return -1;
     }
     snprintf(msg, msglen, "snapshot written to %s: %zu proto%s changed, %zu deleted, sends held "
@@ -358,7 +383,9 @@ static int image_recover(a4psd *d, const char *why)
 
 static void image_report(void *arg, const char *message)
 {
-    dlog(arg, LOG_ERR, "%s", message);
+    a4psd *d = arg;
+    dlog(d, LOG_ERR, "%s", message);
+    kernel_report_error(d->k, message);
 }
 
 static void on_signal(a4psd *d)

@@ -6,12 +6,16 @@
  *                                origin, status, source and test report
  *                                (reserved for the forge)
  *   protos(...)                  identity, persona, current version, lineage
- *   state(proto, key, value)     the protos' state
+ *   state(proto, key, value, sum) the protos' state, each row checksummed
  *   audit(seq, time, event, data) what changed the system, bounded
  *   codex, amendments            reserved for the codex issue
  *
  * Every write is one transaction, so a crash at any moment leaves the last
- * committed snapshot; WAL keeps readers (sqlite3 CLI) out of the writer's way. */
+ * committed snapshot; WAL keeps readers (sqlite3 CLI) out of the writer's way.
+ * SQLite's quick_check sees a damaged page structure but not a flipped bit
+ * inside a value, so every protos and state row carries a checksum, all
+ * verified when the image is opened; binaries are verified by their SHA-256
+ * before they are loaded. */
 #define _GNU_SOURCE
 #include "image/image.h"
 
@@ -20,6 +24,7 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,9 +50,9 @@ static const char *const schema =
     "CREATE TABLE IF NOT EXISTS protos("
     "  name TEXT PRIMARY KEY, plugin TEXT NOT NULL, version TEXT NOT NULL,"
     "  state_version INTEGER NOT NULL, persona TEXT, deps TEXT, history TEXT,"
-    "  cloned_from TEXT, saved_at INTEGER NOT NULL);"
+    "  cloned_from TEXT, saved_at INTEGER NOT NULL, sum INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS state("
-    "  proto TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
+    "  proto TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, sum INTEGER NOT NULL,"
     "  PRIMARY KEY(proto, key)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS audit("
     "  seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, event TEXT NOT NULL,"
@@ -56,6 +61,44 @@ static const char *const schema =
     "CREATE TABLE IF NOT EXISTS amendments("
     "  id INTEGER PRIMARY KEY, proposed_at INTEGER, proposer TEXT, text TEXT NOT NULL,"
     "  status TEXT NOT NULL, decided_at INTEGER, decided_by TEXT);";
+
+/* FNV-1a over the parts of a row, each terminated so "ab"+"c" != "a"+"bc". */
+static uint64_t sum_add(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    h ^= 0xff;
+    return h * 1099511628211ull;
+}
+
+static uint64_t sum_str(uint64_t h, const char *s)
+{
+    return s ? sum_add(h, s, strlen(s)) : sum_add(h, "\x01null", 5);
+}
+
+static int64_t state_sum(const char *proto, const char *key, const void *val, size_t len)
+{
+    uint64_t h = 1469598103934665603ull;
+    h = sum_str(h, proto);
+    h = sum_str(h, key);
+    return (int64_t)sum_add(h, val, len);
+}
+
+static int64_t proto_sum(const char *name, const char *plugin, const char *version,
+                         int state_version, const char *persona, const char *deps,
+                         const char *history, const char *cloned_from)
+{
+    char sv[16];
+    snprintf(sv, sizeof sv, "%d", state_version);
+    uint64_t h = 1469598103934665603ull;
+    const char *parts[] = {name, plugin, version, sv, persona, deps, history, cloned_from};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        h = sum_str(h, parts[i]);
+    return (int64_t)h;
+}
 
 static int fail(image *img, char *err, size_t errlen, const char *what)
 {
@@ -96,6 +139,45 @@ static int meta_set(image *img, const char *key, const char *value)
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Every protos and state row against its checksum. */
+static int verify_rows(image *img, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    int rc = A4PS_OK;
+    if (sqlite3_prepare_v2(img->db, "SELECT proto, key, value, sum FROM state", -1, &st, NULL))
+        return fail(img, err, errlen, "reading state");
+    while (rc == A4PS_OK && sqlite3_step(st) == SQLITE_ROW) {
+        const char *proto = (const char *)sqlite3_column_text(st, 0);
+        const char *key = (const char *)sqlite3_column_text(st, 1);
+        const void *val = sqlite3_column_blob(st, 2);
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        if (state_sum(proto, key, val, len) != sqlite3_column_int64(st, 3)) {
+            snprintf(err, errlen, "image %s is damaged or not an image: the state of proto '%s', "
+                     "key '%s', fails its checksum", img->path, proto, key);
+            rc = A4PS_ERROR;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != A4PS_OK)
+        return rc;
+    if (sqlite3_prepare_v2(img->db, "SELECT name, plugin, version, state_version, persona, deps,"
+                           " history, cloned_from, sum FROM protos", -1, &st, NULL))
+        return fail(img, err, errlen, "reading protos");
+    while (rc == A4PS_OK && sqlite3_step(st) == SQLITE_ROW) {
+        const char *c[8];
+        for (int i = 0; i < 8; i++)
+            c[i] = (const char *)sqlite3_column_text(st, i);
+        if (proto_sum(c[0], c[1], c[2], sqlite3_column_int(st, 3), c[4], c[5], c[6], c[7]) !=
+            sqlite3_column_int64(st, 8)) {
+            snprintf(err, errlen, "image %s is damaged or not an image: the record of proto '%s' "
+                     "fails its checksum", img->path, c[0] ? c[0] : "?");
+            rc = A4PS_ERROR;
+        }
+    }
     sqlite3_finalize(st);
     return rc;
 }
@@ -179,6 +261,10 @@ int image_open(const char *path, image **out, char *err, size_t errlen)
         }
     }
     free(fmt);
+    if (existed && verify_rows(img, err, errlen) != A4PS_OK) {
+        image_close(img);
+        return A4PS_ERROR;
+    }
     *out = img;
     return A4PS_OK;
 }
@@ -235,10 +321,11 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
                            " reason = excluded.reason", -1, &beh, NULL) ||
         sqlite3_prepare_v2(img->db,
                            "INSERT OR REPLACE INTO protos(name, plugin, version, state_version,"
-                           " persona, deps, history, cloned_from, saved_at)"
-                           " VALUES(?,?,?,?,?,?,?,?,?)", -1, &pro, NULL) ||
+                           " persona, deps, history, cloned_from, saved_at, sum)"
+                           " VALUES(?,?,?,?,?,?,?,?,?,?)", -1, &pro, NULL) ||
         sqlite3_prepare_v2(img->db, "DELETE FROM state WHERE proto = ?", -1, &del, NULL) ||
-        sqlite3_prepare_v2(img->db, "INSERT INTO state(proto, key, value) VALUES(?,?,?)", -1, &ins, NULL) ||
+        sqlite3_prepare_v2(img->db, "INSERT INTO state(proto, key, value, sum) VALUES(?,?,?,?)",
+                           -1, &ins, NULL) ||
         sqlite3_prepare_v2(img->db, "DELETE FROM protos WHERE name = ?", -1, &delp, NULL)) {
         fail(img, err, errlen, "preparing the snapshot");
         goto out;
@@ -292,6 +379,9 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
         sqlite3_bind_text(pro, 7, p->history_json, -1, SQLITE_STATIC);
         sqlite3_bind_text(pro, 8, p->cloned_from, -1, SQLITE_STATIC);
         sqlite3_bind_int64(pro, 9, now);
+        sqlite3_bind_int64(pro, 10, proto_sum(p->name, p->plugin, p->version,
+                                              (int)p->state_version, p->persona, p->deps_json,
+                                              p->history_json, p->cloned_from));
         sqlite3_reset(del);
         sqlite3_bind_text(del, 1, p->name, -1, SQLITE_STATIC);
         if (sqlite3_step(pro) != SQLITE_DONE || sqlite3_step(del) != SQLITE_DONE) {
@@ -303,6 +393,7 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
             sqlite3_bind_text(ins, 1, p->name, -1, SQLITE_STATIC);
             sqlite3_bind_text(ins, 2, p->keys[j], -1, SQLITE_STATIC);
             sqlite3_bind_blob(ins, 3, p->vals[j], (int)p->lens[j], SQLITE_STATIC);
+            sqlite3_bind_int64(ins, 4, state_sum(p->name, p->keys[j], p->vals[j], p->lens[j]));
             if (sqlite3_step(ins) != SQLITE_DONE) {
                 fail(img, err, errlen, "writing state");
                 goto out;

@@ -37,6 +37,11 @@ void kernel_record_error(kernel *k, const char *msg)
     pthread_mutex_unlock(&k->err_lock);
 }
 
+void kernel_report_error(kernel *k, const char *msg)
+{
+    kernel_record_error(k, msg);
+}
+
 void kernel_emitf(kernel *k, const char *event, const char *fmt, ...)
 {
     if (!k->bus)
