@@ -190,6 +190,37 @@ test_image_restart() {
     stop
 }
 
+# Which wins between image and config (README, "Which wins"): the image's
+# state over the config's initial state; a proto only in the config is
+# created; a newer plugin file in the directory upgrades the image's protos;
+# a proto only in the image keeps running.  And rollback needs no file.
+test_image_precedence() {
+    IMAGE_LINE='image = "a4ps.img"; snapshot_interval_s = 0;' start ',
+    { name = "ONLYIMG"; plugin = "counter"; }' || return
+    expect_reply C incr "" "v1 count=101"
+    expect_reply ONLYIMG incr "" "v1 count=1"
+    kill -TERM "$PID"; wait "$PID"; PID=""
+    # New config: ONLYIMG gone, NEWCFG added; counter 2.0.0 in the directory.
+    sed -i 's/    { name = "ONLYIMG"; plugin = "counter"; }/    { name = "NEWCFG"; plugin = "counter"; state = { total = "7"; }; }/' "$T/a4ps.cfg"
+    install -m 644 "$PLUGINS/counter-2.so" "$T/plugins/counter-2.so"
+    "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 200); do ctl send C get > /dev/null 2>&1 && break; sleep 0.05; done
+    expect_reply C get "" "v2 count=101"          # image state, upgraded by the newer file
+    expect_reply ONLYIMG get "" "v2 count=1"      # only in the image: still here
+    expect_reply NEWCFG get "" "v2 count=7"       # only in the config: created from it (layout 2 key)
+    # Back to 1.0.0 from the image's stored binary, with the file gone.
+    rm -f "$T/plugins/counter-1.so"
+    local r
+    r=$(ctl rollback C 1.0.0) || fail "rollback: $r"
+    expect_contains "$r" "C now runs 1.0.0" "rollback"
+    r=$(ctl send C get) || fail "get after rollback: $r"
+    expect_contains "$r" "v1 count=" "C after rollback"
+    r=$(ctl history C) || fail "history: $r"
+    expect_contains "$r" "C runs counter 1.0.0" "history"
+    stop
+}
+
 # A damaged image: a4psd names the good backup generations and how to start
 # from one; with image_recover = true it does so itself and keeps the
 # damaged file.
@@ -450,7 +481,7 @@ test_check_config() {
 }
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load mv_persona_v2 image_restart image_recovery
+[ ${#tests[@]} -gt 0 ] || tests=(personas mv_swaps_under_load mv_persona_v2 image_restart image_precedence image_recovery
                                  slow_copy_loads_once
                                  bad_plugins_refused downgrade_refused sighup plugin_dir_recreated
                                  pinned_stays hangup_while_busy uid_refused
