@@ -163,8 +163,6 @@ kernel *kernel_create(const kernel_config *cfg, char *err, size_t errlen)
     k->started = time(NULL);
     pthread_mutex_init(&k->lock, NULL);
     pthread_mutex_init(&k->err_lock, NULL);
-    pthread_mutex_init(&k->freeze_mx, NULL);
-    pthread_cond_init(&k->freeze_cv, NULL);
     hostapi_init(&k->api);
     k->gate = calloc(1, sizeof *k->gate);
     k->tomb = calloc(1, sizeof *k->tomb);

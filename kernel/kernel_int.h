@@ -171,7 +171,11 @@ enum { KT_NONE, KT_WORKER, KT_CASUAL };
  * the x86-64 a4ps_guarded_call (fault/fault.c) addresses them. */
 typedef struct kthread {
     int depth;                                /* offset 0 */
-    int mode;
+    int16_t mode;
+    int16_t frozen;              /* a snapshot is cutting: outermost sends wait.  Written
+                                    with __atomic stores under threads_lock; the hot path
+                                    reads it after cmm_barrier, ordered against the
+                                    writer by its membarrier */
     kproto *_Atomic slot[KERNEL_MAX_DEPTH];   /* offset 8 */
     void *jb[KERNEL_MAX_DEPTH][8];            /* offset 8 + 8 * KERNEL_MAX_DEPTH */
     kfault fault;
@@ -212,10 +216,6 @@ struct kernel {
     uint32_t nselectors;         /* under lock */
     uint64_t next_gen;
     uint64_t next_proto_id;
-    /* snapshots: outermost sends wait while frozen (image/snapshot.c) */
-    _Atomic int freeze;
-    pthread_mutex_t freeze_mx;
-    pthread_cond_t freeze_cv;
     char **deleted;              /* protos destroyed since the last snapshot */
     size_t ndeleted;
     kdisp *gate;                 /* dispatch stand-in while migrating */
@@ -261,6 +261,10 @@ void kernel_threads_lock(void);
 void kernel_threads_unlock(void);
 kthread *kernel_threads_first(void);
 int kernel_membarrier(void);
+/* Hold (freeze) or release every thread's outermost sends, for a snapshot's
+ * cut.  Process-wide, like the thread registry: nests across kernels. */
+void kernel_threads_freeze(void);
+void kernel_threads_thaw(void);
 
 /* ---- loader/ ---- */
 int loader_load_file(kernel *k, const char *path, unsigned flags,

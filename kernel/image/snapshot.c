@@ -4,7 +4,8 @@
  * another's from after it when that message changed both.  A message is the
  * whole tree of sends below one outermost send, so the cut is taken when no
  * outermost send is in flight: the freeze flag makes new outermost sends
- * wait (dispatch.c checks it after announcing itself in slot 0), a
+ * wait (every thread's frozen flag, which dispatch.c checks after announcing
+ * itself in slot 0 -- it shares a cache line with the depth it reads anyway), a
  * membarrier orders that check against the flag, and we wait until no
  * thread's slot 0 names a proto.  Then the changed protos are copied --
  * memory copies only -- and sends resume.  The SQLite writing happens later,
@@ -32,10 +33,8 @@ static bool outermost_in_flight(void)
 
 static void thaw(kernel *k)
 {
-    pthread_mutex_lock(&k->freeze_mx);
-    atomic_store(&k->freeze, 0);
-    pthread_cond_broadcast(&k->freeze_cv);
-    pthread_mutex_unlock(&k->freeze_mx);
+    (void)k;
+    kernel_threads_thaw();
 }
 
 static char *names_json(char **names, int n)
@@ -174,7 +173,7 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
     }
 
     uint64_t t0 = kernel_now_ns();
-    atomic_store(&k->freeze, 1);
+    kernel_threads_freeze();
     kernel_membarrier();
     uint64_t deadline = t0 + (uint64_t)timeout_ms * 1000000ull;
     while (outermost_in_flight()) {
