@@ -13,6 +13,7 @@
 #include "image/image.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -181,6 +182,18 @@ static void apply(a4psd *d, dconfig *nc)
     }
 }
 
+/* Reloads change the system too: they go on the bus (and so into the
+ * image's audit log). */
+static void reload_event(a4psd *d, const char *event, const char *errors)
+{
+    json_t *j = json_pack("{s:s, s:s?}", "config", d->cfg_arg, "errors", errors);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (s)
+        kernel_emit(d->k, event, s);
+    free(s);
+}
+
 int daemon_reload(a4psd *d, char **errors)
 {
     dconfig *nc;
@@ -201,6 +214,7 @@ int daemon_reload(a4psd *d, char **errors)
         if (n && d->config_error[n - 1] == '\n')
             d->config_error[n - 1] = 0;          /* status shows it as one field */
         pthread_mutex_unlock(&d->mx);
+        reload_event(d, "config_refused", *errors);
         return -1;
     }
     /* What only the running system can check, before anything applies. */
@@ -217,6 +231,7 @@ int daemon_reload(a4psd *d, char **errors)
         d->config_error = e ? strdup(e) : NULL;
         pthread_mutex_unlock(&d->mx);
         *errors = e;
+        reload_event(d, "config_refused", e);
         return -1;
     }
     pthread_mutex_lock(&d->mx);
@@ -225,6 +240,7 @@ int daemon_reload(a4psd *d, char **errors)
     pthread_mutex_unlock(&d->mx);
     apply(d, nc);
     dlog(d, LOG_NOTICE, "config applied");
+    reload_event(d, "config_reloaded", NULL);
     return 0;
 }
 
@@ -247,7 +263,7 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
         d->audit = NULL;
         d->naudit = d->capaudit = 0;
         pthread_mutex_unlock(&d->evlock);
-        rc = image_audit(d->img, audit, naudit, err, sizeof err);
+        rc = image_audit(d->img, audit, naudit, d->cfg->audit_keep, err, sizeof err);
         if (rc != 0) {
             /* Not written: back in front of what came since, for the next
              * snapshot (as many as fit). */

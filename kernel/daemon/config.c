@@ -286,6 +286,7 @@ static const keyspec root_spec[] = {
     {"image", K_STRING, 0, 0, 0},
     {"snapshot_interval_s", K_INT, 0, 86400, 0},
     {"image_backups", K_INT, 0, 100, 0},
+    {"audit_keep", K_INT, 100, 100000000, 0},
     {"image_recover", K_ANY, 0, 0, 0},
     {"log_level", K_STRING, 0, 0, 0},
     {"workers", K_INT, 1, 64, 0},
@@ -485,6 +486,7 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->workers = (int)int_member(root, "workers", 2);
     c->snapshot_interval_s = (unsigned)int_member(root, "snapshot_interval_s", 60);
     c->image_backups = (int)int_member(root, "image_backups", 3);
+    c->audit_keep = (long)int_member(root, "audit_keep", 10000);
     const config_setting_t *rec = config_setting_get_member(root, "image_recover");
     if (rec && config_setting_type(rec) != CONFIG_TYPE_BOOL)
         errf(&e, rec, "image_recover: expected a boolean (true or false), found %s",

@@ -38,6 +38,7 @@ typedef struct dconfig {
     char *image;                 /* NULL: no image (nothing persists) */
     unsigned snapshot_interval_s; /* 0: only on request and at shutdown */
     int image_backups;           /* good generations kept as IMAGE.1 ... */
+    long audit_keep;             /* newest audit entries the image keeps */
     int image_recover;           /* start from the newest good backup if damaged */
     char *socket;
     char *group;                 /* NULL: socket mode 0600 */

@@ -32,8 +32,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define AUDIT_KEEP 10000
-
 struct image {
     sqlite3 *db;
     char *path;
@@ -435,7 +433,7 @@ out:
     return rc;
 }
 
-int image_audit(image *img, char *const *json, size_t n, char *err, size_t errlen)
+int image_audit(image *img, char *const *json, size_t n, long keep, char *err, size_t errlen)
 {
     if (!n)
         return A4PS_OK;
@@ -461,8 +459,8 @@ int image_audit(image *img, char *const *json, size_t n, char *err, size_t errle
     }
     sqlite3_finalize(st);
     char trim[160];
-    snprintf(trim, sizeof trim, "DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - %d",
-             AUDIT_KEEP);
+    snprintf(trim, sizeof trim, "DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - %ld",
+             keep);
     if (exec(img, trim, err, errlen, "trimming the audit log") != A4PS_OK ||
         exec(img, "COMMIT", err, errlen, "commit") != A4PS_OK) {
         sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);

@@ -27,9 +27,9 @@ void image_close(image *img);
  * deleted protos.  On failure nothing of it is in the image. */
 int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen);
 
-/* Append events to the audit log in one transaction (bounded: the oldest
- * go first).  json[i] is the event as the bus delivered it. */
-int image_audit(image *img, char *const *json, size_t n, char *err, size_t errlen);
+/* Append events to the audit log in one transaction; it keeps the newest
+ * `keep` entries.  json[i] is the event as the bus delivered it. */
+int image_audit(image *img, char *const *json, size_t n, long keep, char *err, size_t errlen);
 
 typedef struct image_restored {
     int versions;                /* versions loaded from the image */

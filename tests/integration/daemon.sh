@@ -165,9 +165,15 @@ test_image_restart() {
     sleep 0.3
     grep -q "snapshot written" "$T/log" || fail "SIGUSR1 wrote no snapshot: $(tail -3 "$T/log")"
     expect_reply C incr "" "v1 count=102"           # only in the shutdown snapshot
+    kill -HUP "$PID"                                 # a reload, for the audit log
+    sleep 0.3
     kill -TERM "$PID"
     wait "$PID" || fail "a4psd exited non-zero at shutdown"
     PID=""
+    local audit
+    audit=$(sqlite3 "$T/a4ps.img" "SELECT event FROM audit ORDER BY seq" | sort | uniq -c)
+    expect_contains "$audit" "plugin_loaded" "the image's audit log"
+    expect_contains "$audit" "config_reloaded" "the image's audit log"
     # A new directory with the image and a config, and nothing else.
     local N
     N=$(mktemp -d /tmp/a4ps-it-XXXXXX)
