@@ -14,11 +14,11 @@ set -uo pipefail
 : "${PLUGINS:?dir of the built plugins}" "${TEST_PLUGINS:?dir of the test plugins}"
 
 failures=0
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 T=""                              # the current test's temp dir
 PID=""                            # the current daemon
 
-fail() { echo "FAIL $CURRENT: $*"; failures=$((failures + 1)); return 1; }
-ctl() { "$A4PSCTL" -s "$T/a.sock" "$@"; }
 
 # Start a4psd on a config with the four personas and the counter example;
 # extra config lines may be passed as $1.
@@ -55,26 +55,8 @@ EOF
     fail "a4psd did not come up: $(tail -5 "$T/log")"
 }
 
-stop() {
-    if [ -n "$PID" ] && kill -0 "$PID" 2> /dev/null; then
-        kill -TERM "$PID"
-        wait "$PID" 2> /dev/null
-    fi
-    PID=""
-    [ -n "$T" ] && rm -rf "$T"
-    T=""
-}
 
-expect_reply() {   # proto selector payload expected
-    local got
-    got=$(ctl send "$1" "$2" "$3" 2>&1) || { fail "send $1 $2 '$3' failed: $got"; return 1; }
-    [ "$got" = "$4" ] || { fail "send $1 $2 '$3': got '$got', expected '$4'"; return 1; }
-}
 
-expect_contains() {   # text needle what
-    case "$1" in *"$2"*) return 0 ;; esac
-    fail "$3 does not contain '$2': $1"
-}
 
 # Wait until a4psctl status contains a needle (for asynchronous effects).
 wait_status() {

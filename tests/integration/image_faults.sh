@@ -22,13 +22,13 @@ command -v socat > /dev/null || { echo "FAIL: socat is missing (scripts/setup in
 command -v prlimit > /dev/null || { echo "FAIL: prlimit (util-linux) is missing"; exit 1; }
 
 failures=0
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 T=""                              # the current test's temp dir
 PID=""                            # the current daemon
 LOG=""                            # its log
 LOGN=0
 
-fail() { echo "FAIL $CURRENT: $*"; failures=$((failures + 1)); return 1; }
-ctl() { "$A4PSCTL" -s "$T/a.sock" "$@"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # A fresh temp dir with the given plugin files in its plugin directory.
@@ -85,26 +85,8 @@ halt() {
     fail "a4psd exited $rc at shutdown: $why"
 }
 
-stop() {
-    if [ -n "$PID" ] && kill -0 "$PID" 2> /dev/null; then
-        kill -TERM "$PID"
-        wait "$PID" 2> /dev/null
-    fi
-    PID=""
-    [ -n "$T" ] && rm -rf "$T"
-    T=""
-}
 
-expect_reply() {   # proto selector payload expected
-    local got
-    got=$(ctl send "$1" "$2" "$3" 2>&1) || { fail "send $1 $2 '$3' failed: $got"; return 1; }
-    [ "$got" = "$4" ] || { fail "send $1 $2 '$3': got '$got', expected '$4'"; return 1; }
-}
 
-expect_contains() {   # text needle what
-    case "$1" in *"$2"*) return 0 ;; esac
-    fail "$3 does not contain '$2': $1"
-}
 
 expect_line() {   # text extended-regex what: some line of text matches
     grep -qE -- "$2" <<< "$1" || fail "$3 has no line matching '$2': $1"

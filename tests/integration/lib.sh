@@ -1,0 +1,29 @@
+# lib.sh -- helpers shared by the integration scripts (sourced, not run).
+#
+# The sourcing script sets CURRENT (the test's name), T (its temp dir), PID
+# (its daemon) and failures; these helpers read and update them.
+
+fail() { echo "FAIL $CURRENT: $*"; failures=$((failures + 1)); return 1; }
+ctl() { "$A4PSCTL" -s "$T/a.sock" "$@"; }
+
+# Stop the test's daemon (if it still runs) and remove its directory.
+stop() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2> /dev/null; then
+        kill -TERM "$PID"
+        wait "$PID" 2> /dev/null
+    fi
+    PID=""
+    [ -n "$T" ] && rm -rf "$T"
+    T=""
+}
+
+expect_reply() {   # proto selector payload expected
+    local got
+    got=$(ctl send "$1" "$2" "$3" 2>&1) || { fail "send $1 $2 '$3' failed: $got"; return 1; }
+    [ "$got" = "$4" ] || { fail "send $1 $2 '$3': got '$got', expected '$4'"; return 1; }
+}
+
+expect_contains() {   # text needle what
+    case "$1" in *"$2"*) return 0 ;; esac
+    fail "$3 does not contain '$2': $1"
+}
