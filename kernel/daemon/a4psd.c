@@ -101,6 +101,21 @@ void daemon_create_protos(a4psd *d, const char *only_plugin)
     }
 }
 
+/* The config's subscriptions, for every observer proto that exists (a proto
+ * restored from the image was not created here, so it is not subscribed by
+ * daemon_create_protos). */
+static void subscribe_all(a4psd *d)
+{
+    char err[KERNEL_ERRLEN];
+    for (int j = 0; j < d->cfg->nsubs; j++) {
+        const dsub *s = &d->cfg->subs[j];
+        if (proto_exists(d, s->proto) &&
+            kernel_subscribe(d->k, s->event, s->proto, s->selector, err, sizeof err) != 0 &&
+            !strstr(err, "already observes"))
+            dlog(d, LOG_ERR, "%s: %s", d->cfg->path, err);
+    }
+}
+
 /* Apply the parts of a new config that can change while running; report the
  * ones that need a restart.  nc becomes d->cfg. */
 static void apply(a4psd *d, dconfig *nc)
@@ -164,13 +179,7 @@ static void apply(a4psd *d, dconfig *nc)
         dlog(d, LOG_ERR, "%s", err);
     watch_scan(d, false);
     daemon_create_protos(d, NULL);
-    for (int j = 0; j < nc->nsubs; j++) {
-        const dsub *s = &nc->subs[j];
-        if (proto_exists(d, s->proto) &&
-            kernel_subscribe(d->k, s->event, s->proto, s->selector, err, sizeof err) != 0 &&
-            !strstr(err, "already observes"))
-            dlog(d, LOG_ERR, "%s: %s", nc->path, err);
-    }
+    subscribe_all(d);
     /* Pinned versions: a proto whose version in the config changed moves. */
     for (int i = 0; i < nc->nprotos; i++) {
         const dproto *p = &nc->protos[i];
@@ -584,6 +593,7 @@ int main(int argc, char **argv)
          cfg->workers);
     watch_scan(d, true);
     daemon_create_protos(d, NULL);
+    subscribe_all(d);
 
     while (!d->stopping) {
         struct epoll_event evs[64];

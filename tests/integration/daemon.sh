@@ -175,6 +175,11 @@ test_image_restart() {
     expect_reply BRICK eval "6*7" "42"
     r=$(ctl status)
     expect_contains "$r" "brick" "status after restore"
+    # ALFRED came back from the image: it must observe events again.
+    ctl send C nosuchselector > /dev/null 2>&1
+    sleep 0.3
+    r=$(ctl send ALFRED report) || fail "ALFRED report after restore: $r"
+    expect_contains "$r" "message_not_understood" "ALFRED after restore"
     stop
 }
 
