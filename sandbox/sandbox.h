@@ -1,0 +1,54 @@
+/* sandbox.h -- running a command inside gVisor (runsc), fenced off.
+ *
+ * Each run gets an OCI bundle of its own: an empty root with the toolchain
+ * bound read-only (/usr, and the few files of /etc the compiler needs), extra
+ * read-only directories the caller names (the abi/ headers), the caller's
+ * work directory read-write at /work, a tmpfs /tmp, no network, an
+ * unprivileged user, and rlimits for CPU, memory, processes and file size.
+ * Nothing else of the host is visible: not the image, the config, the plugin
+ * directory, the control socket, /root, /home or /etc/shadow.  A run that
+ * outlives its wall-clock limit is killed and deleted.  Without runsc,
+ * sandbox_open refuses (fail closed) and says how to install it. */
+#ifndef A4PS_SANDBOX_H
+#define A4PS_SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sandbox sandbox;
+
+typedef struct sandbox_limits {
+    unsigned wall_ms;            /* killed after this long */
+    unsigned cpu_s;              /* RLIMIT_CPU */
+    size_t mem_bytes;            /* RLIMIT_AS */
+    unsigned nproc;              /* RLIMIT_NPROC */
+    size_t file_bytes;           /* RLIMIT_FSIZE: the largest file it may write */
+    size_t output_bytes;         /* stdout and stderr kept, each */
+} sandbox_limits;
+
+typedef struct sandbox_result {
+    int exited;                  /* 1: exit status in status */
+    int status;
+    int timed_out;               /* killed at wall_ms */
+    char *out;                   /* stdout (NUL-terminated, at most output_bytes) */
+    size_t outlen;
+    char *errout;                /* stderr */
+    size_t errlen;
+    int truncated;               /* output beyond output_bytes was dropped */
+    uint64_t wall_ms;
+} sandbox_result;
+
+/* runsc: its path, or NULL to find it on PATH.  ro_dirs: NULL-terminated
+ * pairs of host directory and sandbox mount point, bound read-only. */
+int sandbox_open(const char *runtime_dir, const char *runsc, const char *const *ro_dirs,
+                 sandbox **out, char *err, size_t errlen);
+void sandbox_close(sandbox *sb);
+
+/* Run argv (argv[0] an absolute path inside the sandbox) with workdir (a
+ * host directory) as /work and the current directory.  Returns 0 when the
+ * sandbox ran it (whatever its exit status; see res), or -1 with err. */
+int sandbox_run(sandbox *sb, const char *workdir, const char *const *argv,
+                const sandbox_limits *lim, sandbox_result *res, char *err, size_t errlen);
+void sandbox_result_free(sandbox_result *res);
+
+#endif
