@@ -133,6 +133,15 @@ int kernel_proto_clone(kernel *k, const char *src, const char *dst,
 int kernel_proto_depend(kernel *k, const char *name, const char *dep,
                         char *err, size_t errlen);
 
+/* Does proto `name` exist? */
+int kernel_proto_exists(kernel *k, const char *name);
+
+/* The kernel's naming rules, for those who check names before they reach
+ * it (the daemon's config): proto names [A-Za-z][A-Za-z0-9_.-]{0,62},
+ * plugin names [a-z][a-z0-9_-]{0,63}.  1 when valid. */
+int kernel_valid_proto_name(const char *name);
+int kernel_valid_plugin_name(const char *name);
+
 /* Direct state access from outside (the daemon's initial state, tests).
  * kernel_state_get returns a malloc'd copy in *out, its length in *len. */
 int kernel_state_set(kernel *k, const char *proto, const char *key,

@@ -285,6 +285,12 @@ enum { HOOK_INIT, HOOK_FINI, HOOK_MIGRATE, HOOK_SELF_TEST };
 kproto *proto_lookup(kernel *k, const char *name);   /* RCU read side */
 void proto_put(kproto *p);
 void proto_destroy_all(kernel *k);
+/* Every proto, as a malloc'd array of *n (NULL on ENOMEM).  Caller holds
+ * k->lock, which keeps the list valid while it is used. */
+kproto **proto_all(kernel *k, size_t *n);
+const char *kver_status_name(enum kver_status s);
+int proto_name_valid(const char *s);
+int plugin_name_valid(const char *s);
 int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
                   const void *msg, size_t len, kernel_reply *reply);
 uint32_t selector_intern(kernel *k, const char *sel);   /* under k->lock */

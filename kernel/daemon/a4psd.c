@@ -59,12 +59,9 @@ static const dproto *config_proto(const dconfig *c, const char *name)
     return NULL;
 }
 
-/* Does the kernel have proto `name`?  (explain answers for existing ones.) */
 static bool proto_exists(a4psd *d, const char *name)
 {
-    char *e = kernel_explain(d->k, name);
-    free(e);
-    return e != NULL;
+    return kernel_proto_exists(d->k, name);
 }
 
 void daemon_create_protos(a4psd *d, const char *only_plugin)

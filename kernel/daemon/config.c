@@ -6,6 +6,7 @@
  * everything that is wrong with the file. */
 #define _GNU_SOURCE
 #include "daemon/config.h"
+#include "kernel.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -267,18 +268,6 @@ static json_t *to_json(const config_setting_t *s)
     return json_null();
 }
 
-static int name_ok(const char *s, int allow_upper)
-{
-    if (!s || !*s || strlen(s) > 62)
-        return 0;
-    if (!((*s >= 'a' && *s <= 'z') || (allow_upper && *s >= 'A' && *s <= 'Z')))
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (allow_upper && *s >= 'A' && *s <= 'Z') ||
-              (*s >= '0' && *s <= '9') || *s == '_' || *s == '-' || *s == '.'))
-            return 0;
-    return 1;
-}
 
 static const keyspec root_spec[] = {
     {"plugin_dir", K_STRING, 0, 0, 1},
@@ -346,9 +335,9 @@ static void parse_protos(errs *e, dconfig *c, const config_setting_t *list)
             continue;
         dproto *p = &c->protos[c->nprotos];
         const char *name = str_member(g, "name");
-        if (!name_ok(name, 1)) {
+        if (!kernel_valid_proto_name(name)) {
             errf(e, config_setting_get_member(g, "name"),
-                 "%s.name: '%s' must match [A-Za-z][A-Za-z0-9_.-]{0,61}", path, name);
+                 "%s.name: '%s' must match [A-Za-z][A-Za-z0-9_.-]{0,62}", path, name);
             continue;
         }
         for (int j = 0; j < c->nprotos; j++)
@@ -362,9 +351,9 @@ static void parse_protos(errs *e, dconfig *c, const config_setting_t *list)
         if (!name)
             continue;
         const char *plugin = str_member(g, "plugin");
-        if (!name_ok(plugin, 0)) {
+        if (!kernel_valid_plugin_name(plugin)) {
             errf(e, config_setting_get_member(g, "plugin"),
-                 "%s.plugin: '%s' is not a plugin name ([a-z][a-z0-9_-]*)", path, plugin);
+                 "%s.plugin: '%s' is not a plugin name ([a-z][a-z0-9_-]{0,63})", path, plugin);
             continue;
         }
         p->name = strdup(name);

@@ -100,31 +100,6 @@ void kernel_snapshot_free(kernel_snapshot *s)
     free(s);
 }
 
-typedef struct collect_arg {
-    kproto **v;
-    size_t n, cap;
-} collect_arg;
-
-static void collect(void *arg, const char *key, void *val)
-{
-    (void)key;
-    collect_arg *c = arg;
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        kproto **nv = realloc(c->v, cap * sizeof *nv);
-        if (!nv)
-            return;
-        c->v = nv;
-        c->cap = cap;
-    }
-    c->v[c->n++] = val;
-}
-
-static const char *status_name(enum kver_status s)
-{
-    return s == KVER_LIVE ? "live" : s == KVER_RETIRED ? "retired" : "quarantined";
-}
-
 int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapshot **out,
                          char *err, size_t errlen)
 {
@@ -152,7 +127,7 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
         memcpy(sv->sha256, v->sha_hex, 65);
         sv->state_version = v->state_version;
         snprintf(sv->parent, sizeof sv->parent, "%s", v->parent ? v->parent->version : "");
-        sv->status = status_name(v->status);
+        sv->status = kver_status_name(v->status);
         sv->reason = v->reason[0] ? strdup(v->reason) : NULL;
         sv->origin = v->origin ? strdup(v->origin) : NULL;
         sv->stored_path = strdup(v->stored_path);
@@ -161,13 +136,13 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
 
     /* Everything that need not wait for the cut is done before it: the
      * list of protos (k->lock keeps it as it is). */
-    collect_arg ca = {0};
-    strmap_each(k->protos, collect, &ca);
-    s->protos = calloc(ca.n ? ca.n : 1, sizeof *s->protos);
-    s->gens = calloc(ca.n ? ca.n * 2 : 1, sizeof *s->gens);
-    kproto **taken = calloc(ca.n ? ca.n : 1, sizeof *taken);
-    if (!s->protos || !s->gens || !taken) {
-        free(ca.v);
+    size_t np;
+    kproto **list = proto_all(k, &np);
+    s->protos = calloc(np ? np : 1, sizeof *s->protos);
+    s->gens = calloc(np ? np * 2 : 1, sizeof *s->gens);
+    kproto **taken = calloc(np ? np : 1, sizeof *taken);
+    if (!list || !s->protos || !s->gens || !taken) {
+        free(list);
         free(taken);
         goto nomem;
     }
@@ -182,7 +157,7 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
             pthread_mutex_unlock(&k->lock);
             if (worker)
                 kernel_thread_online(k);
-            free(ca.v);
+            free(list);
             free(taken);
             kernel_snapshot_free(s);
             snprintf(err, errlen, "snapshot: calls in flight did not finish within %u ms; "
@@ -194,8 +169,8 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
     /* The cut: no send runs, so generations are read without their locks,
      * and only state is copied while sends wait. */
     int rc = 0;
-    for (size_t i = 0; i < ca.n && !rc; i++) {
-        kproto *p = ca.v[i];
+    for (size_t i = 0; i < np && !rc; i++) {
+        kproto *p = list[i];
         uint64_t sg = kstate_gen_quiet(p->state);
         if (!all && p->saved && sg == p->saved_state_gen && p->meta_gen == p->saved_meta_gen)
             continue;
@@ -209,7 +184,7 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
     }
     s->stall_ns = kernel_now_ns() - t0;
     thaw(k);
-    free(ca.v);
+    free(list);
     for (size_t i = 0; i < s->nprotos && !rc; i++)
         rc = copy_meta(taken[i], &s->protos[i]);
     free(taken);

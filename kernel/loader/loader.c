@@ -83,7 +83,7 @@ static int parse_version(const char *s, uint32_t out[3])
     return *s ? -1 : 0;
 }
 
-static int name_valid(const char *s)
+int plugin_name_valid(const char *s)
 {
     if (!(*s >= 'a' && *s <= 'z'))
         return 0;
@@ -306,7 +306,7 @@ static void entry_thunk(void *arg)
     const a4ps_plugin *d = &b->d;
     if (!d->name || !*d->name)
         FAIL("name: empty");
-    if (!name_valid(d->name))
+    if (!plugin_name_valid(d->name))
         FAIL("name: '%.64s' must match [a-z][a-z0-9_-]{0,63}", d->name);
     uint32_t vnum[3];
     if (!d->version || parse_version(d->version, vnum) != 0)
@@ -339,7 +339,7 @@ static void entry_thunk(void *arg)
     if (d->dependencies) {
         int nd = 0;
         for (; d->dependencies[nd]; nd++)
-            if (nd >= MAX_DEPS || !name_valid(d->dependencies[nd]))
+            if (nd >= MAX_DEPS || !plugin_name_valid(d->dependencies[nd]))
                 FAIL("dependencies[%d]: '%.64s' is not a plugin name", nd,
                            d->dependencies[nd]);
     }

@@ -61,7 +61,7 @@ void proto_put(kproto *p)
         reclaim_defer(p->k, proto_free, p);
 }
 
-static int proto_name_valid(const char *s)
+int proto_name_valid(const char *s)
 {
     if (!s || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
         return 0;
@@ -177,6 +177,24 @@ static void proto_kill(kernel *k, kproto *p)
     proto_put(p);
 }
 
+int kernel_proto_exists(kernel *k, const char *name)
+{
+    pthread_mutex_lock(&k->lock);
+    int found = name && strmap_get(k->protos, name) != NULL;
+    pthread_mutex_unlock(&k->lock);
+    return found;
+}
+
+int kernel_valid_proto_name(const char *name)
+{
+    return proto_name_valid(name);
+}
+
+int kernel_valid_plugin_name(const char *name)
+{
+    return name && plugin_name_valid(name);
+}
+
 int kernel_proto_destroy(kernel *k, const char *name, char *err, size_t errlen)
 {
     pthread_mutex_lock(&k->lock);
@@ -199,18 +217,24 @@ static void proto_collect(void *arg, const char *key, void *val)
     *(*cur)++ = val;
 }
 
+kproto **proto_all(kernel *k, size_t *n)
+{
+    *n = strmap_count(k->protos);
+    kproto **all = calloc(*n ? *n : 1, sizeof *all), **cur = all;
+    if (all)
+        strmap_each(k->protos, proto_collect, &cur);
+    return all;
+}
+
 void proto_destroy_all(kernel *k)
 {
     pthread_mutex_lock(&k->lock);
-    size_t n = strmap_count(k->protos);
-    kproto **all = calloc(n ? n : 1, sizeof *all), **cur = all;
-    if (all) {
-        /* Collect once, then kill: strmap_each must not see deletions. */
-        strmap_each(k->protos, proto_collect, &cur);
-        for (size_t i = 0; i < n; i++)
-            proto_kill(k, all[i]);
-        free(all);
-    }
+    size_t n;
+    kproto **all = proto_all(k, &n);
+    /* Collected first: strmap_each must not see the deletions. */
+    for (size_t i = 0; all && i < n; i++)
+        proto_kill(k, all[i]);
+    free(all);
     pthread_mutex_unlock(&k->lock);
 }
 
@@ -345,7 +369,7 @@ static const char *kind_name(uint32_t kind)
     }
 }
 
-static const char *status_name(enum kver_status s)
+const char *kver_status_name(enum kver_status s)
 {
     return s == KVER_LIVE ? "live" : s == KVER_RETIRED ? "retired" : "quarantined";
 }
@@ -415,7 +439,7 @@ char *kernel_explain(kernel *k, const char *proto)
         "{s:s, s:s, s:s, s:i, s:s, s:s?, s:I, s:s, s:s?}", "name", v->name, "version",
         v->version, "sha256", v->sha_hex, "state_version", (int)v->state_version, "kind",
         kind_name(v->kind), "description", b->d.description, "generation", (json_int_t)b->gen,
-        "status", status_name(v->status), "origin", v->origin);
+        "status", kver_status_name(v->status), "origin", v->origin);
     json_t *j = json_pack(
         "{s:s, s:I, s:o, s:s?, s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o}, s:o}", "proto", p->name,
         "id", (json_int_t)p->id, "persona", persona ? persona : json_null(), "cloned_from",
@@ -445,7 +469,7 @@ char *kernel_history(kernel *k, const char *proto)
         if (!strcmp(v->name, cur->name))
             json_array_insert_new(all, 0, json_pack(
                 "{s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:I, s:b}", "version", v->version,
-                "sha256", v->sha_hex, "status", status_name(v->status), "reason",
+                "sha256", v->sha_hex, "status", kver_status_name(v->status), "reason",
                 v->reason[0] ? v->reason : NULL, "kind", kind_name(v->kind), "parent",
                 v->parent ? v->parent->version : NULL, "origin", v->origin, "loaded_at",
                 (json_int_t)v->loaded_at, "current", v == cur));
@@ -487,7 +511,7 @@ char *kernel_status(kernel *k)
     for (kver *v = k->versions; v; v = v->next) {
         json_array_append_new(versions, json_pack(
             "{s:s, s:s, s:s, s:s, s:i, s:b, s:o}", "name", v->name, "version", v->version,
-            "sha256", v->sha_hex, "status", status_name(v->status), "state_version",
+            "sha256", v->sha_hex, "status", kver_status_name(v->status), "state_version",
             (int)v->state_version, "loaded", v->loaded != NULL, "generation",
             v->loaded ? json_integer((json_int_t)v->loaded->gen) : json_null()));
         if (v->status == KVER_QUARANTINED)

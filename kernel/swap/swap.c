@@ -257,26 +257,6 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
     return A4PS_OK;
 }
 
-typedef struct proto_list {
-    kproto **v;
-    size_t n, cap;
-} proto_list;
-
-static void collect(void *arg, const char *key, void *val)
-{
-    (void)key;
-    proto_list *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        kproto **nv = realloc(l->v, cap * sizeof *nv);
-        if (!nv)
-            return;
-        l->v = nv;
-        l->cap = cap;
-    }
-    l->v[l->n++] = val;
-}
-
 void swap_quarantine(kernel *k, kbeh *b, const char *reason)
 {
     char err[KERNEL_ERRLEN];
@@ -297,10 +277,13 @@ void swap_quarantine(kernel *k, kbeh *b, const char *reason)
     /* The registry's reference goes once the protos have moved off. */
     bool drop_registry = b->registry;
     b->registry = false;
-    proto_list l = {0};
-    strmap_each(k->protos, collect, &l);
-    for (size_t i = 0; i < l.n; i++) {
-        kproto *p = l.v[i];
+    size_t n;
+    kproto **all = proto_all(k, &n);
+    if (!all)
+        kernel_log(k, A4PS_LOG_ERR, "quarantine of %s %s: out of memory listing the protos; "
+                   "none was rolled back", v->name, v->version);
+    for (size_t i = 0; all && i < n; i++) {
+        kproto *p = all[i];
         if (p->cur != b)
             continue;
         drop_quarantined(p);
@@ -314,7 +297,7 @@ void swap_quarantine(kernel *k, kbeh *b, const char *reason)
             kernel_record_error(k, err);
         }
     }
-    free(l.v);
+    free(all);
     if (drop_registry)
         beh_release(k, b);
     pthread_mutex_unlock(&k->lock);
@@ -362,10 +345,14 @@ int kernel_upgrade_except(kernel *k, const char *plugin, const char *const *skip
         rc = A4PS_ENOENT;
         goto out;
     }
-    proto_list l = {0};
-    strmap_each(k->protos, collect, &l);
-    for (size_t i = 0; i < l.n && rc == 0; i++) {
-        kproto *p = l.v[i];
+    size_t np;
+    kproto **all = proto_all(k, &np);
+    if (!all) {
+        snprintf(err, errlen, "upgrade: out of memory listing the protos");
+        rc = A4PS_ENOMEM;
+    }
+    for (size_t i = 0; all && i < np && rc == 0; i++) {
+        kproto *p = all[i];
         if (strcmp(p->cur->ver->name, plugin) || p->cur->ver == newest ||
             loader_version_cmp(p->cur->ver, newest) > 0)
             continue;
@@ -378,7 +365,7 @@ int kernel_upgrade_except(kernel *k, const char *plugin, const char *const *skip
         if (rc == 0)
             n++;
     }
-    free(l.v);
+    free(all);
 out:
     pthread_mutex_unlock(&k->lock);
     return rc < 0 ? rc : n;
