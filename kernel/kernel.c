@@ -254,6 +254,8 @@ void kernel_destroy(kernel *k)
         nx = v->next;
         free(v->stored_path);
         free(v->origin);
+        free(v->source);
+        free(v->report);
         free(v);
     }
     free(k->deferred);

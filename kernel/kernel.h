@@ -34,9 +34,11 @@ typedef struct kernel_handle kernel_handle;
 
 /* Decide whether a binary may be loaded: called after the file's ELF checks
  * and before dlopen, with the file's SHA-256.  Return 0 to allow; otherwise
- * write the reason to why.  The sandbox probe plugs in here. */
+ * write the reason to why.  Either way it may set *report to a malloc'd JSON
+ * text (the test report); the kernel keeps it with the version it loads (and
+ * frees it otherwise).  The sandbox probe plugs in here. */
 typedef int (*kernel_verify_fn)(void *arg, const char *path,
-                                const unsigned char sha256[32],
+                                const unsigned char sha256[32], char **report,
                                 char *why, size_t whylen);
 
 /* Receives every log line the kernel writes (level is a syslog priority). */
@@ -111,6 +113,12 @@ int kernel_load(kernel *k, const char *path, kernel_version_info *info,
 #define KERNEL_LOAD_NO_DOWNGRADE 1u
 int kernel_load_ex(kernel *k, const char *path, unsigned flags,
                    kernel_version_info *info, char *err, size_t errlen);
+
+/* Attach provenance to a loaded version: its source text, its test report
+ * (JSON), what proposed it (replaces origin).  NULL leaves a field as it is.
+ * The image keeps them in the version's lineage. */
+int kernel_version_annotate(kernel *k, const char *name, const char *version,
+                            const char *source, const char *report, const char *origin);
 
 /* Change the log level (a syslog priority) of a running kernel. */
 void kernel_set_log_level(kernel *k, int level);
@@ -241,6 +249,8 @@ typedef struct kernel_snap_version {
     const char *status;          /* "live", "retired", "quarantined" */
     char *reason;                /* why quarantined, or NULL */
     char *origin;                /* the file it came from */
+    char *source;                /* its C source, when known, or NULL */
+    char *report;                /* its test report (JSON), or NULL */
     char *stored_path;           /* the kernel's copy of the binary */
     int64_t loaded_at;
 } kernel_snap_version;

@@ -64,6 +64,8 @@ struct kver {
     uint32_t kind;
     char *stored_path;           /* kernel's copy, mode 0400 */
     char *origin;                /* the file it was loaded from */
+    char *source;                /* C source, when the forge built it */
+    char *report;                /* test report (JSON) of its verification */
     kver *parent;                /* newest version of the name when loaded */
     enum kver_status status;
     char reason[256];            /* why quarantined */

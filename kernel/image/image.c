@@ -3,8 +3,8 @@
  *   meta(key, value)             format, kernel version, created, snapshots
  *   binaries(sha256, bytes)      every plugin binary, once by hash
  *   behaviours(...)              every version ever live: identity, parent,
- *                                origin, status, source and test report
- *                                (reserved for the forge)
+ *                                origin, status, source (forge builds)
+ *                                and test report (the sandbox probe's)
  *   protos(...)                  identity, persona, current version, lineage
  *   state(proto, key, value, sum) the protos' state, each row checksummed
  *   audit(seq, time, event, data) what changed the system, bounded
@@ -314,9 +314,13 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
         sqlite3_prepare_v2(img->db, "INSERT INTO binaries(sha256, bytes) VALUES(?, ?)", -1, &bin, NULL) ||
         sqlite3_prepare_v2(img->db,
                            "INSERT INTO behaviours(name, version, sha256, state_version, parent,"
-                           " origin, status, reason, loaded_at) VALUES(?,?,?,?,?,?,?,?,?)"
+                           " origin, status, reason, loaded_at, source, test_report)"
+                           " VALUES(?,?,?,?,?,?,?,?,?,?,?)"
                            " ON CONFLICT(name, version) DO UPDATE SET status = excluded.status,"
-                           " reason = excluded.reason", -1, &beh, NULL) ||
+                           " reason = excluded.reason, origin = excluded.origin,"
+                           " source = coalesce(excluded.source, source),"
+                           " test_report = coalesce(excluded.test_report, test_report)",
+                           -1, &beh, NULL) ||
         sqlite3_prepare_v2(img->db,
                            "INSERT OR REPLACE INTO protos(name, plugin, version, state_version,"
                            " persona, deps, history, cloned_from, saved_at, sum)"
@@ -359,6 +363,8 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
         sqlite3_bind_text(beh, 7, v->status, -1, SQLITE_STATIC);
         sqlite3_bind_text(beh, 8, v->reason, -1, SQLITE_STATIC);
         sqlite3_bind_int64(beh, 9, v->loaded_at);
+        sqlite3_bind_text(beh, 10, v->source, -1, SQLITE_STATIC);
+        sqlite3_bind_text(beh, 11, v->report, -1, SQLITE_STATIC);
         if (sqlite3_step(beh) != SQLITE_DONE) {
             fail(img, err, errlen, "writing a version");
             goto out;
@@ -520,7 +526,8 @@ static int restore_versions(image *img, kernel *k, const char *tmpdir, image_res
     sqlite3_stmt *st;
     char msg[KERNEL_ERRLEN + 256];
     if (sqlite3_prepare_v2(img->db,
-                           "SELECT b.name, b.version, b.sha256, b.status, bin.bytes FROM behaviours b"
+                           "SELECT b.name, b.version, b.sha256, b.status, bin.bytes, b.source,"
+                           " b.test_report, b.origin FROM behaviours b"
                            " JOIN binaries bin ON bin.sha256 = b.sha256 ORDER BY b.id", -1, &st,
                            NULL) != SQLITE_OK)
         return A4PS_ERROR;
@@ -571,6 +578,12 @@ static int restore_versions(image *img, kernel *k, const char *tmpdir, image_res
                 r->failed++;
             } else {
                 r->versions++;
+                /* Lineage comes back with the binary: its source, report
+                 * and where it came from (not the temporary file). */
+                kernel_version_annotate(k, info.name, info.version,
+                                        (const char *)sqlite3_column_text(st, 5),
+                                        (const char *)sqlite3_column_text(st, 6),
+                                        (const char *)sqlite3_column_text(st, 7));
             }
         } else {
             snprintf(msg, sizeof msg, "image: %s %s: left out: %s", name, version, err);

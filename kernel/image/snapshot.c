@@ -93,6 +93,8 @@ void kernel_snapshot_free(kernel_snapshot *s)
     for (size_t i = 0; i < s->nversions; i++) {
         free(s->versions[i].reason);
         free(s->versions[i].origin);
+        free(s->versions[i].source);
+        free(s->versions[i].report);
         free(s->versions[i].stored_path);
     }
     free(s->versions);
@@ -130,6 +132,8 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
         sv->status = kver_status_name(v->status);
         sv->reason = v->reason[0] ? strdup(v->reason) : NULL;
         sv->origin = v->origin ? strdup(v->origin) : NULL;
+        sv->source = v->source ? strdup(v->source) : NULL;
+        sv->report = v->report ? strdup(v->report) : NULL;
         sv->stored_path = strdup(v->stored_path);
         sv->loaded_at = (int64_t)v->loaded_at;
     }

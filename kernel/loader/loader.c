@@ -615,6 +615,7 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     unsigned char *bytes = NULL;
     unsigned char sha[32];
     char hex[65];
+    char *report = NULL;         /* the verifier's, kept with the version */
     struct stat st;
     int rc;
     size_t max = k->cfg.max_plugin_bytes;
@@ -659,7 +660,7 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     sha256(bytes, (size_t)st.st_size, sha, hex);
     if (k->cfg.verify) {
         why[0] = 0;
-        if (k->cfg.verify(k->cfg.verify_arg, path, sha, why, sizeof why) != 0) {
+        if (k->cfg.verify(k->cfg.verify_arg, path, sha, &report, why, sizeof why) != 0) {
             snprintf(msg, sizeof msg, "%s: verification: %s", path, why[0] ? why : "refused");
             rc = A4PS_EPERM;
             goto refused;
@@ -679,6 +680,7 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
         fill_info(info, v, v->loaded);
         pthread_mutex_unlock(&k->lock);
         free(bytes);
+        free(report);
         snprintf(err, errlen, "%s: already loaded as %s %s", path, v->name, v->version);
         return A4PS_EEXIST;
     }
@@ -737,6 +739,8 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     v->kind = b->d.kind;
     v->stored_path = stored;
     v->origin = strdup(path);
+    v->report = report;
+    report = NULL;
     v->status = KVER_LIVE;
     v->loaded_at = time(NULL);
     kver *newest = loader_newest(k, v->name);
@@ -786,6 +790,7 @@ refused:
     if (fd >= 0)
         close(fd);
     free(bytes);
+    free(report);
     refuse(k, path, msg);
     snprintf(err, errlen, "%s", msg);
     return rc;
@@ -847,5 +852,43 @@ int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen)
     kernel_log(k, A4PS_LOG_INFO, "loaded %s %s again from the store (generation %llu)",
                v->name, v->version, (unsigned long long)b->gen);
     *out = b;
+    return A4PS_OK;
+}
+
+int kernel_version_annotate(kernel *k, const char *name, const char *version,
+                            const char *source, const char *report, const char *origin)
+{
+    char *s = source ? strdup(source) : NULL, *r = report ? strdup(report) : NULL,
+         *o = origin ? strdup(origin) : NULL;
+    if ((source && !s) || (report && !r) || (origin && !o)) {
+        free(s);
+        free(r);
+        free(o);
+        return A4PS_ENOMEM;
+    }
+    pthread_mutex_lock(&k->lock);
+    kver *v = name && version ? loader_find(k, name, version) : NULL;
+    if (!v) {
+        pthread_mutex_unlock(&k->lock);
+        free(s);
+        free(r);
+        free(o);
+        return A4PS_ENOENT;
+    }
+    /* Swap the pointers under the lock; readers (history, snapshots) copy
+     * them under it too. */
+    if (s) {
+        free(v->source);
+        v->source = s;
+    }
+    if (r) {
+        free(v->report);
+        v->report = r;
+    }
+    if (o) {
+        free(v->origin);
+        v->origin = o;
+    }
+    pthread_mutex_unlock(&k->lock);
     return A4PS_OK;
 }

@@ -466,13 +466,16 @@ char *kernel_history(kernel *k, const char *proto)
         json_array_append_new(ran, json_string(p->hist[i]->version));
     json_t *all = json_array();
     for (kver *v = k->versions; v; v = v->next)
-        if (!strcmp(v->name, cur->name))
+        if (!strcmp(v->name, cur->name)) {
+            json_t *report = v->report ? json_loads(v->report, 0, NULL) : NULL;
             json_array_insert_new(all, 0, json_pack(
-                "{s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:I, s:b}", "version", v->version,
-                "sha256", v->sha_hex, "status", kver_status_name(v->status), "reason",
-                v->reason[0] ? v->reason : NULL, "kind", kind_name(v->kind), "parent",
-                v->parent ? v->parent->version : NULL, "origin", v->origin, "loaded_at",
-                (json_int_t)v->loaded_at, "current", v == cur));
+                "{s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:I, s:b, s:b, s:o}", "version",
+                v->version, "sha256", v->sha_hex, "status", kver_status_name(v->status),
+                "reason", v->reason[0] ? v->reason : NULL, "kind", kind_name(v->kind),
+                "parent", v->parent ? v->parent->version : NULL, "origin", v->origin,
+                "loaded_at", (json_int_t)v->loaded_at, "current", v == cur, "has_source",
+                v->source != NULL, "report", report ? report : json_null()));
+        }
     json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o}", "proto", p->name, "plugin", cur->name,
                           "version", cur->version, "ran_before", ran, "versions", all);
     pthread_mutex_unlock(&k->lock);

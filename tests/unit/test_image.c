@@ -225,6 +225,81 @@ static void consistent_under_load(void **state)
     assert_true(moving > 10);
 }
 
+/* A verifier that passes every binary and says so in a report. */
+static int verify_with_report(void *arg, const char *path, const unsigned char sha[32],
+                              char **report, char *why, size_t whylen)
+{
+    (void)arg;
+    if (asprintf(report, "{\"verdict\":\"pass\",\"file\":\"%s\",\"byte0\":%u}",
+                 strrchr(path, '/') + 1, sha[0]) < 0)
+        *report = NULL;
+    return 0;
+}
+
+static void tune_verify(kernel_config *cfg)
+{
+    cfg->verify = verify_with_report;
+}
+
+static json_t *history_version(kernel *k, const char *proto, const char *version)
+{
+    char *h = kernel_history(k, proto);
+    assert_non_null(h);
+    json_t *j = json_loads(h, 0, NULL);
+    free(h);
+    json_t *vs = json_object_get(j, "versions"), *v, *found = NULL;
+    size_t i;
+    json_array_foreach(vs, i, v)
+        if (!strcmp(json_string_value(json_object_get(v, "version")), version))
+            found = json_incref(v);
+    json_decref(j);
+    assert_non_null(found);
+    return found;
+}
+
+/* The lineage of a version -- the verifier's report, the source the forge
+ * built it from, who proposed it -- is kept with the version and comes back
+ * from the image with it. */
+static void lineage_round_trip(void **state)
+{
+    fx *f = fx_open(tune_verify);
+    *state = f;
+    /* The image outlives the first kernel's directory. */
+    char copy[600], keep[] = "/tmp/a4ps-lineage-XXXXXX", img[600], cmd[1400];
+    assert_non_null(mkdtemp(keep));
+    snprintf(copy, sizeof copy, "%s/sw-1.so", f->dir);
+    snprintf(img, sizeof img, "%s/a4ps.img", keep);
+    snprintf(cmd, sizeof cmd, "cp %s %s", SW("1"), copy);
+    assert_int_equal(system(cmd), 0);
+    fx_load_ok(f, copy, NULL);
+    fx_proto_ok(f, "s1", "sw", "1.0.0");
+    json_t *v = history_version(f->k, "s1", "1.0.0");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(v, "report"), "verdict")),
+                        "pass");
+    assert_false(json_is_true(json_object_get(v, "has_source")));
+    json_decref(v);
+    assert_int_equal(kernel_version_annotate(f->k, "sw", "1.0.0", "/* the source */", NULL,
+                                             "forge task 7"), 0);
+    assert_int_equal(kernel_version_annotate(f->k, "sw", "9.9.9", "x", NULL, NULL), A4PS_ENOENT);
+    snapshot_to(f, img, 1, NULL);
+    fx_close(f);
+
+    /* A fresh kernel without a verifier: the report comes from the image. */
+    f = fx_open(NULL);
+    *state = f;
+    image_restored r;
+    restore_from(f, img, &r);
+    assert_int_equal(r.protos, 1);
+    v = history_version(f->k, "s1", "1.0.0");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(v, "report"), "file")),
+                        "sw-1.so");
+    assert_true(json_is_true(json_object_get(v, "has_source")));
+    assert_string_equal(json_string_value(json_object_get(v, "origin")), "forge task 7");
+    json_decref(v);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", keep);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void refuses_newer_format(void **state)
 {
     fx *f = fx_open(NULL);
@@ -308,6 +383,7 @@ int main(void)
         cmocka_unit_test_teardown(round_trip, teardown),
         cmocka_unit_test_teardown(incremental, teardown),
         cmocka_unit_test_teardown(consistent_under_load, teardown),
+        cmocka_unit_test_teardown(lineage_round_trip, teardown),
         cmocka_unit_test_teardown(refuses_newer_format, teardown),
         cmocka_unit_test_teardown(refuses_damaged, teardown),
         cmocka_unit_test_teardown(failed_write_changes_nothing, teardown),
