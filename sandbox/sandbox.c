@@ -357,3 +357,22 @@ void sandbox_result_free(sandbox_result *res)
     free(res->errout);
     memset(res, 0, sizeof *res);
 }
+
+int sandbox_work_create(sandbox *sb, char *path, size_t pathlen, char *err, size_t errlen)
+{
+    if ((size_t)snprintf(path, pathlen, "%s/work-XXXXXX", sb->dir) >= pathlen) {
+        snprintf(err, errlen, "sandbox: work directory path under %s too long", sb->dir);
+        return -1;
+    }
+    if (!mkdtemp(path)) {
+        snprintf(err, errlen, "sandbox: cannot create a work directory under %s: %s", sb->dir,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void sandbox_work_remove(const char *path)
+{
+    remove_tree(path);
+}

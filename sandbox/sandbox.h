@@ -51,4 +51,10 @@ int sandbox_run(sandbox *sb, const char *workdir, const char *const *argv,
                 const sandbox_limits *lim, sandbox_result *res, char *err, size_t errlen);
 void sandbox_result_free(sandbox_result *res);
 
+/* A fresh, empty work directory under the sandbox's own directory, for one
+ * run: its path in path.  Returns 0, or -1 with err.  sandbox_work_remove
+ * deletes it and everything in it. */
+int sandbox_work_create(sandbox *sb, char *path, size_t pathlen, char *err, size_t errlen);
+void sandbox_work_remove(const char *path);
+
 #endif
