@@ -157,6 +157,12 @@ int kernel_state_set(kernel *k, const char *proto, const char *key,
 int kernel_state_get(kernel *k, const char *proto, const char *key,
                      void **out, size_t *len);
 
+/* The whole state of proto as one buffer (malloc'd, caller frees) of
+ * records "u32 key length | key | u32 value length | value", lengths little
+ * endian: what the forge hands the sandbox probe as the clone of a proto's
+ * state. */
+int kernel_state_export(kernel *k, const char *proto, void **out, size_t *len);
+
 /* ---- Dispatch ---- */
 
 /* Send by name.  Returns the method's status; reply holds its reply or the

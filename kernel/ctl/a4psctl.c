@@ -75,6 +75,18 @@ static const char usage_text[] =
     "  events [--follow]    recent events, one a line: SEQ TIME EVENT DATA;\n"
     "                       --follow prints new ones as they come, until interrupted\n"
     "  stats                allocator and kernel statistics\n"
+    "  forge PROTO [--selector NAME] [--example 'INPUT=>OUTPUT']... [--goal TEXT]\n"
+    "        [--plugin NEW] [--generator PROTO] [--iterations N] [--wall SECONDS]\n"
+    "        [--probation SECONDS] [--wait]\n"
+    "                       open a forge task: a generator writes a new version of\n"
+    "                       PROTO's plugin (or NEW, for a proto that does not exist\n"
+    "                       yet), tested in the sandbox against the examples, then\n"
+    "                       swapped in; --wait follows it to the end (exit 0 when\n"
+    "                       adopted, 1 when not)\n"
+    "  tasks                forge tasks: state, stage, iteration, result\n"
+    "  task ID [--source]   one task: its stages and every attempt (verdict,\n"
+    "                       diagnostics, failures); --source prints the sources too\n"
+    "  cancel ID            stop a queued or running task\n"
     "  help                 this text\n"
     "\n"
     "options:\n"
@@ -112,6 +124,13 @@ typedef struct ctl_opts {
     const char *cmd;
     char **args;                 /* the command's positional arguments */
     int nargs;
+    /* forge's options */
+    const char *selector, *goal, *plugin, *generator;
+    const char *examples[256];
+    int nexamples;
+    long iterations, wall_s, probation_s;  /* -1: the daemon's default */
+    bool wait;                   /* forge --wait */
+    bool source;                 /* task --source */
 } ctl_opts;
 
 /* One connection to the daemon and its read buffer: bytes [off, len) are
@@ -937,6 +956,48 @@ static int follow_events(const ctl_opts *o, conn *c)
     }
 }
 
+static void put_indented(const char *label, const char *text)
+{
+    if (!text || !*text)
+        return;
+    printf("    %s:\n", label);
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        printf("      %.*s\n", n, p);
+        p += n + (nl != NULL);
+    }
+}
+
+/* One forge task: what it is, where it stands, every attempt. */
+static void show_task(const ctl_opts *o, const json_t *t)
+{
+    printf("task %lld: %s %s (%s%s), generator %s\n",
+           (long long)json_integer_value(json_object_get(t, "id")),
+           jstr(t, "target") ? jstr(t, "target") : "?", jstr(t, "state") ? jstr(t, "state") : "?",
+           jstr(t, "plugin") ? jstr(t, "plugin") : "?",
+           json_is_true(json_object_get(t, "new_plugin")) ? ", new" : "",
+           jstr(t, "generator") ? jstr(t, "generator") : "?");
+    printf("  goal      %s\n", jstr(t, "goal") ? jstr(t, "goal") : "");
+    printf("  stage     %s (iteration %lld)%s%s\n", jstr(t, "stage") ? jstr(t, "stage") : "?",
+           (long long)json_integer_value(json_object_get(t, "iteration")),
+           jstr(t, "progress") ? ": " : "", jstr(t, "progress") ? jstr(t, "progress") : "");
+    if (jstr(t, "result"))
+        printf("  result    %s\n", jstr(t, "result"));
+    printf("  directory %s\n", jstr(t, "dir") ? jstr(t, "dir") : "");
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(t, "attempts"), i, a) {
+        printf("  #%lld %s: %s\n", (long long)json_integer_value(json_object_get(a, "iteration")),
+               jstr(a, "verdict") ? jstr(a, "verdict") : "?",
+               jstr(a, "summary") ? jstr(a, "summary") : "");
+        put_indented("diagnostics", jstr(a, "diagnostics"));
+        put_indented("failures", jstr(a, "failures"));
+        if (o->source)
+            put_indented("source", jstr(a, "source"));
+    }
+}
+
 /* Prints a successful result. */
 static int show_result(const ctl_opts *o, const json_t *res)
 {
@@ -981,6 +1042,18 @@ static int show_result(const ctl_opts *o, const json_t *res)
             show_event(o, ev);      /* cannot fail without --json */
     } else if (!strcmp(cmd, "stats")) {
         show_stats(res);
+    } else if (!strcmp(cmd, "forge")) {
+        printf("task %lld opened: %s (%s), generator %s; follow it with: a4psctl task %lld\n",
+               (long long)json_integer_value(json_object_get(res, "id")), jstr(res, "target"),
+               jstr(res, "plugin"), jstr(res, "generator"),
+               (long long)json_integer_value(json_object_get(res, "id")));
+    } else if (!strcmp(cmd, "tasks")) {
+        static const column cols[] = {{"id", "ID", 0},         {"target", "TARGET", 0},
+                                      {"state", "STATE", 0},   {"stage", "STAGE", 0},
+                                      {"iteration", "ITER", 0}, {"result", "RESULT", 0}};
+        print_table("tasks", res, cols, 6);
+    } else if (!strcmp(cmd, "task") || !strcmp(cmd, "cancel")) {
+        show_task(o, res);
     } else if (!strcmp(cmd, "snapshot") && json_is_string(json_object_get(res, "message"))) {
         put_value(stdout, json_object_get(res, "message"), 0);
         fputc('\n', stdout);
@@ -1054,6 +1127,32 @@ static int build_request(const ctl_opts *o, char **line, size_t *len)
                         o->args[1], "payload", p);
     } else if (!strcmp(cmd, "events") && o->follow) {
         req = json_pack("{s:s, s:b}", "cmd", cmd, "follow", 1);
+    } else if (!strcmp(cmd, "forge")) {
+        json_t *tests = json_array();
+        for (int i = 0; i < o->nexamples; i++) {
+            const char *ex = o->examples[i], *arrow = strstr(ex, "=>");
+            if (!arrow) {
+                json_decref(tests);
+                return usage_error("forge: --example '%s': write it as 'INPUT=>OUTPUT'", ex);
+            }
+            json_array_append_new(tests, json_pack("{s:s%, s:s}", "input", ex,
+                                                   (size_t)(arrow - ex), "expect", arrow + 2));
+        }
+        req = json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:o}", "cmd", cmd, "proto",
+                        o->args[0], "selector", o->selector, "goal", o->goal, "plugin",
+                        o->plugin, "generator", o->generator, "tests", tests);
+        if (req && o->iterations >= 0)
+            json_object_set_new(req, "iterations", json_integer(o->iterations));
+        if (req && o->wall_s >= 0)
+            json_object_set_new(req, "wall_s", json_integer(o->wall_s));
+        if (req && o->probation_s >= 0)
+            json_object_set_new(req, "probation_s", json_integer(o->probation_s));
+    } else if (!strcmp(cmd, "task") || !strcmp(cmd, "cancel")) {
+        char *end;
+        long id = strtol(o->args[0], &end, 10);
+        if (*end || end == o->args[0] || id <= 0)
+            return usage_error("%s: '%s' is not a task number", cmd, o->args[0]);
+        req = json_pack("{s:s, s:I}", "cmd", cmd, "id", (json_int_t)id);
     } else {
         req = json_pack("{s:s}", "cmd", cmd);
     }
@@ -1086,7 +1185,37 @@ static const struct {
     {"status", 0, 0}, {"list", 0, 0},     {"explain", 1, 1}, {"send", 2, 3},
     {"history", 1, 1}, {"rollback", 1, 2},
     {"reload", 0, 0}, {"snapshot", 0, 0}, {"events", 0, 0},  {"stats", 0, 0},
+    {"forge", 1, 1},  {"tasks", 0, 0},    {"task", 1, 1},    {"cancel", 1, 1},
 };
+
+/* forge's options that take a value: where each goes. */
+static int forge_option(ctl_opts *o, const char *opt, const char *val)
+{
+    char *end;
+    long *num = !strcmp(opt, "--iterations") ? &o->iterations
+                : !strcmp(opt, "--wall") ? &o->wall_s
+                : !strcmp(opt, "--probation") ? &o->probation_s : NULL;
+    if (num) {
+        *num = strtol(val, &end, 10);
+        if (*end || end == val || *num < 0 || *num > 604800)
+            return usage_error("forge: %s wants a number from 0 to 604800, not '%s'", opt, val);
+    } else if (!strcmp(opt, "--selector")) {
+        o->selector = val;
+    } else if (!strcmp(opt, "--goal")) {
+        o->goal = val;
+    } else if (!strcmp(opt, "--plugin")) {
+        o->plugin = val;
+    } else if (!strcmp(opt, "--generator")) {
+        o->generator = val;
+    } else if (!strcmp(opt, "--example")) {
+        if (o->nexamples == (int)(sizeof o->examples / sizeof o->examples[0]))
+            return usage_error("forge: at most 256 examples");
+        o->examples[o->nexamples++] = val;
+    } else {
+        return usage_error("forge: unknown option '%s'", opt);
+    }
+    return CTL_OK;
+}
 
 /* Parses argv into o.  Options go before the command; after it "--json" is
  * accepted too (and "--follow" for events), except by send, whose
@@ -1099,7 +1228,8 @@ static int parse_args(int argc, char **argv, ctl_opts *o)
         {"json", no_argument, NULL, 'j'},         {"timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
-    *o = (ctl_opts){.timeout_s = DEFAULT_TIMEOUT_S};
+    *o = (ctl_opts){.timeout_s = DEFAULT_TIMEOUT_S, .iterations = -1, .wall_s = -1,
+                    .probation_s = -1};
     opterr = 0;
     int ch;
     char *end;
@@ -1146,13 +1276,77 @@ static int parse_args(int argc, char **argv, ctl_opts *o)
             o->json = true;
         else if (!strcmp(o->cmd, "events") && (!strcmp(arg, "--follow") || !strcmp(arg, "-f")))
             o->follow = true;
-        else
+        else if (!strcmp(o->cmd, "forge") && !strcmp(arg, "--wait"))
+            o->wait = true;
+        else if (!strcmp(o->cmd, "task") && !strcmp(arg, "--source"))
+            o->source = true;
+        else if (!strcmp(o->cmd, "forge") && !strncmp(arg, "--", 2)) {
+            if (a + 1 >= argc)
+                return usage_error("forge: option '%s' needs a value", arg);
+            int frc = forge_option(o, arg, argv[++a]);
+            if (frc)
+                return frc;
+        } else
             return usage_error("%s: unknown option '%s'", o->cmd, arg);
     }
     if (o->nargs < commands[i].min || o->nargs > commands[i].max)
         return usage_error("%s: %s arguments", o->cmd,
                            o->nargs < commands[i].min ? "missing" : "too many");
     return CTL_OK;
+}
+
+/* forge --wait: poll the task (a new connection each time, so a restart of
+ * the daemon shows as such) until it ends; progress goes to stderr.  0 when
+ * adopted, 1 when it failed or was cancelled. */
+static int wait_task(ctl_opts *o, json_int_t id)
+{
+    char line[64];
+    int n = snprintf(line, sizeof line, "{\"cmd\":\"task\",\"id\":%lld}\n", (long long)id);
+    char *last = NULL;
+    o->cmd = "task";
+    for (;;) {
+        conn c = {.fd = -1};
+        reply r = {0};
+        int64_t deadline = now_ms() + DEFAULT_TIMEOUT_S * 1000;
+        int rc = resolve_socket(o, &c);
+        if (!rc)
+            rc = conn_open(&c, o, deadline);
+        if (!rc)
+            rc = request(&c, line, (size_t)n, deadline, &r);
+        if (!rc && !r.ok)
+            rc = reply_error(o, &r);
+        free(c.buf);
+        if (c.fd >= 0)
+            close(c.fd);
+        if (rc) {
+            json_decref(r.root);
+            free(last);
+            return rc;
+        }
+        const char *state = jstr(r.result, "state"), *stage = jstr(r.result, "stage");
+        const char *prog = jstr(r.result, "progress");
+        char *now = NULL;
+        if (asprintf(&now, "%s: %s", stage ? stage : "?", prog ? prog : "") < 0)
+            now = NULL;
+        if (now && (!last || strcmp(now, last)) && state &&
+            (!strcmp(state, "running") || !strcmp(state, "queued")))
+            fprintf(stderr, "task %lld, iteration %lld: %s\n", (long long)id,
+                    (long long)json_integer_value(json_object_get(r.result, "iteration")), now);
+        free(last);
+        last = now;
+        if (state && strcmp(state, "running") && strcmp(state, "queued")) {
+            int out = !strcmp(state, "adopted") ? CTL_OK : CTL_EREPLY;
+            if (o->json)
+                put_json(r.result);
+            else
+                show_task(o, r.result);
+            json_decref(r.root);
+            free(last);
+            return out;
+        }
+        json_decref(r.root);
+        usleep(300 * 1000);
+    }
 }
 
 int main(int argc, char **argv)
@@ -1179,6 +1373,8 @@ int main(int argc, char **argv)
         rc = reply_error(&o, &r);
     else if (!rc && o.follow)
         rc = follow_events(&o, &c);
+    else if (!rc && !strcmp(o.cmd, "forge") && o.wait)
+        rc = wait_task(&o, json_integer_value(json_object_get(r.result, "id")));
     else if (!rc)
         rc = show_result(&o, r.result ? r.result : json_null());
 

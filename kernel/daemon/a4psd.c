@@ -546,11 +546,20 @@ int main(int argc, char **argv)
         .log_arg = d,
         .on_event = ctl_on_event,
         .on_event_arg = d,
+        .verify = verify_hook,   /* nothing unverified is dlopened (verify.c) */
+        .verify_arg = d,
     };
     d->audit_on = cfg->image != NULL;
     d->k = kernel_create(&kc, err, sizeof err);
     if (!d->k) {
         dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
+        return 1;
+    }
+    /* After the kernel, which makes (and tidies) the runtime directory the
+     * sandbox works in; nothing is loaded before this. */
+    if (verify_open(d) != 0) {
+        dlog(d, LOG_ERR, "sandbox: out of memory");
+        kernel_destroy(d->k);
         return 1;
     }
     if (cfg->image) {
@@ -563,6 +572,7 @@ int main(int argc, char **argv)
             kernel_destroy(d->k);
             return 1;
         }
+        verify_seed(d, d->img);
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s/restore", cfg->runtime_dir);
         image_restored r;
@@ -579,8 +589,9 @@ int main(int argc, char **argv)
             dlog(d, LOG_WARNING, "%s", err);
     }
     if (ctl_open(d, err, sizeof err) != 0 || watch_open(d, err, sizeof err) != 0 ||
-        ctl_workers_start(d, err, sizeof err) != 0) {
+        ctl_workers_start(d, err, sizeof err) != 0 || forge_open(d, err, sizeof err) != 0) {
         dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
+        forge_close(d);
         ctl_shutdown(d);
         kernel_destroy(d->k);
         return 1;
@@ -627,6 +638,7 @@ int main(int argc, char **argv)
         }
         ctl_reap(d);
     }
+    forge_close(d);              /* a task mid-stage stops at its next check */
     ctl_shutdown(d);
     watch_close(d);
     int status = 0;
@@ -646,6 +658,7 @@ int main(int argc, char **argv)
         _exit(1);
     }
     kernel_destroy(d->k);
+    verify_close(d);
     dlog(d, LOG_NOTICE, "stopped");
     for (unsigned i = 0; i < EVENT_RING; i++)
         free(d->ring[i]);

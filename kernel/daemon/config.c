@@ -212,7 +212,7 @@ static char *resolve(const char *dir, const char *p)
 
 static const char *str_member(const config_setting_t *g, const char *name)
 {
-    const config_setting_t *s = config_setting_get_member(g, name);
+    const config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
     return s && config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
 }
 
@@ -283,6 +283,30 @@ static const keyspec root_spec[] = {
     {"limits", K_GROUP, 0, 0, 0},
     {"protos", K_LIST, 0, 0, 0},
     {"subscriptions", K_LIST, 0, 0, 0},
+    {"sandbox", K_GROUP, 0, 0, 0},
+    {"forge", K_GROUP, 0, 0, 0},
+    {NULL, 0, 0, 0, 0},
+};
+static const keyspec sandbox_spec[] = {
+    {"mode", K_STRING, 0, 0, 0},
+    {"runsc", K_STRING, 0, 0, 0},
+    {"probe", K_STRING, 0, 0, 0},
+    {"abi_dir", K_STRING, 0, 0, 0},
+    {"wall_ms", K_INT, 100, 3600000, 0},
+    {"cpu_s", K_INT, 1, 3600, 0},
+    {"memory_mb", K_INT, 16, 65536, 0},
+    {"processes", K_INT, 1, 4096, 0},
+    {"file_mb", K_INT, 1, 65536, 0},
+    {"output_kb", K_INT, 1, 1 << 20, 0},
+    {"call_ms", K_INT, 10, 600000, 0},
+    {NULL, 0, 0, 0, 0},
+};
+static const keyspec forge_spec[] = {
+    {"generator", K_STRING, 0, 0, 0},
+    {"dir", K_STRING, 0, 0, 0},
+    {"iterations", K_INT, 1, 1000, 0},
+    {"wall_s", K_INT, 1, 604800, 0},
+    {"probation_s", K_INT, 0, 86400, 0},
     {NULL, 0, 0, 0, 0},
 };
 static const keyspec control_spec[] = {
@@ -523,6 +547,49 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->max_clients = (int)int_member(lim, "max_clients", 64);
     c->request_timeout_ms = (unsigned)int_member(lim, "request_timeout_ms", 10000);
 
+    const config_setting_t *sbx = config_setting_get_member(root, "sandbox");
+    if (sbx && config_setting_type(sbx) == CONFIG_TYPE_GROUP)
+        check_group(&e, sbx, sandbox_spec);
+    else
+        sbx = NULL;
+    if ((s = str_member(sbx, "mode"))) {
+        if (!strcmp(s, "none"))
+            c->sandbox_none = 1;
+        else if (strcmp(s, "runsc"))
+            errf(&e, config_setting_get_member(sbx, "mode"),
+                 "sandbox.mode: '%s' is not one of runsc, none", s);
+    }
+    if ((s = str_member(sbx, "runsc")) && *s)
+        c->runsc = resolve(dir, s);
+    if ((s = str_member(sbx, "probe")) && *s)
+        c->probe = resolve(dir, s);
+    if ((s = str_member(sbx, "abi_dir")) && *s)
+        c->abi_dir = resolve(dir, s);
+    c->sbx_wall_ms = (unsigned)int_member(sbx, "wall_ms", 30000);
+    c->sbx_cpu_s = (unsigned)int_member(sbx, "cpu_s", 30);
+    c->sbx_mem_bytes = (size_t)int_member(sbx, "memory_mb", 1024) << 20;
+    c->sbx_nproc = (unsigned)int_member(sbx, "processes", 64);
+    c->sbx_file_bytes = (size_t)int_member(sbx, "file_mb", 64) << 20;
+    c->sbx_output_bytes = (size_t)int_member(sbx, "output_kb", 1024) << 10;
+    c->sbx_call_ms = (unsigned)int_member(sbx, "call_ms", 2000);
+
+    const config_setting_t *fg = config_setting_get_member(root, "forge");
+    if (fg && config_setting_type(fg) == CONFIG_TYPE_GROUP)
+        check_group(&e, fg, forge_spec);
+    else
+        fg = NULL;
+    if ((s = str_member(fg, "generator"))) {
+        if (!kernel_valid_proto_name(s))
+            errf(&e, config_setting_get_member(fg, "generator"),
+                 "forge.generator: '%s' is not a proto name", s);
+        else
+            c->forge_generator = strdup(s);
+    }
+    c->forge_dir = (s = str_member(fg, "dir")) && *s ? resolve(dir, s) : NULL;
+    c->forge_iterations = (unsigned)int_member(fg, "iterations", 5);
+    c->forge_wall_s = (unsigned)int_member(fg, "wall_s", 600);
+    c->forge_probation_s = (unsigned)int_member(fg, "probation_s", 30);
+
     const config_setting_t *protos = config_setting_get_member(root, "protos");
     if (protos && config_setting_type(protos) == CONFIG_TYPE_LIST)
         parse_protos(&e, c, protos);
@@ -581,6 +648,11 @@ void dconfig_free(dconfig *c)
     free(c->plugin_dir);
     free(c->runtime_dir);
     free(c->image);
+    free(c->runsc);
+    free(c->probe);
+    free(c->abi_dir);
+    free(c->forge_generator);
+    free(c->forge_dir);
     free(c->socket);
     free(c->group);
     free(c);

@@ -53,6 +53,17 @@ typedef struct dconfig {
     size_t max_request_bytes;
     int max_clients;
     unsigned request_timeout_ms;
+    /* sandbox { } (needs a restart) */
+    int sandbox_none;            /* mode = "none": no verification, said loudly */
+    char *runsc;                 /* NULL: found on PATH */
+    char *probe;                 /* a4ps-probe; NULL: the one built with a4psd */
+    char *abi_dir;               /* abi/ headers for candidates; NULL: built-in */
+    unsigned sbx_wall_ms, sbx_cpu_s, sbx_nproc, sbx_call_ms;
+    size_t sbx_mem_bytes, sbx_file_bytes, sbx_output_bytes;
+    /* forge { } (needs a restart) */
+    char *forge_generator;       /* proto asked for candidates; NULL: none */
+    char *forge_dir;             /* task directories (inboxes, attempts) */
+    unsigned forge_iterations, forge_wall_s, forge_probation_s;
     dproto *protos;
     int nprotos;
     dsub *subs;

@@ -234,7 +234,8 @@ static void client_write(a4psd *d, client *c, char *line)
 /* ---- Requests ---- */
 
 static const char *const commands =
-    "status, list, explain, history, rollback, send, reload, snapshot, events, stats";
+    "status, list, explain, history, rollback, send, reload, snapshot, events, stats, "
+    "forge, tasks, task, cancel";
 
 static json_t *status_json(a4psd *d)
 {
@@ -254,6 +255,7 @@ static json_t *status_json(a4psd *d)
                              (json_int_t)d->last_snapshot, "snapshot_error", d->snapshot_error);
     pthread_mutex_unlock(&d->mx);
     json_object_set_new(j, "daemon", info);
+    json_object_set_new(j, "sandbox", verify_status(d));
     return j;
 }
 
@@ -377,6 +379,25 @@ static char *exec_request(a4psd *d, json_t *req)
         }
         kernel_reply_free(&r);
         return line;
+    }
+    if (!strcmp(cmd, "forge")) {
+        char err[KERNEL_ERRLEN];
+        json_t *t = forge_task_open(d, req, err, sizeof err);
+        return t ? ok_line(t) : err_line(strstr(err, "refused") ? "unavailable" :
+                                         strstr(err, "no proto") ? "not_found" : "bad_request",
+                                         "%s", err);
+    }
+    if (!strcmp(cmd, "tasks"))
+        return ok_line(forge_tasks(d));
+    if (!strcmp(cmd, "task") || !strcmp(cmd, "cancel")) {
+        json_t *id = json_object_get(req, "id");
+        if (!json_is_integer(id) || json_integer_value(id) <= 0)
+            return err_line("bad_request", "%s: \"id\" (a task number) is required", cmd);
+        unsigned n = (unsigned)json_integer_value(id);
+        if (!strcmp(cmd, "cancel") && forge_cancel(d, n) != 0)
+            return err_line("not_found", "cancel: no queued or running task %u", n);
+        json_t *t = forge_task(d, n);
+        return t ? ok_line(t) : err_line("not_found", "task: no task %u", n);
     }
     return err_line("bad_request", "unknown command '%s' (known: %s)", cmd, commands);
 }

@@ -16,11 +16,16 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "daemon/config.h"
 #include "kernel.h"
 
 typedef struct client client;
 typedef struct job job;
+typedef struct dverify dverify;
+typedef struct dforge dforge;
+struct image;
 
 #define EVENT_RING 256
 
@@ -28,6 +33,8 @@ typedef struct a4psd {
     dconfig *cfg;                /* the config in force */
     const char *cfg_arg;         /* as given with -c */
     kernel *k;
+    dverify *ver;                /* the sandbox and what passed it (verify.c) */
+    dforge *forge;               /* forge tasks and their thread (forge.c) */
     struct image *img;           /* NULL when the config names none */
     time_t last_snapshot;
     char *snapshot_error;        /* of the last failed snapshot; under mx */
@@ -100,6 +107,32 @@ void watch_close(a4psd *d);
 void watch_event(a4psd *d);
 void watch_scan(a4psd *d, bool initial);
 void daemon_plugin_loaded(a4psd *d, const char *plugin);
+
+/* verify.c: the kernel's verification hook, a4ps-probe in the sandbox */
+int verify_open(a4psd *d);
+void verify_close(a4psd *d);
+void verify_seed(a4psd *d, struct image *img);
+int verify_hook(void *arg, const char *path, const unsigned char sha[32], char **report,
+                char *why, size_t whylen);
+/* Trust this hash from now on (the forge probed it); report is copied. */
+void verify_passed(a4psd *d, const char *sha_hex, const char *report);
+/* Probe / compile in the sandbox: as sandbox_probe / sandbox_compile. */
+int verify_probe(a4psd *d, const char *path, const void *state, size_t state_len,
+                 const char *cases_json, char **report, char *err, size_t errlen);
+int verify_compile(a4psd *d, const char *source, size_t len, const char *out_so,
+                   char **diagnostics, char *err, size_t errlen);
+/* NULL when the sandbox can run; otherwise why not. */
+const char *verify_unavailable(a4psd *d);
+const char *verify_abi_dir(a4psd *d);
+json_t *verify_status(a4psd *d);
+
+/* forge.c: tasks; the forge_* calls are safe from any thread */
+int forge_open(a4psd *d, char *err, size_t errlen);
+void forge_close(a4psd *d);
+json_t *forge_task_open(a4psd *d, json_t *req, char *err, size_t errlen);
+json_t *forge_tasks(a4psd *d);
+json_t *forge_task(a4psd *d, unsigned id);
+int forge_cancel(a4psd *d, unsigned id);
 
 /* a4psd.c: create the config's protos whose plugin is loaded now */
 void daemon_create_protos(a4psd *d, const char *only_plugin);

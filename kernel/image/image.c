@@ -678,3 +678,17 @@ int image_restore(image *img, kernel *k, const char *tmpdir, image_restored *out
     sqlite3_finalize(ss);
     return A4PS_OK;
 }
+
+int image_each_report(image *img, void (*each)(void *arg, const char *sha256, const char *report),
+                      void *arg)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(img->db, "SELECT sha256, test_report FROM behaviours"
+                           " WHERE test_report IS NOT NULL", -1, &st, NULL) != SQLITE_OK)
+        return A4PS_ERROR;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        each(arg, (const char *)sqlite3_column_text(st, 0),
+             (const char *)sqlite3_column_text(st, 1));
+    sqlite3_finalize(st);
+    return A4PS_OK;
+}

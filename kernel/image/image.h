@@ -51,6 +51,12 @@ int image_restore(image *img, kernel *k, const char *tmpdir, image_restored *out
  * is made with VACUUM INTO, so it is a consistent, compact image itself. */
 int image_backup(image *img, int keep, char *err, size_t errlen);
 
+/* Call each(arg, sha256 hex, report JSON) for every version whose test
+ * report the image keeps (a4psd trusts a binary the sandbox passed before
+ * without probing it again at every start). */
+int image_each_report(image *img, void (*each)(void *arg, const char *sha256, const char *report),
+                      void *arg);
+
 /* Does the image know proto name?  (For the config's precedence rules.) */
 int image_has_proto(image *img, const char *name);
 

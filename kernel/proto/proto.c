@@ -356,6 +356,50 @@ int kernel_state_get(kernel *k, const char *proto, const char *key, void **out, 
     return rc;
 }
 
+int kernel_state_export(kernel *k, const char *proto, void **out, size_t *outlen)
+{
+    char **keys = NULL;
+    void **vals = NULL;
+    size_t *lens = NULL, n = 0;
+    *out = NULL;
+    *outlen = 0;
+    pthread_mutex_lock(&k->lock);
+    kproto *p = proto ? strmap_get(k->protos, proto) : NULL;
+    int rc = p ? (kstate_export(p->state, &keys, &vals, &lens, &n) ? A4PS_ENOMEM : A4PS_OK)
+               : A4PS_ENOENT;
+    pthread_mutex_unlock(&k->lock);
+    if (rc)
+        return rc;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += 8 + strlen(keys[i]) + lens[i];
+    unsigned char *buf = malloc(total ? total : 1), *w = buf;
+    for (size_t i = 0; buf && i < n; i++) {
+        uint32_t kl = (uint32_t)strlen(keys[i]), vl = (uint32_t)lens[i];
+        /* Little endian on the wire whatever the host, as documented. */
+        for (int b = 0; b < 4; b++)
+            *w++ = (unsigned char)(kl >> (8 * b));
+        memcpy(w, keys[i], kl);
+        w += kl;
+        for (int b = 0; b < 4; b++)
+            *w++ = (unsigned char)(vl >> (8 * b));
+        memcpy(w, vals[i], vl);
+        w += vl;
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i]);
+        free(vals[i]);
+    }
+    free(keys);
+    free(vals);
+    free(lens);
+    if (!buf)
+        return A4PS_ENOMEM;
+    *out = buf;
+    *outlen = total;
+    return A4PS_OK;
+}
+
 /* ---- Introspection ---- */
 
 static const char *kind_name(uint32_t kind)

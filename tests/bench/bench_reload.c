@@ -6,9 +6,16 @@
  * renames it to its final name, and sends `ver` over the control socket until
  * the reply is the new version.  Measured: from the rename to that reply.
  * Baseline, same run: one control round trip (a send to the live version)
- * right after each drop's measurement. */
+ * right after each drop's measurement.
+ *
+ * Two runs, one JSON line each: "reload" with sandbox.mode = "none" (the
+ * kernel's own path: check, copy, dlopen, swap), and "reload_verified" with
+ * the default, every drop probed by a4ps-probe in a fresh runsc container
+ * first -- what an operator's drop costs in production.  The target (p99
+ * <= 10 ms) is the kernel's; the verified run reports the sandbox's price. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -23,6 +30,7 @@
 #include <unistd.h>
 
 #define DROPS 200
+#define DROPS_VERIFIED 20
 #define PATTERN "7.7.000000000"
 
 static uint64_t now_ns(void)
@@ -85,7 +93,7 @@ static int cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int main(void)
+static int run(bool verified, int drops)
 {
     char dir[] = "/tmp/a4ps-bench-reload-XXXXXX";
     if (!mkdtemp(dir))
@@ -100,7 +108,9 @@ int main(void)
         die(cfg);
     fprintf(f, "plugin_dir = \"plugins\";\nruntime_dir = \"run\";\nlog_level = \"warning\";\n"
                "control = { socket = \"a.sock\"; };\n"
-               "protos = ( { name = \"RL\"; plugin = \"rl\"; } );\n");
+               "sandbox = { mode = \"%s\"; };\n"
+               "protos = ( { name = \"RL\"; plugin = \"rl\"; } );\n",
+            verified ? "runsc" : "none");
     fclose(f);
 
     size_t len;
@@ -126,7 +136,7 @@ int main(void)
         if (connect(sock, (struct sockaddr *)&sa, sizeof sa) == 0)
             break;
         close(sock);
-        if (i > 200)
+        if (i > 1500)
             die("a4psd did not come up");
         usleep(20000);
     }
@@ -137,7 +147,7 @@ int main(void)
     } while (!strstr(rbuf, "\"ok\":true"));
 
     static uint64_t lat[DROPS], base[DROPS];
-    for (int i = 0; i < DROPS; i++) {
+    for (int i = 0; i < drops; i++) {
         char ver[sizeof PATTERN];
         snprintf(ver, sizeof ver, "7.7.%09d", i + 1);
         memcpy(at, ver, sizeof PATTERN - 1);
@@ -164,17 +174,30 @@ int main(void)
     kill(pid, SIGTERM);
     int status;
     waitpid(pid, &status, 0);
-    qsort(lat, DROPS, sizeof lat[0], cmp);
-    qsort(base, DROPS, sizeof base[0], cmp);
-    double p50 = lat[DROPS / 2] / 1e6, p99 = lat[DROPS * 99 / 100] / 1e6;
-    printf("{\"bench\":\"reload\",\"drops\":%d,\"drop_to_live_ms_p50\":%.2f,"
-           "\"drop_to_live_ms_p99\":%.2f,\"baseline_roundtrip_us_p50\":%.1f,"
-           "\"target_p99_ms\":10,\"sandbox_verification\":false,\"pass\":%s}\n",
-           DROPS, p50, p99, base[DROPS / 2] / 1e3, p99 <= 10.0 ? "true" : "false");
+    qsort(lat, (size_t)drops, sizeof lat[0], cmp);
+    qsort(base, (size_t)drops, sizeof base[0], cmp);
+    double p50 = lat[drops / 2] / 1e6, p99 = lat[drops * 99 / 100] / 1e6;
+    if (verified)
+        printf("{\"bench\":\"reload_verified\",\"drops\":%d,\"drop_to_live_ms_p50\":%.1f,"
+               "\"drop_to_live_ms_p99\":%.1f,\"baseline_roundtrip_us_p50\":%.1f,"
+               "\"sandbox_verification\":true}\n",
+               drops, p50, p99, base[drops / 2] / 1e3);
+    else
+        printf("{\"bench\":\"reload\",\"drops\":%d,\"drop_to_live_ms_p50\":%.2f,"
+               "\"drop_to_live_ms_p99\":%.2f,\"baseline_roundtrip_us_p50\":%.1f,"
+               "\"target_p99_ms\":10,\"sandbox_verification\":false,\"pass\":%s}\n",
+               drops, p50, p99, base[drops / 2] / 1e3, p99 <= 10.0 ? "true" : "false");
+    fflush(stdout);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "bench reload: could not remove %s\n", dir);
     free(img);
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
+int main(void)
+{
+    int rc = run(false, DROPS);
+    return run(true, DROPS_VERIFIED) || rc;
 }

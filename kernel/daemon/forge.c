@@ -1,0 +1,902 @@
+/* forge.c -- the forge: a task goes in, a tested, verified plugin version
+ * comes out live, or a precise record of why not.
+ *
+ * A task names a target proto (or a new plugin and the proto to create on
+ * it), a goal, test cases and a budget.  One forge thread runs the tasks in
+ * the order they were opened, each through its stages:
+ *
+ *   generate   ask the generator proto (a plugin of kind generator) for C
+ *              source, giving it the previous source, the compiler's
+ *              diagnostics and the failing tests
+ *   compile    cc in the sandbox, with flags fixed by the kernel, against abi/
+ *   probe      a4ps-probe in the sandbox: self-test, contract tests and the
+ *              task's cases, against a clone of the target's state
+ *   verify     the hook the codex monitors of a later issue plug into
+ *   swap       the kernel's atomic swap of the target proto
+ *   probation  a window in which a fault rolls the target back (the kernel's
+ *              quarantine) and the forge records it
+ *
+ * It stops at success, at the budget (iterations, wall time) or when the same
+ * failure comes twice in a row.  Every attempt (source, diagnostics, report,
+ * verdict) is kept with the task and written to its directory as task.json;
+ * the adopted version carries its source and report into the image's
+ * lineage.  A task never stops the kernel: everything before the swap runs in
+ * the sandbox, and the swap itself leaves the old version on any failure. */
+#define _GNU_SOURCE
+#include "daemon/daemon.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+typedef struct ftask {
+    unsigned id;
+    char *target;                /* proto to change, or to create */
+    char *plugin;                /* its plugin (the candidate must be this one) */
+    bool create;                 /* a new plugin: the target is created on it */
+    char *goal;
+    char *selector;              /* may be NULL */
+    json_t *tests;               /* [{selector, input, expect}] */
+    char *generator;
+    unsigned max_iter, wall_s, probation_s;
+    const char *state;           /* queued, running, adopted, failed, cancelled */
+    const char *stage;
+    char *progress;              /* what the stage is doing, one line */
+    char *result;                /* how it ended, one line */
+    int iteration;
+    json_t *attempts;
+    char *adopted;               /* the version that went live */
+    time_t created, started, finished;
+    char *dir;                   /* the task's directory (the inbox generator's too) */
+    bool cancel;
+    struct ftask *next;
+} ftask;
+
+struct dforge {
+    pthread_mutex_t lock;        /* everything here and in the tasks */
+    pthread_cond_t cv;
+    ftask *tasks, *tail;
+    unsigned next_id;
+    pthread_t thread;
+    bool started, stop;
+    char *dir;
+};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void set_str(char **field, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_str(char **field, const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    free(*field);
+    *field = s;
+}
+
+/* ---- Task JSON ---- */
+
+static json_t *task_json(const ftask *t, bool full)
+{
+    json_t *atts = json_array();
+    size_t i;
+    json_t *a;
+    json_array_foreach(t->attempts, i, a) {
+        if (full) {
+            json_array_append(atts, a);
+        } else {
+            json_array_append_new(atts, json_pack("{s:O, s:O, s:O?}", "iteration",
+                                                  json_object_get(a, "iteration"), "verdict",
+                                                  json_object_get(a, "verdict"), "summary",
+                                                  json_object_get(a, "summary")));
+        }
+    }
+    return json_pack("{s:I, s:s, s:s, s:b, s:s?, s:s?, s:O, s:s, s:s, s:s, s:s?, s:s?, s:i,"
+                     " s:{s:i, s:i, s:i}, s:s?, s:I, s:I, s:I, s:s, s:o}",
+                     "id", (json_int_t)t->id, "target", t->target, "plugin", t->plugin,
+                     "new_plugin", t->create, "goal", t->goal, "selector", t->selector,
+                     "tests", t->tests, "generator", t->generator, "state", t->state,
+                     "stage", t->stage, "progress", t->progress, "result", t->result,
+                     "iteration", t->iteration, "budget", "iterations", (int)t->max_iter,
+                     "wall_s", (int)t->wall_s, "probation_s", (int)t->probation_s,
+                     "adopted", t->adopted, "created", (json_int_t)t->created, "started",
+                     (json_int_t)t->started, "finished", (json_int_t)t->finished, "dir",
+                     t->dir, "attempts", atts);
+}
+
+/* The durable record: task.json in the task's directory, rewritten after
+ * every attempt (write to a temporary, then rename). */
+static void task_save(a4psd *d, ftask *t)
+{
+    pthread_mutex_lock(&d->forge->lock);
+    json_t *j = task_json(t, true);
+    pthread_mutex_unlock(&d->forge->lock);
+    char tmp[4200], path[4200];
+    snprintf(tmp, sizeof tmp, "%s/.task.json.tmp", t->dir);
+    snprintf(path, sizeof path, "%s/task.json", t->dir);
+    if (json_dump_file(j, tmp, JSON_INDENT(1)) != 0 || rename(tmp, path) != 0)
+        dlog(d, LOG_WARNING, "forge task %u: cannot write %s: %s", t->id, path, strerror(errno));
+    json_decref(j);
+}
+
+static void task_stage(a4psd *d, ftask *t, const char *stage, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void task_stage(a4psd *d, ftask *t, const char *stage, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&d->forge->lock);
+    t->stage = stage;
+    set_str(&t->progress, "%s", line);
+    pthread_mutex_unlock(&d->forge->lock);
+    dlog(d, LOG_INFO, "forge task %u, iteration %d: %s: %s", t->id, t->iteration, stage, line);
+}
+
+/* ---- Stages ---- */
+
+static bool task_stopping(a4psd *d, ftask *t, double deadline, const char **why)
+{
+    pthread_mutex_lock(&d->forge->lock);
+    bool cancel = t->cancel, stop = d->forge->stop;
+    pthread_mutex_unlock(&d->forge->lock);
+    if (cancel || stop)
+        *why = cancel ? "cancelled" : "the daemon is stopping";
+    else if (now_ms() > deadline)
+        *why = "budget: wall time used up";
+    else
+        return false;
+    return true;
+}
+
+static json_t *generator_request(a4psd *d, ftask *t, const char *source, const char *diag,
+                                 const char *failures)
+{
+    char abi[4200];
+    snprintf(abi, sizeof abi, "%s/a4ps.h", verify_abi_dir(d));
+    pthread_mutex_lock(&d->forge->lock);
+    json_t *j = json_pack("{s:s, s:i, s:s, s:s, s:b, s:s, s:s?, s:O, s:s?, s:s?, s:s?, s:s, s:s}",
+                          "task", "", "iteration", t->iteration, "target", t->target, "plugin",
+                          t->plugin, "new_plugin", t->create, "goal", t->goal, "selector",
+                          t->selector, "tests", t->tests, "previous_source", source,
+                          "diagnostics", diag, "failures", failures, "dir", t->dir,
+                          "abi_header", abi);
+    pthread_mutex_unlock(&d->forge->lock);
+    char id[16];
+    snprintf(id, sizeof id, "%u", t->id);
+    json_object_set_new(j, "task", json_string(id));
+    return j;
+}
+
+/* Ask the generator until it has a candidate (an inbox may wait for a
+ * person).  0 with *source, or -1 with *why. */
+static int stage_generate(a4psd *d, ftask *t, const char *prev, const char *diag,
+                          const char *failures, double deadline, char **source, char **why)
+{
+    json_t *req = generator_request(d, t, prev, diag, failures);
+    char *msg = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    kernel_reply r = {0};
+    int rc;
+    task_stage(d, t, "generate", "asking %s", t->generator);
+    for (;;) {
+        rc = kernel_send(d->k, t->generator, "generate", msg, strlen(msg), &r);
+        if (rc != A4PS_ENOENT || !r.len || !strncmp(r.data, "no proto named", 14))
+            break;
+        task_stage(d, t, "generate", "waiting: %.*s", (int)(r.len > 400 ? 400 : r.len), r.data);
+        const char *stop;
+        if (task_stopping(d, t, deadline, &stop)) {
+            *why = strdup(stop);
+            rc = -2;
+            break;
+        }
+        usleep(250 * 1000);
+    }
+    free(msg);
+    if (rc == A4PS_OK && r.len) {
+        *source = strndup(r.data, r.len);
+        rc = 0;
+    } else if (rc != -2) {
+        if (asprintf(why, "generator %s: status %d: %.*s", t->generator, rc,
+                     (int)(r.len > 2000 ? 2000 : r.len), r.len ? r.data : "(empty reply)") < 0)
+            *why = NULL;
+        rc = -1;
+    }
+    kernel_reply_free(&r);
+    return rc;
+}
+
+/* The failing tests of a report, one line each, for the generator. */
+static char *report_failures(json_t *rep)
+{
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    const char *reason = json_string_value(json_object_get(rep, "reason"));
+    if (reason)
+        fprintf(f, "%s\n", reason);
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(rep, "tests"), i, c) {
+        if (json_is_true(json_object_get(c, "ok")))
+            continue;
+        const char *name = json_string_value(json_object_get(c, "name"));
+        const char *err = json_string_value(json_object_get(c, "error"));
+        const char *reply = json_string_value(json_object_get(c, "reply"));
+        const char *expect = json_string_value(json_object_get(c, "expect"));
+        fprintf(f, "%s: %s", name ? name : "?", err ? err : "failed");
+        if (expect)
+            fprintf(f, " (expected \"%s\", got \"%s\")", expect, reply ? reply : "");
+        fputc('\n', f);
+    }
+    fclose(f);
+    return out;
+}
+
+static int version_cmp(const char *a, const char *b)
+{
+    unsigned x[3] = {0}, y[3] = {0};
+    sscanf(a, "%u.%u.%u", &x[0], &x[1], &x[2]);
+    sscanf(b, "%u.%u.%u", &y[0], &y[1], &y[2]);
+    for (int i = 0; i < 3; i++)
+        if (x[i] != y[i])
+            return x[i] < y[i] ? -1 : 1;
+    return 0;
+}
+
+/* The target's plugin and version now, from explain. */
+static int target_version(a4psd *d, const char *proto, char *plugin, size_t plen,
+                          char *version, size_t vlen)
+{
+    char *e = kernel_explain(d->k, proto);
+    json_t *j = e ? json_loads(e, 0, NULL) : NULL;
+    free(e);
+    json_t *pl = json_object_get(j, "plugin");
+    const char *n = json_string_value(json_object_get(pl, "name"));
+    const char *v = json_string_value(json_object_get(pl, "version"));
+    int rc = n && v ? 0 : -1;
+    if (!rc) {
+        snprintf(plugin, plen, "%s", n);
+        snprintf(version, vlen, "%s", v);
+    }
+    json_decref(j);
+    return rc;
+}
+
+static int file_sha256(const char *path, char hex[65])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        EVP_DigestUpdate(c, buf, (size_t)n);
+    close(fd);
+    unsigned char md[32];
+    unsigned mdlen = 32;
+    EVP_DigestFinal_ex(c, md, &mdlen);
+    EVP_MD_CTX_free(c);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return n < 0 ? -1 : 0;
+}
+
+/* Probation: watch the target for probation_s.  0 if the version stayed
+ * live; -1 with *why when the kernel rolled it back (a fault quarantined it). */
+static int stage_probation(a4psd *d, ftask *t, const char *version, char **why)
+{
+    task_stage(d, t, "probation", "%s %s live on %s; watching for %u s", t->plugin, version,
+               t->target, t->probation_s);
+    double end = now_ms() + t->probation_s * 1000.0;
+    while (now_ms() < end) {
+        char *h = kernel_history(d->k, t->target);
+        json_t *j = h ? json_loads(h, 0, NULL) : NULL;
+        free(h);
+        const char *cur = json_string_value(json_object_get(j, "version"));
+        const char *status = NULL, *reason = NULL;
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(j, "versions"), i, v)
+            if (!strcmp(json_string_value(json_object_get(v, "version")), version)) {
+                status = json_string_value(json_object_get(v, "status"));
+                reason = json_string_value(json_object_get(v, "reason"));
+            }
+        int bad = !j || (status && !strcmp(status, "quarantined")) || !cur ||
+                  strcmp(cur, version) != 0;
+        if (bad && asprintf(why, "rolled back in probation: %s %s %s%s%s", t->plugin, version,
+                            status && !strcmp(status, "quarantined") ? "was quarantined"
+                                                                     : "is no longer live",
+                            reason ? ": " : "", reason ? reason : "") < 0)
+            *why = NULL;
+        json_decref(j);
+        if (bad)
+            return -1;
+        pthread_mutex_lock(&d->forge->lock);
+        bool stop = t->cancel || d->forge->stop;
+        pthread_mutex_unlock(&d->forge->lock);
+        if (stop)
+            break;               /* the version stays live; probation is cut short */
+        usleep(100 * 1000);
+    }
+    return 0;
+}
+
+static void feedback(a4psd *d, ftask *t, json_t *attempt)
+{
+    char id[16];
+    snprintf(id, sizeof id, "%u", t->id);
+    json_t *fb = json_pack("{s:s, s:O, s:O, s:O?, s:O?, s:O?}", "task", id, "iteration",
+                           json_object_get(attempt, "iteration"), "verdict",
+                           json_object_get(attempt, "verdict"), "diagnostics",
+                           json_object_get(attempt, "diagnostics"), "failures",
+                           json_object_get(attempt, "failures"), "report",
+                           json_object_get(attempt, "report"));
+    char *msg = json_dumps(fb, JSON_COMPACT);
+    json_decref(fb);
+    kernel_reply r = {0};
+    int rc = kernel_send(d->k, t->generator, "feedback", msg, strlen(msg), &r);
+    if (rc != A4PS_OK && rc != A4PS_ENOSYS)
+        dlog(d, LOG_WARNING, "forge task %u: %s feedback: status %d: %.*s", t->id,
+             t->generator, rc, (int)(r.len > 300 ? 300 : r.len), r.len ? r.data : "");
+    kernel_reply_free(&r);
+    free(msg);
+}
+
+/* One attempt, from source to a live version.  Returns its verdict. */
+static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a)
+{
+    char so[4200], err[KERNEL_ERRLEN];
+    snprintf(so, sizeof so, "%s/attempt-%d.so", t->dir, t->iteration);
+    double t0 = now_ms();
+    task_stage(d, t, "compile", "cc in the sandbox (%zu bytes of source)", strlen(source));
+    char *diag = NULL;
+    int rc = verify_compile(d, source, strlen(source), so, &diag, err, sizeof err);
+    json_object_set_new(a, "compile_ms", json_real(now_ms() - t0));
+    json_object_set_new(a, "diagnostics", diag && *diag ? json_string(diag) : json_null());
+    free(diag);
+    if (rc < 0) {
+        json_object_set_new(a, "summary", json_string(err));
+        return "error";
+    }
+    if (rc == 1) {
+        json_object_set_new(a, "summary", json_string("did not compile"));
+        return "compile_failed";
+    }
+
+    /* The probe runs against a clone of the target's state. */
+    void *state = NULL;
+    size_t slen = 0;
+    if (!t->create)
+        kernel_state_export(d->k, t->target, &state, &slen);
+    pthread_mutex_lock(&d->forge->lock);
+    char *cases = json_dumps(t->tests, JSON_COMPACT);
+    pthread_mutex_unlock(&d->forge->lock);
+    task_stage(d, t, "probe", "a4ps-probe in the sandbox: %zu test case%s, state of %s (%zu bytes)",
+               json_array_size(t->tests), json_array_size(t->tests) == 1 ? "" : "s", t->target,
+               slen);
+    t0 = now_ms();
+    char *rep = NULL;
+    rc = verify_probe(d, so, state, slen, cases, &rep, err, sizeof err);
+    free(state);
+    free(cases);
+    json_object_set_new(a, "probe_ms", json_real(now_ms() - t0));
+    json_t *report = rep ? json_loads(rep, 0, NULL) : NULL;
+    json_object_set_new(a, "report", report ? json_incref(report) : json_null());
+    if (rc < 0) {
+        free(rep);
+        json_decref(report);
+        json_object_set_new(a, "summary", json_string(err));
+        return "error";
+    }
+    json_t *pl = json_object_get(report, "plugin");
+    const char *name = json_string_value(json_object_get(pl, "name"));
+    const char *version = json_string_value(json_object_get(pl, "version"));
+    char failures[1024] = "";
+    char cur_plugin[64] = "", cur_version[32] = "";
+    if (rc == 1) {
+        /* The probe passed it; is it what the task asked for? */
+        if (!t->create)
+            target_version(d, t->target, cur_plugin, sizeof cur_plugin, cur_version,
+                           sizeof cur_version);
+        if (!name || strcmp(name, t->plugin))
+            snprintf(failures, sizeof failures, "the candidate is plugin '%s'; the task needs "
+                     "plugin '%s'", name ? name : "?", t->plugin);
+        else if (!version || (cur_version[0] && version_cmp(version, cur_version) <= 0))
+            snprintf(failures, sizeof failures, "the candidate is %s %s; it must have a version "
+                     "above the live %s", t->plugin, version ? version : "?", cur_version);
+    }
+    if (rc == 0 || failures[0]) {
+        char *f = rc == 0 ? report_failures(report) : strdup(failures);
+        json_object_set_new(a, "failures", json_string(f ? f : "failed"));
+        if (f)
+            f[strcspn(f, "\n")] = 0;    /* the summary is the first line */
+        json_object_set_new(a, "summary", json_string(f && *f ? f : "failed"));
+        free(f);
+        free(rep);
+        json_decref(report);
+        return "test_failed";
+    }
+    json_object_set_new(a, "version", json_string(version));
+
+    /* verify: where the codex monitors plug in (a later issue); today the
+     * probe's verdict is the whole of it.  The hash is taken here, on the
+     * file the probe ran, not from the report. */
+    task_stage(d, t, "verify", "probe passed %s %s; no monitors configured", name, version);
+    char sha[65];
+    if (file_sha256(so, sha) != 0) {
+        json_object_set_new(a, "summary", json_string("cannot hash the candidate"));
+        free(rep);
+        json_decref(report);
+        return "error";
+    }
+    verify_passed(d, sha, rep);
+
+    task_stage(d, t, "swap", "loading %s %s and swapping %s", name, version, t->target);
+    kernel_version_info info;
+    char origin[256];
+    snprintf(origin, sizeof origin, "forge task %u, iteration %d, generator %s", t->id,
+             t->iteration, t->generator);
+    rc = kernel_load(d->k, so, &info, err, sizeof err);
+    if (rc == A4PS_OK) {
+        kernel_version_annotate(d->k, info.name, info.version, source, rep, origin);
+        rc = t->create ? kernel_proto_create(d->k, t->target, info.name, info.version, NULL, err,
+                                             sizeof err)
+                       : kernel_swap(d->k, t->target, info.version, err, sizeof err);
+    }
+    free(rep);
+    json_decref(report);
+    unlink(so);                  /* the kernel keeps its own copy */
+    if (rc != A4PS_OK) {
+        json_object_set_new(a, "failures", json_string(err));
+        json_object_set_new(a, "summary", json_string(err));
+        return "swap_failed";
+    }
+    char *why = NULL;
+    if (stage_probation(d, t, info.version, &why) != 0) {
+        json_object_set_new(a, "failures", json_string(why ? why : "rolled back"));
+        json_object_set_new(a, "summary", json_string(why ? why : "rolled back"));
+        free(why);
+        return "rolled_back";
+    }
+    pthread_mutex_lock(&d->forge->lock);
+    set_str(&t->adopted, "%s", info.version);
+    pthread_mutex_unlock(&d->forge->lock);
+    json_object_set_new(a, "summary", json_pack("s", "adopted"));
+    return "adopted";
+}
+
+static void task_finish(a4psd *d, ftask *t, const char *state, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void task_finish(a4psd *d, ftask *t, const char *state, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&d->forge->lock);
+    t->state = state;
+    t->stage = "done";
+    set_str(&t->result, "%s", line);
+    free(t->progress);
+    t->progress = NULL;
+    t->finished = time(NULL);
+    pthread_mutex_unlock(&d->forge->lock);
+    task_save(d, t);
+    dlog(d, !strcmp(state, "adopted") ? LOG_NOTICE : LOG_WARNING, "forge task %u: %s: %s",
+         t->id, state, line);
+    char id[16];
+    snprintf(id, sizeof id, "%u", t->id);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "task", id, "target", t->target,
+                           "state", state, "result", line, "version", t->adopted);
+    char *js = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    kernel_emit(d->k, "forge_task_finished", js);
+    free(js);
+}
+
+static void task_run(a4psd *d, ftask *t)
+{
+    pthread_mutex_lock(&d->forge->lock);
+    t->state = "running";
+    t->started = time(NULL);
+    pthread_mutex_unlock(&d->forge->lock);
+    double deadline = now_ms() + t->wall_s * 1000.0;
+    char *prev = NULL, *diag = NULL, *fail = NULL, *last_sig = NULL;
+    const char *stop = NULL;
+    const char *verdict = NULL;
+    for (unsigned it = 1; it <= t->max_iter; it++) {
+        pthread_mutex_lock(&d->forge->lock);
+        t->iteration = (int)it;
+        pthread_mutex_unlock(&d->forge->lock);
+        if (task_stopping(d, t, deadline, &stop))
+            break;
+        char *source = NULL, *why = NULL;
+        double t0 = now_ms();
+        int rc = stage_generate(d, t, prev, diag, fail, deadline, &source, &why);
+        json_t *a = json_pack("{s:i, s:f}", "iteration", (int)it, "generate_ms", now_ms() - t0);
+        if (rc == -2) {
+            stop = "budget: wall time used up";
+            if (why && strcmp(why, stop))
+                stop = !strcmp(why, "cancelled") ? "cancelled" : "the daemon is stopping";
+            free(why);
+            json_decref(a);
+            break;
+        }
+        if (rc < 0) {
+            verdict = "generate_failed";
+            json_object_set_new(a, "failures", json_string(why ? why : "generator failed"));
+            json_object_set_new(a, "summary", json_string(why ? why : "generator failed"));
+        } else {
+            json_object_set_new(a, "source", json_string(source));
+            verdict = attempt_run(d, t, source, a);
+        }
+        free(why);
+        json_object_set_new(a, "verdict", json_string(verdict));
+        pthread_mutex_lock(&d->forge->lock);
+        json_array_append(t->attempts, a);
+        pthread_mutex_unlock(&d->forge->lock);
+        task_save(d, t);
+        feedback(d, t, a);
+        if (!strcmp(verdict, "adopted") || !strcmp(verdict, "error")) {
+            json_decref(a);
+            free(source);
+            break;
+        }
+        /* The next iteration gets this one's source, diagnostics and failures. */
+        free(prev);
+        prev = source;
+        free(diag);
+        const char *dg = json_string_value(json_object_get(a, "diagnostics"));
+        diag = dg ? strdup(dg) : NULL;
+        free(fail);
+        const char *fl = json_string_value(json_object_get(a, "failures"));
+        fail = fl ? strdup(fl) : NULL;
+        char *sig = NULL;
+        if (asprintf(&sig, "%s\n%s\n%s", verdict, diag ? diag : "", fail ? fail : "") < 0)
+            sig = NULL;
+        bool same = sig && last_sig && !strcmp(sig, last_sig);
+        free(last_sig);
+        last_sig = sig;
+        json_decref(a);
+        if (same) {
+            stop = "the same failure twice in a row";
+            break;
+        }
+    }
+    pthread_mutex_lock(&d->forge->lock);
+    size_t n = json_array_size(t->attempts);
+    json_t *last = n ? json_array_get(t->attempts, n - 1) : NULL;
+    const char *lv = json_string_value(json_object_get(last, "verdict"));
+    const char *ls = json_string_value(json_object_get(last, "summary"));
+    char *summary = ls ? strdup(ls) : NULL;
+    pthread_mutex_unlock(&d->forge->lock);
+    if (lv && !strcmp(lv, "adopted"))
+        task_finish(d, t, "adopted", "%s %s live on %s after %zu attempt%s", t->plugin,
+                    t->adopted, t->target, n, n == 1 ? "" : "s");
+    else if (stop && !strcmp(stop, "cancelled"))
+        task_finish(d, t, "cancelled", "cancelled after %zu attempt%s", n, n == 1 ? "" : "s");
+    else
+        task_finish(d, t, "failed", "%s after %zu attempt%s; last: %s: %s",
+                    stop ? stop : lv && !strcmp(lv, "error") ? "stopped" : "budget: iterations used up",
+                    n, n == 1 ? "" : "s", lv ? lv : "none", summary ? summary : "");
+    free(summary);
+    free(prev);
+    free(diag);
+    free(fail);
+    free(last_sig);
+}
+
+static void *forge_main(void *arg)
+{
+    a4psd *d = arg;
+    dforge *f = d->forge;
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        ftask *t = NULL;
+        while (!f->stop) {
+            for (t = f->tasks; t && strcmp(t->state, "queued"); t = t->next)
+                ;
+            if (t)
+                break;
+            pthread_cond_wait(&f->cv, &f->lock);
+        }
+        if (f->stop)
+            break;
+        pthread_mutex_unlock(&f->lock);
+        task_run(d, t);
+        pthread_mutex_lock(&f->lock);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+/* ---- The daemon's side ---- */
+
+static char *forge_dir(a4psd *d)
+{
+    char *dir = NULL;
+    if (d->cfg->forge_dir)
+        dir = strdup(d->cfg->forge_dir);
+    else if (asprintf(&dir, "%s/forge", d->cfg->runtime_dir) < 0)
+        dir = NULL;
+    return dir;
+}
+
+int forge_open(a4psd *d, char *err, size_t errlen)
+{
+    dforge *f = calloc(1, sizeof *f);
+    if (!f || !(f->dir = forge_dir(d))) {
+        free(f);
+        snprintf(err, errlen, "forge: out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    if (mkdir(f->dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "forge.dir %s: %s", f->dir, strerror(errno));
+        free(f->dir);
+        free(f);
+        return -1;
+    }
+    /* Task ids go on from the highest directory left by earlier runs, so a
+     * new task never writes into an old one's record. */
+    f->next_id = 1;
+    DIR *dir = opendir(f->dir);
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+        char *end;
+        unsigned long n = strtoul(e->d_name, &end, 10);
+        if (!*end && end != e->d_name && n >= f->next_id && n < 1000000000)
+            f->next_id = (unsigned)n + 1;
+    }
+    if (dir)
+        closedir(dir);
+    d->forge = f;
+    int rc = pthread_create(&f->thread, NULL, forge_main, d);
+    if (rc) {
+        snprintf(err, errlen, "forge: cannot start its thread: %s", strerror(rc));
+        d->forge = NULL;
+        free(f->dir);
+        free(f);
+        return -1;
+    }
+    f->started = true;
+    return 0;
+}
+
+static void task_free(ftask *t)
+{
+    free(t->target);
+    free(t->plugin);
+    free(t->goal);
+    free(t->selector);
+    json_decref(t->tests);
+    free(t->generator);
+    free(t->progress);
+    free(t->result);
+    json_decref(t->attempts);
+    free(t->adopted);
+    free(t->dir);
+    free(t);
+}
+
+void forge_close(a4psd *d)
+{
+    dforge *f = d->forge;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->lock);
+    f->stop = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->lock);
+    if (f->started)
+        pthread_join(f->thread, NULL);
+    for (ftask *t = f->tasks, *n; t; t = n) {
+        n = t->next;
+        task_free(t);
+    }
+    free(f->dir);
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->cv);
+    free(f);
+    d->forge = NULL;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+/* Open a task from a control request:
+ *   {"proto": P, "selector"?: S, "goal"?: G, "tests": [{"selector"?, "input", "expect"}],
+ *    "plugin"?: NEW (a new plugin; P is created on it), "generator"?: PROTO,
+ *    "iterations"?: N, "wall_s"?: N, "probation_s"?: N}
+ * Returns the task as JSON, or NULL with err. */
+json_t *forge_task_open(a4psd *d, json_t *req, char *err, size_t errlen)
+{
+    dforge *f = d->forge;
+    const char *why = verify_unavailable(d);
+    if (why) {
+        snprintf(err, errlen, "forge: refused: the forge builds and tests only in the sandbox, "
+                 "and there is none: %s", why);
+        return NULL;
+    }
+    const char *proto = jstr(req, "proto"), *selector = jstr(req, "selector"),
+               *goal = jstr(req, "goal"), *newplugin = jstr(req, "plugin"),
+               *gen = jstr(req, "generator");
+    if (!gen)
+        gen = d->cfg->forge_generator;
+    if (!proto || !kernel_valid_proto_name(proto)) {
+        snprintf(err, errlen, "forge: \"proto\": '%s' is not a proto name", proto ? proto : "");
+        return NULL;
+    }
+    if (!gen) {
+        snprintf(err, errlen, "forge: no generator: name one (--generator PROTO) or set "
+                 "forge.generator in %s", d->cfg->path);
+        return NULL;
+    }
+    if (!kernel_proto_exists(d->k, gen)) {
+        snprintf(err, errlen, "forge: generator: no proto named '%s'", gen);
+        return NULL;
+    }
+    char plugin[64] = "", version[32] = "";
+    bool create = false;
+    if (kernel_proto_exists(d->k, proto)) {
+        if (newplugin) {
+            snprintf(err, errlen, "forge: proto '%s' exists; \"plugin\" is only for a new one",
+                     proto);
+            return NULL;
+        }
+        target_version(d, proto, plugin, sizeof plugin, version, sizeof version);
+    } else {
+        if (!newplugin || !kernel_valid_plugin_name(newplugin)) {
+            snprintf(err, errlen, "forge: no proto named '%s'; to make a new plugin for it, "
+                     "name the plugin (--plugin NAME, [a-z][a-z0-9_-]{0,63})", proto);
+            return NULL;
+        }
+        snprintf(plugin, sizeof plugin, "%s", newplugin);
+        create = true;
+    }
+    if (selector && !*selector)
+        selector = NULL;
+    json_t *tests = json_array();
+    json_t *in = json_object_get(req, "tests"), *c;
+    size_t i;
+    if (in && !json_is_array(in)) {
+        snprintf(err, errlen, "forge: \"tests\" must be an array");
+        json_decref(tests);
+        return NULL;
+    }
+    json_array_foreach(in, i, c) {
+        const char *sel = jstr(c, "selector") ? jstr(c, "selector") : selector;
+        const char *input = jstr(c, "input"), *expect = jstr(c, "expect");
+        if (!sel || !input || !expect) {
+            snprintf(err, errlen, "forge: tests[%zu]: needs \"input\" and \"expect\" (strings) "
+                     "and a selector (its own or the task's)", i);
+            json_decref(tests);
+            return NULL;
+        }
+        json_array_append_new(tests, json_pack("{s:s, s:s, s:s}", "selector", sel, "input",
+                                               input, "expect", expect));
+    }
+    if (!json_array_size(tests) && !selector && !goal) {
+        snprintf(err, errlen, "forge: a task needs a goal, a selector or test cases");
+        json_decref(tests);
+        return NULL;
+    }
+    json_int_t iters = json_integer_value(json_object_get(req, "iterations"));
+    json_int_t wall = json_integer_value(json_object_get(req, "wall_s"));
+    json_t *prob = json_object_get(req, "probation_s");
+    ftask *t = calloc(1, sizeof *t);
+    t->target = strdup(proto);
+    t->plugin = strdup(plugin);
+    t->create = create;
+    if (goal)
+        t->goal = strdup(goal);
+    else if (asprintf(&t->goal, "%s the selector %s of %s", create ? "write a plugin with" :
+                      "add or fix", selector ? selector : "(see the tests)", proto) < 0)
+        t->goal = NULL;
+    t->selector = selector ? strdup(selector) : NULL;
+    t->tests = tests;
+    t->generator = strdup(gen);
+    t->max_iter = iters > 0 && iters <= 1000 ? (unsigned)iters : d->cfg->forge_iterations;
+    t->wall_s = wall > 0 && wall <= 604800 ? (unsigned)wall : d->cfg->forge_wall_s;
+    t->probation_s = json_is_integer(prob) && json_integer_value(prob) >= 0 &&
+                             json_integer_value(prob) <= 86400
+                         ? (unsigned)json_integer_value(prob) : d->cfg->forge_probation_s;
+    t->state = "queued";
+    t->stage = "queued";
+    t->attempts = json_array();
+    t->created = time(NULL);
+    pthread_mutex_lock(&f->lock);
+    t->id = f->next_id++;
+    pthread_mutex_unlock(&f->lock);
+    /* The directory may be there already: a candidate can be put in the
+     * inbox before the task is opened. */
+    if (asprintf(&t->dir, "%s/%u", f->dir, t->id) < 0 ||
+        (mkdir(t->dir, 0755) != 0 && errno != EEXIST)) {
+        snprintf(err, errlen, "forge: cannot make the task's directory under %s: %s", f->dir,
+                 strerror(errno));
+        task_free(t);
+        return NULL;
+    }
+    pthread_mutex_lock(&f->lock);
+    if (f->tail)
+        f->tail->next = t;
+    else
+        f->tasks = t;
+    f->tail = t;
+    json_t *j = task_json(t, false);
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->lock);
+    task_save(d, t);
+    dlog(d, LOG_NOTICE, "forge task %u opened: %s (%s %s), generator %s, %zu test%s", t->id,
+         proto, plugin, create ? "new" : version, gen, json_array_size(tests),
+         json_array_size(tests) == 1 ? "" : "s");
+    return j;
+}
+
+json_t *forge_tasks(a4psd *d)
+{
+    dforge *f = d->forge;
+    json_t *a = json_array();
+    pthread_mutex_lock(&f->lock);
+    for (ftask *t = f->tasks; t; t = t->next)
+        json_array_append_new(a, task_json(t, false));
+    pthread_mutex_unlock(&f->lock);
+    return a;
+}
+
+json_t *forge_task(a4psd *d, unsigned id)
+{
+    dforge *f = d->forge;
+    json_t *j = NULL;
+    pthread_mutex_lock(&f->lock);
+    for (ftask *t = f->tasks; t; t = t->next)
+        if (t->id == id)
+            j = task_json(t, true);
+    pthread_mutex_unlock(&f->lock);
+    return j;
+}
+
+int forge_cancel(a4psd *d, unsigned id)
+{
+    dforge *f = d->forge;
+    int rc = -1;
+    pthread_mutex_lock(&f->lock);
+    for (ftask *t = f->tasks; t; t = t->next)
+        if (t->id == id && (!strcmp(t->state, "queued") || !strcmp(t->state, "running"))) {
+            t->cancel = true;
+            if (!strcmp(t->state, "queued")) {
+                t->state = "cancelled";
+                t->stage = "done";
+                set_str(&t->result, "cancelled before it started");
+                t->finished = time(NULL);
+            }
+            rc = 0;
+        }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}

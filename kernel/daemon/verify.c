@@ -1,0 +1,280 @@
+/* verify.c -- nothing unverified runs in a4psd: the kernel's verification
+ * hook, backed by a4ps-probe in the gVisor sandbox.
+ *
+ * Every binary the kernel is about to dlopen -- dropped into the plugin
+ * directory, restored from the image, built by the forge -- reaches
+ * verify_hook with its SHA-256.  A hash that passed before (this run, or in
+ * an earlier one: the image keeps each version's report) is allowed at
+ * once; any other binary is probed in the sandbox first, and loaded only if
+ * the probe passed.  The report goes with the version into the kernel and
+ * the image.  Without runsc every new binary is refused (fail closed);
+ * `sandbox.mode = "none"` is the only way to load unverified code, and it
+ * says so loudly at start and at every load. */
+#define _GNU_SOURCE
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "probe.h"
+#include "image/image.h"
+#include "sandbox.h"
+
+typedef struct passed {
+    char sha[65];
+    char *report;
+    struct passed *next;
+} passed;
+
+struct dverify {
+    pthread_mutex_t lock;        /* passed, counters */
+    passed *passed;
+    unsigned long probed, refused;
+    pthread_mutex_t sblock;      /* the sandbox runs one thing at a time */
+    sandbox *sb;                 /* NULL: none (mode none, or runsc missing) */
+    char *sb_error;              /* why there is no sandbox */
+    bool none;                   /* sandbox.mode = "none" */
+    sandbox_limits lim;
+    unsigned call_ms, hook_ms;
+};
+
+static const char *probe_path(a4psd *d)
+{
+    return d->cfg->probe ? d->cfg->probe : A4PS_PROBE_PATH;
+}
+
+const char *verify_abi_dir(a4psd *d)
+{
+    return d->cfg->abi_dir ? d->cfg->abi_dir : A4PS_ABI_DIR;
+}
+
+int verify_open(a4psd *d)
+{
+    dverify *v = calloc(1, sizeof *v);
+    if (!v)
+        return -1;
+    pthread_mutex_init(&v->lock, NULL);
+    pthread_mutex_init(&v->sblock, NULL);
+    const dconfig *c = d->cfg;
+    v->none = c->sandbox_none;
+    v->lim = (sandbox_limits){.wall_ms = c->sbx_wall_ms, .cpu_s = c->sbx_cpu_s,
+                              .mem_bytes = c->sbx_mem_bytes, .nproc = c->sbx_nproc,
+                              .file_bytes = c->sbx_file_bytes,
+                              .output_bytes = c->sbx_output_bytes};
+    v->call_ms = c->sbx_call_ms;
+    v->hook_ms = c->hook_timeout_ms;
+    d->ver = v;
+    if (v->none) {
+        dlog(d, LOG_WARNING, "%s: sandbox.mode = \"none\": plugins are loaded WITHOUT being "
+             "verified in the sandbox -- any .so dropped into %s runs in a4psd unchecked; "
+             "use this only where runsc cannot run", c->path, c->plugin_dir);
+        return 0;
+    }
+    char err[1024], probe_dir[4096];
+    snprintf(probe_dir, sizeof probe_dir, "%s", probe_path(d));
+    char *slash = strrchr(probe_dir, '/');
+    if (slash)
+        *slash = 0;
+    if (!slash || strcmp(slash + 1, SANDBOX_PROBE_NAME) ||
+        sandbox_probe_check(probe_dir, err, sizeof err) != 0) {
+        if (!slash || strcmp(slash + 1, SANDBOX_PROBE_NAME))
+            snprintf(err, sizeof err, "sandbox.probe %s: must be a path ending in /%s",
+                     probe_path(d), SANDBOX_PROBE_NAME);
+        v->sb_error = strdup(err);
+    } else {
+        const char *ro[] = {verify_abi_dir(d), SANDBOX_ABI_MOUNT, probe_dir, SANDBOX_PROBE_MOUNT,
+                            NULL};
+        if (sandbox_open(c->runtime_dir, c->runsc, ro, &v->sb, err, sizeof err) != 0)
+            v->sb_error = strdup(err);
+    }
+    if (v->sb_error)
+        dlog(d, LOG_ERR, "sandbox: %s -- every new plugin binary will be refused and the "
+             "forge will not run until this is fixed", v->sb_error);
+    else
+        dlog(d, LOG_INFO, "sandbox: runsc ready; new plugin binaries are probed before they "
+             "load");
+    return 0;
+}
+
+void verify_close(a4psd *d)
+{
+    dverify *v = d->ver;
+    if (!v)
+        return;
+    if (v->sb)
+        sandbox_close(v->sb);
+    for (passed *p = v->passed, *n; p; p = n) {
+        n = p->next;
+        free(p->report);
+        free(p);
+    }
+    free(v->sb_error);
+    pthread_mutex_destroy(&v->lock);
+    pthread_mutex_destroy(&v->sblock);
+    free(v);
+    d->ver = NULL;
+}
+
+static char *passed_report(dverify *v, const char *sha)
+{
+    char *r = NULL;
+    pthread_mutex_lock(&v->lock);
+    for (passed *p = v->passed; p; p = p->next)
+        if (!strcmp(p->sha, sha)) {
+            r = strdup(p->report ? p->report : "{}");
+            break;
+        }
+    pthread_mutex_unlock(&v->lock);
+    return r;
+}
+
+void verify_passed(a4psd *d, const char *sha, const char *report)
+{
+    dverify *v = d->ver;
+    char *old = passed_report(v, sha);
+    if (old) {
+        free(old);
+        return;
+    }
+    passed *p = calloc(1, sizeof *p);
+    if (!p)
+        return;
+    snprintf(p->sha, sizeof p->sha, "%s", sha);
+    p->report = report ? strdup(report) : NULL;
+    pthread_mutex_lock(&v->lock);
+    p->next = v->passed;
+    v->passed = p;
+    pthread_mutex_unlock(&v->lock);
+}
+
+/* The image's reports: a version whose probe passed in an earlier run is
+ * trusted by its hash, so a start does not probe everything again. */
+static void seed_one(void *arg, const char *sha, const char *report)
+{
+    json_t *j = json_loads(report, 0, NULL);
+    const char *verdict = json_string_value(json_object_get(j, "verdict"));
+    if (verdict && !strcmp(verdict, "pass"))
+        verify_passed(arg, sha, report);
+    json_decref(j);
+}
+
+void verify_seed(a4psd *d, struct image *img)
+{
+    image_each_report(img, seed_one, d);
+}
+
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if (*s == '\n' || *s == '\r')
+            *s = ' ';
+}
+
+int verify_probe(a4psd *d, const char *path, const void *state, size_t state_len,
+                 const char *cases_json, char **report, char *err, size_t errlen)
+{
+    dverify *v = d->ver;
+    *report = NULL;
+    if (v->none) {
+        snprintf(err, errlen, "sandbox.mode is \"none\": there is no sandbox to probe in");
+        return -1;
+    }
+    if (!v->sb) {
+        snprintf(err, errlen, "no sandbox: %s", v->sb_error);
+        return -1;
+    }
+    probe_request rq = {.so_path = path, .state = state, .state_len = state_len,
+                        .cases_json = cases_json, .call_ms = v->call_ms, .hook_ms = v->hook_ms};
+    pthread_mutex_lock(&v->sblock);
+    int rc = sandbox_probe(v->sb, &rq, &v->lim, report, err, errlen);
+    pthread_mutex_unlock(&v->sblock);
+    pthread_mutex_lock(&v->lock);
+    v->probed++;
+    if (rc != 1)
+        v->refused++;
+    pthread_mutex_unlock(&v->lock);
+    return rc;
+}
+
+int verify_compile(a4psd *d, const char *source, size_t len, const char *out_so,
+                   char **diagnostics, char *err, size_t errlen)
+{
+    dverify *v = d->ver;
+    *diagnostics = NULL;
+    if (v->none || !v->sb) {
+        snprintf(err, errlen, "%s", v->none ? "sandbox.mode is \"none\": the forge compiles "
+                 "only in the sandbox" : v->sb_error);
+        return -1;
+    }
+    pthread_mutex_lock(&v->sblock);
+    int rc = sandbox_compile(v->sb, source, len, out_so, &v->lim, diagnostics, err, errlen);
+    pthread_mutex_unlock(&v->sblock);
+    return rc;
+}
+
+const char *verify_unavailable(a4psd *d)
+{
+    dverify *v = d->ver;
+    if (v->none)
+        return "sandbox.mode is \"none\" (no sandbox)";
+    return v->sb ? NULL : v->sb_error;
+}
+
+int verify_hook(void *arg, const char *path, const unsigned char sha[32], char **report,
+                char *why, size_t whylen)
+{
+    a4psd *d = arg;
+    dverify *v = d->ver;
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+    if ((*report = passed_report(v, hex)))
+        return 0;
+    if (v->none) {
+        dlog(d, LOG_WARNING, "%s: loaded WITHOUT verification (sandbox.mode = \"none\")", path);
+        *report = strdup("{\"verdict\":\"unverified\",\"reason\":\"sandbox.mode = none\"}");
+        return 0;
+    }
+    char err[KERNEL_ERRLEN];
+    char *rep = NULL;
+    int rc = verify_probe(d, path, NULL, 0, NULL, &rep, err, sizeof err);
+    if (rc < 0) {
+        snprintf(why, whylen, "not verified, so not loaded: %s", err);
+        free(rep);
+        return -1;
+    }
+    if (rc == 1) {
+        verify_passed(d, hex, rep);
+        *report = rep;
+        return 0;
+    }
+    json_t *j = rep ? json_loads(rep, 0, NULL) : NULL;
+    const char *reason = json_string_value(json_object_get(j, "reason"));
+    snprintf(why, whylen, "the sandbox probe failed it: %s", reason ? reason : "no reason given");
+    one_line(why);
+    json_decref(j);
+    *report = rep;               /* freed by the kernel: a refusal keeps no version */
+    return -1;
+}
+
+json_t *verify_status(a4psd *d)
+{
+    dverify *v = d->ver;
+    if (!v)
+        return json_null();
+    pthread_mutex_lock(&v->lock);
+    size_t n = 0;
+    for (passed *p = v->passed; p; p = p->next)
+        n++;
+    json_t *j = json_pack("{s:s, s:s?, s:I, s:I, s:I}", "mode",
+                          v->none ? "none" : v->sb ? "runsc" : "unavailable", "error",
+                          v->sb_error, "passed_binaries", (json_int_t)n, "probed",
+                          (json_int_t)v->probed, "refused", (json_int_t)v->refused);
+    pthread_mutex_unlock(&v->lock);
+    return j;
+}

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# forge.sh -- integration tests of verification and the forge: the real a4psd
+# with a real runsc, real candidates compiled and probed in the sandbox, a
+# real swap, and the generator plugins talking to a test double of an LLM
+# endpoint (tests/llm/llm_double.py: the one outside service that cannot run
+# here) or reading an inbox directory.
+#
+#   A4PSD=... A4PSCTL=... PLUGINS=... TEST_PLUGINS=... forge.sh [TEST...]
+set -uo pipefail
+
+: "${A4PSD:?path of a4psd}" "${A4PSCTL:?path of a4psctl}"
+: "${PLUGINS:?dir of the built plugins}" "${TEST_PLUGINS:?dir of the test plugins}"
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+failures=0
+# shellcheck source=tests/integration/lib.sh
+. "$HERE/lib.sh"
+T=""
+PID=""
+DOUBLE=""                         # the LLM test double's pid
+
+cleanup() {
+    [ -n "$DOUBLE" ] && kill "$DOUBLE" 2> /dev/null
+    DOUBLE=""
+    stop
+}
+
+# A variant of the counter candidate: VERSION, the expression `double`
+# replies with, and the `double boom` call that crashes (0: none).
+candidate() {   # out version body crash_on
+    sed -e "s/\"VERSION\"/\"$2\"/" -e "s/BODY/$3/" -e "s/CRASH_ON/$4/" \
+        "$HERE/forge/counter_double.c.in" > "$1"
+}
+
+# Start a4psd with counter 1.0.0 (proto C, count = 100) and the generator
+# plugins; $1: extra protos, $2: extra top-level config.
+start_forge() {
+    T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
+    chmod 755 "$T"
+    mkdir -p "$T/plugins"
+    for p in counter-1 inbox command openai; do
+        install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"
+    done
+    cat > "$T/a4ps.cfg" <<EOF
+plugin_dir = "plugins";
+runtime_dir = "run";
+image = "a4ps.img";
+log_level = "debug";
+control = { socket = "a.sock"; };
+sandbox = { wall_ms = 20000; call_ms = 1000; };
+forge = { dir = "forge"; generator = "INBOX"; iterations = 5; wall_s = 120; probation_s = 1; };
+${2:-}
+protos = (
+    { name = "C"; plugin = "counter"; state = { count = "100"; }; },
+    { name = "INBOX"; plugin = "inbox"; }${1:-}
+);
+EOF
+    A4PS_TEST_LLM_KEY=sekrit-key "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 300); do
+        [ -S "$T/a.sock" ] && ctl send C get > /dev/null 2>&1 && return 0
+        kill -0 "$PID" 2> /dev/null || break
+        sleep 0.1
+    done
+    fail "a4psd did not come up: $(tail -5 "$T/log")"
+}
+
+start_double() {   # script
+    python3 "$HERE/../llm/llm_double.py" --script "$1" --port-file "$T/llm.port" \
+        --log "$T/llm.log" > "$T/llm.out" 2>&1 &
+    DOUBLE=$!
+    for _ in $(seq 100); do
+        [ -s "$T/llm.port" ] && return 0
+        sleep 0.05
+    done
+    fail "the LLM double did not start: $(cat "$T/llm.out")"
+}
+
+task_field() {   # id jq-less field extraction through python
+    ctl --json task "$1" | python3 -c "import json,sys; t=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"
+}
+
+# ---- the tests ----
+
+# The issue's first case: the first candidate does not compile, the second
+# fails a test, the third passes; the third goes live, the two failures stay
+# in the task's record, and C keeps its state across the swap.  The
+# candidates come from the openai generator, answered by the LLM double.
+test_three_iterations() {
+    T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
+    local dir=$T
+    candidate "$dir/bad.c" 1.1.0 "c \* 2" 0
+    echo "this is not C;" >> "$dir/bad.c"
+    candidate "$dir/wrong.c" 1.1.0 "c + 2" 0
+    candidate "$dir/right.c" 1.1.0 "c \* 2" 0
+    python3 - "$dir" <<'EOF'
+import json, sys
+d = sys.argv[1]
+def reply(f):
+    return {"status": 200, "content": "Here it is:\n```c\n" + open(d + "/" + f).read() + "```\n"}
+json.dump([reply("bad.c"), {"status": 503, "body": "busy"}, reply("wrong.c"), reply("right.c")],
+          open(d + "/script.json", "w"))
+EOF
+    start_double "$dir/script.json" || return
+    local port; port=$(cat "$T/llm.port")
+    # start_forge makes its own directory: keep the double's files.
+    local keep=$T; T=""
+    start_forge ",
+    { name = \"LLM\"; plugin = \"openai\"; state = { base_url = \"http://127.0.0.1:$port\";
+      model = \"test-double\"; api_key_env = \"A4PS_TEST_LLM_KEY\"; timeout_ms = \"10000\"; }; }" || { T=$keep; return; }
+    local out
+    out=$(ctl forge C --selector double --example '=>200' --generator LLM --wait 2>&1) ||
+        fail "forge --wait did not end adopted: $out"
+    expect_reply C double "" "200"
+    expect_reply C get "" "v1 count=100"
+    local verdicts
+    verdicts=$(task_field 1 '" ".join(a["verdict"] for a in t["attempts"])')
+    [ "$verdicts" = "compile_failed test_failed adopted" ] || fail "attempt verdicts: '$verdicts'"
+    expect_contains "$(task_field 1 't["attempts"][0]["diagnostics"]')" "error" "the first attempt's diagnostics"
+    expect_contains "$(task_field 1 't["attempts"][1]["failures"]')" "expected" "the second attempt's failures"
+    expect_contains "$(task_field 1 't["state"]')" "adopted" "the task's state"
+    # What the generator was told: the second request carries the compiler's
+    # diagnostics of the first; the key came from the environment.
+    local n; n=$(wc -l < "$keep/llm.log")
+    [ "$n" = 4 ] || fail "the LLM double saw $n requests, expected 4 (one retried 503)"
+    sed -n 3p "$keep/llm.log" | grep -q "error" || fail "the retried second request lacks the diagnostics"
+    grep -q "Bearer sekrit-key" "$keep/llm.log" || fail "no Authorization header with the key"
+    grep -q "sekrit-key" "$T/forge/1/task.json" && fail "the API key leaked into the task record"
+    # The adopted version's lineage: source, report, who proposed it.
+    local h; h=$(ctl --json history C)
+    expect_contains "$h" '"has_source":true' "history of C"
+    expect_contains "$h" 'forge task 1' "history of C"
+    expect_contains "$h" '"verdict":"pass"' "history of C"
+    ctl snapshot > /dev/null || fail "snapshot"
+    [ "$(sqlite3 "$T/a4ps.img" "SELECT count(*) FROM behaviours WHERE version = '1.1.0' AND source LIKE '%double%' AND test_report LIKE '%pass%'")" = 1 ] ||
+        fail "the image lacks 1.1.0's source or report"
+    rm -rf "$keep"
+}
+
+# A candidate that passes the sandbox but crashes live on its third
+# `double boom`: caught in probation, C rolled back to 1.0.0 with its state,
+# and the inbox generator writes the verdict next to the candidate.
+test_probation_rollback() {
+    start_forge || return
+    ctl forge C --selector double --example '=>200' --iterations 1 --probation 30 > /dev/null ||
+        { fail "forge refused"; return; }
+    candidate "$T/forge/1/.tmp" 1.2.0 "c \* 2" 3
+    mv "$T/forge/1/.tmp" "$T/forge/1/crash3.c"
+    for _ in $(seq 300); do
+        [ "$(task_field 1 't["stage"]')" = probation ] && break
+        sleep 0.1
+    done
+    expect_reply C double boom "200"
+    expect_reply C double boom "200"
+    ctl send C double boom > /dev/null 2>&1 && fail "the third 'double boom' did not fail"
+    for _ in $(seq 100); do
+        [ "$(task_field 1 't["state"]')" = failed ] && break
+        sleep 0.1
+    done
+    expect_contains "$(task_field 1 't["attempts"][0]["verdict"]')" "rolled_back" "the attempt's verdict"
+    expect_reply C get "" "v1 count=100"
+    ctl send C double "" > /dev/null 2>&1 && fail "C still answers double after the rollback"
+    expect_contains "$(cat "$T/forge/1/crash3.c.verdict" 2> /dev/null)" "rolled_back" "crash3.c.verdict"
+}
+
+# The inbox: candidates dropped by a person, one per iteration; a candidate
+# that tries to read the image and the config learns nothing, and fails.
+test_inbox_and_hostile() {
+    start_forge || return
+    ctl forge C --selector peek --example '=>secret' --iterations 2 > /dev/null || { fail "forge"; return; }
+    cat > "$T/forge/1/.tmp" <<EOF
+#include <fcntl.h>
+#include <unistd.h>
+#include "a4ps.h"
+static int peek(a4ps_ctx *ctx, const void *m, size_t l)
+{
+    char buf[256];
+    int fd = open("$T/a4ps.cfg", O_RDONLY);
+    if (fd < 0)
+        fd = open("$T/a4ps.img", O_RDONLY);
+    if (fd < 0)
+        return a4ps_reply(ctx, "nothing", 7), A4PS_OK;
+    ssize_t n = read(fd, buf, sizeof buf);
+    return a4ps_reply(ctx, buf, n > 0 ? (size_t)n : 0), A4PS_OK;
+}
+static const a4ps_method methods[] = {{"peek", peek, "peek"}, {0, 0, 0}};
+static const a4ps_plugin plugin = {A4PS_PLUGIN_HEADER, .name = "counter", .version = "1.3.0",
+    .state_version = 1, .kind = A4PS_KIND_TOOL, .methods = methods};
+A4PS_EXPORT const a4ps_plugin *a4ps_plugin_entry(const a4ps_host_api *h) { return &plugin; }
+EOF
+    mv "$T/forge/1/.tmp" "$T/forge/1/a.c"
+    for _ in $(seq 300); do
+        [ -e "$T/forge/1/a.c.verdict" ] && break
+        sleep 0.1
+    done
+    expect_contains "$(cat "$T/forge/1/a.c.verdict" 2> /dev/null)" "test_failed" "a.c.verdict"
+    expect_contains "$(task_field 1 't["attempts"][0]["failures"]')" 'got "nothing"' "the hostile attempt's failures"
+    expect_reply C get "" "v1 count=100"
+    ctl cancel 1 > /dev/null || fail "cancel"
+    for _ in $(seq 100); do
+        [ "$(task_field 1 't["state"]')" = cancelled ] && break
+        sleep 0.1
+    done
+    expect_contains "$(task_field 1 't["state"]')" "cancelled" "the task's state"
+}
+
+# Without runsc the daemon fails closed: dropped plugins are refused, not
+# loaded unverified, and the forge refuses with the way to install it.
+test_no_runsc() {
+    T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
+    chmod 755 "$T"
+    mkdir -p "$T/plugins"
+    install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
+    cat > "$T/a4ps.cfg" <<EOF
+plugin_dir = "plugins";
+runtime_dir = "run";
+control = { socket = "a.sock"; };
+protos = ( { name = "C"; plugin = "counter"; } );
+EOF
+    PATH=/nonexistent "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 100); do
+        [ -S "$T/a.sock" ] && ctl status > /dev/null 2>&1 && break
+        sleep 0.05
+    done
+    expect_contains "$(cat "$T/log")" "apt-get install runsc" "the log"
+    ctl send C get > /dev/null 2>&1 && fail "counter was loaded without verification"
+    expect_contains "$(ctl --json status)" "not verified, so not loaded" "status"
+    expect_contains "$(ctl --json status)" '"mode":"unavailable"' "status"
+    local out
+    out=$(ctl forge C --selector x --example 'a=>b' --generator C 2>&1) && fail "forge ran without runsc"
+    expect_contains "$out" "apt-get install runsc" "forge's refusal"
+}
+
+# A binary that would take a4psd down in-process (a crashing constructor)
+# is probed in the sandbox and refused; the daemon keeps serving.
+test_drop_refused_by_probe() {
+    start_forge || return
+    install -m 644 "$TEST_PLUGINS/hostile_ctor_crash.so" "$T/plugins/.x"
+    mv "$T/plugins/.x" "$T/plugins/ctor_crash.so"
+    for _ in $(seq 100); do
+        ctl --json status | grep -q "ctor_crash.so: verification" && break
+        sleep 0.1
+    done
+    expect_contains "$(ctl --json status)" "the sandbox probe failed it" "status"
+    expect_reply C get "" "v1 count=100"
+}
+
+# sandbox.mode = "none" loads unverified, and says so loudly.
+test_mode_none_is_loud() {
+    T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
+    chmod 755 "$T"
+    mkdir -p "$T/plugins"
+    install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
+    cat > "$T/a4ps.cfg" <<EOF
+plugin_dir = "plugins";
+runtime_dir = "run";
+control = { socket = "a.sock"; };
+sandbox = { mode = "none"; };
+protos = ( { name = "C"; plugin = "counter"; } );
+EOF
+    "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 100); do
+        ctl send C get > /dev/null 2>&1 && break
+        sleep 0.05
+    done
+    expect_reply C get "" "v1 count=0"
+    expect_contains "$(cat "$T/log")" "WITHOUT being verified" "the log"
+    expect_contains "$(ctl --json status)" '"mode":"none"' "status"
+    local out
+    out=$(ctl forge C --selector x --example 'a=>b' --generator C 2>&1) && fail "forge ran without a sandbox"
+    expect_contains "$out" "refused" "forge's refusal"
+}
+
+ALL=(test_three_iterations test_probation_rollback test_inbox_and_hostile test_no_runsc
+     test_drop_refused_by_probe test_mode_none_is_loud)
+for t in "${@:-${ALL[@]}}"; do
+    CURRENT=$t
+    before=$failures
+    "$t"
+    [ -n "$PID" ] && [ $failures -gt $before ] && { echo "--- a4psd log of $t:"; tail -30 "$T/log"; }
+    cleanup
+    [ $failures -eq $before ] && echo "PASS $t"
+done
+exit $failures
