@@ -190,6 +190,18 @@ typedef struct a4ps_host_api {
 
     /* The calling proto's name, or NULL in hooks that have no proto. */
     const char *(*proto_name)(a4ps_ctx *ctx);
+
+    /* ---- minor 2 ---- */
+
+    /* Open a forge task: ask the host to write, test and adopt a new plugin
+     * version.  request is JSON, as `a4psctl forge` sends it: {"proto",
+     * "selector", "goal", "tests":[{"selector","input","expect"}],
+     * "plugin" (a new plugin), "generator", "iterations", "wall_s",
+     * "probation_s"}; the task records the calling plugin and proto as its
+     * proposer.  On success *reply (free with api->free) is the task as JSON;
+     * on failure the status, with the reason in *reply when set.
+     * A4PS_ENOSYS when the host has no forge (a bare kernel, the probe). */
+    int (*forge)(a4ps_ctx *ctx, const char *request, void **reply, size_t *reply_len);
 } a4ps_host_api;
 
 /* True when the running host provides `entry` (rule R4/R6). */
@@ -239,9 +251,11 @@ typedef struct a4ps_plugin {
     const char *description;
 } a4ps_plugin;
 
-/* Size of the descriptor at each minor (rule R5). */
+/* Size of the descriptor at each minor (rule R5).  Minor 2 appended a host
+ * entry (forge) and nothing to the descriptor, so its size is minor 1's. */
 #define A4PS_PLUGIN_SIZE_1_0 ((uint32_t)offsetof(a4ps_plugin, self_test))
 #define A4PS_PLUGIN_SIZE_1_1 ((uint32_t)sizeof(a4ps_plugin))
+#define A4PS_PLUGIN_SIZE_1_2 A4PS_PLUGIN_SIZE_1_1
 
 /* The first four fields of every descriptor. */
 #define A4PS_PLUGIN_HEADER                                           \

@@ -41,6 +41,13 @@ typedef int (*kernel_verify_fn)(void *arg, const char *path,
                                 const unsigned char sha256[32], char **report,
                                 char *why, size_t whylen);
 
+/* Opens a forge task for a plugin (the host API's forge entry): proto and
+ * plugin name the caller, request is its JSON.  Returns 0 with *reply the
+ * task as JSON, or a negative status with *reply the reason (malloc'd; the
+ * kernel hands it to the plugin, which frees it with api->free). */
+typedef int (*kernel_forge_fn)(void *arg, const char *proto, const char *plugin,
+                               const char *request, char **reply);
+
 /* Receives every log line the kernel writes (level is a syslog priority). */
 typedef void (*kernel_log_fn)(void *arg, int level, const char *line);
 
@@ -63,6 +70,8 @@ typedef struct kernel_config {
     void *verify_arg;
     kernel_event_fn on_event;
     void *on_event_arg;
+    kernel_forge_fn forge;        /* NULL: the forge entry answers A4PS_ENOSYS */
+    void *forge_arg;
 } kernel_config;
 
 /* The reply of a send.  Reused across calls to avoid allocation; free with

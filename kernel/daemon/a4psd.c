@@ -548,6 +548,8 @@ int main(int argc, char **argv)
         .on_event_arg = d,
         .verify = verify_hook,   /* nothing unverified is dlopened (verify.c) */
         .verify_arg = d,
+        .forge = forge_hook,     /* plugins open forge tasks (forge.c) */
+        .forge_arg = d,
     };
     d->audit_on = cfg->image != NULL;
     d->k = kernel_create(&kc, err, sizeof err);

@@ -382,7 +382,7 @@ static char *exec_request(a4psd *d, json_t *req)
     }
     if (!strcmp(cmd, "forge")) {
         char err[KERNEL_ERRLEN];
-        json_t *t = forge_task_open(d, req, err, sizeof err);
+        json_t *t = forge_task_open(d, req, "the operator (a4psctl)", err, sizeof err);
         return t ? ok_line(t) : err_line(strstr(err, "refused") ? "unavailable" :
                                          strstr(err, "no proto") ? "not_found" : "bad_request",
                                          "%s", err);

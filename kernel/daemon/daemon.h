@@ -129,7 +129,10 @@ json_t *verify_status(a4psd *d);
 /* forge.c: tasks; the forge_* calls are safe from any thread */
 int forge_open(a4psd *d, char *err, size_t errlen);
 void forge_close(a4psd *d);
-json_t *forge_task_open(a4psd *d, json_t *req, char *err, size_t errlen);
+json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err,
+                        size_t errlen);
+int forge_hook(void *arg, const char *proto, const char *plugin, const char *request,
+               char **reply);
 json_t *forge_tasks(a4psd *d);
 json_t *forge_task(a4psd *d, unsigned id);
 int forge_cancel(a4psd *d, unsigned id);

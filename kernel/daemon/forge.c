@@ -46,6 +46,7 @@ typedef struct ftask {
     char *selector;              /* may be NULL */
     json_t *tests;               /* [{selector, input, expect}] */
     char *generator;
+    char *proposer;              /* who opened it: the operator, or a plugin */
     unsigned max_iter, wall_s, probation_s;
     const char *state;           /* queued, running, adopted, failed, cancelled */
     const char *stage;
@@ -108,7 +109,7 @@ static json_t *task_json(const ftask *t, bool full)
         }
     }
     return json_pack("{s:I, s:s, s:s, s:b, s:s?, s:s?, s:O, s:s, s:s, s:s, s:s?, s:s?, s:i,"
-                     " s:{s:i, s:i, s:i}, s:s?, s:I, s:I, s:I, s:s, s:o}",
+                     " s:{s:i, s:i, s:i}, s:s?, s:I, s:I, s:I, s:s, s:s?, s:o}",
                      "id", (json_int_t)t->id, "target", t->target, "plugin", t->plugin,
                      "new_plugin", t->create, "goal", t->goal, "selector", t->selector,
                      "tests", t->tests, "generator", t->generator, "state", t->state,
@@ -117,7 +118,7 @@ static json_t *task_json(const ftask *t, bool full)
                      "wall_s", (int)t->wall_s, "probation_s", (int)t->probation_s,
                      "adopted", t->adopted, "created", (json_int_t)t->created, "started",
                      (json_int_t)t->started, "finished", (json_int_t)t->finished, "dir",
-                     t->dir, "attempts", atts);
+                     t->dir, "proposer", t->proposer, "attempts", atts);
 }
 
 /* The durable record: task.json in the task's directory, rewritten after
@@ -455,8 +456,8 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
     task_stage(d, t, "swap", "loading %s %s and swapping %s", name, version, t->target);
     kernel_version_info info;
     char origin[256];
-    snprintf(origin, sizeof origin, "forge task %u, iteration %d, generator %s", t->id,
-             t->iteration, t->generator);
+    snprintf(origin, sizeof origin, "forge task %u, iteration %d, generator %s, proposed by %s",
+             t->id, t->iteration, t->generator, t->proposer ? t->proposer : "?");
     rc = kernel_load(d->k, so, &info, err, sizeof err);
     if (rc == A4PS_OK) {
         kernel_version_annotate(d->k, info.name, info.version, source, rep, origin);
@@ -694,6 +695,7 @@ static void task_free(ftask *t)
     free(t->selector);
     json_decref(t->tests);
     free(t->generator);
+    free(t->proposer);
     free(t->progress);
     free(t->result);
     json_decref(t->attempts);
@@ -734,7 +736,7 @@ static const char *jstr(json_t *o, const char *k)
  *    "plugin"?: NEW (a new plugin; P is created on it), "generator"?: PROTO,
  *    "iterations"?: N, "wall_s"?: N, "probation_s"?: N}
  * Returns the task as JSON, or NULL with err. */
-json_t *forge_task_open(a4psd *d, json_t *req, char *err, size_t errlen)
+json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, size_t errlen)
 {
     dforge *f = d->forge;
     const char *why = verify_unavailable(d);
@@ -821,6 +823,7 @@ json_t *forge_task_open(a4psd *d, json_t *req, char *err, size_t errlen)
     t->selector = selector ? strdup(selector) : NULL;
     t->tests = tests;
     t->generator = strdup(gen);
+    t->proposer = proposer ? strdup(proposer) : NULL;
     t->max_iter = iters > 0 && iters <= 1000 ? (unsigned)iters : d->cfg->forge_iterations;
     t->wall_s = wall > 0 && wall <= 604800 ? (unsigned)wall : d->cfg->forge_wall_s;
     t->probation_s = json_is_integer(prob) && json_integer_value(prob) >= 0 &&
@@ -852,10 +855,39 @@ json_t *forge_task_open(a4psd *d, json_t *req, char *err, size_t errlen)
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->lock);
     task_save(d, t);
-    dlog(d, LOG_NOTICE, "forge task %u opened: %s (%s %s), generator %s, %zu test%s", t->id,
-         proto, plugin, create ? "new" : version, gen, json_array_size(tests),
-         json_array_size(tests) == 1 ? "" : "s");
+    dlog(d, LOG_NOTICE, "forge task %u opened by %s: %s (%s %s), generator %s, %zu test%s",
+         t->id, proposer ? proposer : "?", proto, plugin, create ? "new" : version, gen,
+         json_array_size(tests), json_array_size(tests) == 1 ? "" : "s");
     return j;
+}
+
+/* The kernel's forge hook: a plugin opened a task through the host API. */
+int forge_hook(void *arg, const char *proto, const char *plugin, const char *request,
+               char **reply)
+{
+    a4psd *d = arg;
+    json_error_t je;
+    json_t *req = json_loads(request, 0, &je);
+    char err[KERNEL_ERRLEN], who[160];
+    if (!json_is_object(req)) {
+        json_decref(req);
+        if (asprintf(reply, "forge: the request is not a JSON object: %s", je.text) < 0)
+            *reply = NULL;
+        return A4PS_EINVAL;
+    }
+    snprintf(who, sizeof who, "plugin %s on proto %s", plugin ? plugin : "?",
+             proto ? proto : "(none)");
+    json_t *t = d->forge ? forge_task_open(d, req, who, err, sizeof err) : NULL;
+    if (!d->forge)
+        snprintf(err, sizeof err, "forge: not running yet");
+    json_decref(req);
+    if (!t) {
+        *reply = strdup(err);
+        return strstr(err, "no proto") ? A4PS_ENOENT : A4PS_EINVAL;
+    }
+    *reply = json_dumps(t, JSON_COMPACT);
+    json_decref(t);
+    return *reply ? A4PS_OK : A4PS_ENOMEM;
 }
 
 json_t *forge_tasks(a4psd *d)

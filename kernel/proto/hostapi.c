@@ -199,6 +199,35 @@ static const char *h_proto_name(a4ps_ctx *ctx)
     return c->proto ? c->proto->name : NULL;
 }
 
+static int h_forge(a4ps_ctx *ctx, const char *request, void **reply, size_t *reply_len)
+{
+    kctx *c = KC(ctx);
+    if (reply)
+        *reply = NULL;
+    if (reply_len)
+        *reply_len = 0;
+    char *out = NULL;
+    int rc;
+    if (!c->k->cfg.forge) {
+        out = strdup("this host has no forge");
+        rc = A4PS_ENOSYS;
+    } else if (!request) {
+        out = strdup("forge: the request is NULL");
+        rc = A4PS_EINVAL;
+    } else {
+        rc = c->k->cfg.forge(c->k->cfg.forge_arg, c->proto ? c->proto->name : NULL,
+                             c->beh ? c->beh->d.name : NULL, request, &out);
+    }
+    if (reply && out) {
+        *reply = out;
+        if (reply_len)
+            *reply_len = strlen(out);
+    } else {
+        free(out);
+    }
+    return rc;
+}
+
 void hostapi_init(a4ps_host_api *api)
 {
     memset(api, 0, sizeof *api);
@@ -216,4 +245,5 @@ void hostapi_init(a4ps_host_api *api)
     api->free = h_free;
     api->state_list = h_state_list;
     api->proto_name = h_proto_name;
+    api->forge = h_forge;
 }

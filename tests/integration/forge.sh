@@ -41,6 +41,7 @@ start_forge() {
     for p in counter-1 inbox command openai; do
         install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"
     done
+    install -m 644 "$TEST_PLUGINS/forger.so" "$T/plugins/forger.so"
     cat > "$T/a4ps.cfg" <<EOF
 plugin_dir = "plugins";
 runtime_dir = "run";
@@ -52,7 +53,8 @@ forge = { dir = "forge"; generator = "INBOX"; iterations = 5; wall_s = 120; prob
 ${2:-}
 protos = (
     { name = "C"; plugin = "counter"; state = { count = "100"; }; },
-    { name = "INBOX"; plugin = "inbox"; }${1:-}
+    { name = "INBOX"; plugin = "inbox"; },
+    { name = "F"; plugin = "forger"; }${1:-}
 );
 EOF
     A4PS_TEST_LLM_KEY=sekrit-key "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
@@ -204,6 +206,27 @@ EOF
     expect_contains "$(task_field 1 't["state"]')" "cancelled" "the task's state"
 }
 
+# A plugin opens a task through the host API (ALFRED will): it runs like
+# one from a4psctl, and its record names the plugin that proposed it.
+test_plugin_opens_task() {
+    start_forge || return
+    local r
+    r=$(ctl send F open '{"proto":"C","selector":"double","tests":[{"input":"","expect":"200"}],"iterations":1}' 2>&1) ||
+        { fail "F open: $r"; return; }
+    expect_contains "$r" '"id":1' "the task F opened"
+    expect_contains "$(task_field 1 't["proposer"]')" "plugin forger on proto F" "the task's proposer"
+    r=$(ctl send F open '{"proto":"NOPE","selector":"x"}' 2>&1) && fail "a task on a missing proto was opened"
+    expect_contains "$r" "no proto named 'NOPE'" "the refusal"
+    candidate "$T/forge/1/.tmp" 1.1.0 "c \* 2" 0
+    mv "$T/forge/1/.tmp" "$T/forge/1/c.c"
+    for _ in $(seq 300); do
+        [ "$(task_field 1 't["state"]')" = adopted ] && break
+        sleep 0.1
+    done
+    expect_reply C double "" "200"
+    expect_contains "$(ctl --json history C)" "proposed by plugin forger on proto F" "the lineage"
+}
+
 # Without runsc the daemon fails closed: dropped plugins are refused, not
 # loaded unverified, and the forge refuses with the way to install it.
 test_no_runsc() {
@@ -273,7 +296,8 @@ EOF
     expect_contains "$out" "refused" "forge's refusal"
 }
 
-ALL=(test_three_iterations test_probation_rollback test_inbox_and_hostile test_no_runsc
+ALL=(test_three_iterations test_probation_rollback test_inbox_and_hostile test_plugin_opens_task
+     test_no_runsc
      test_drop_refused_by_probe test_mode_none_is_loud)
 for t in "${@:-${ALL[@]}}"; do
     CURRENT=$t

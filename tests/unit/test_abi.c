@@ -76,6 +76,50 @@ static void r6_host_table_reports_its_entries(void **state)
     fx_expect(f, "n", "probe_known", "", A4PS_OK, "present");
 }
 
+/* R6, minor 2: the forge entry.  A kernel without a forge answers
+ * A4PS_ENOSYS with a reason; with one, the request reaches it with the
+ * calling proto and plugin, and its reply and status reach the plugin. */
+static struct {
+    char proto[64], plugin[64], request[256];
+    int calls;
+} forged;
+
+static int test_forge(void *arg, const char *proto, const char *plugin, const char *request,
+                      char **reply)
+{
+    snprintf(forged.proto, sizeof forged.proto, "%s", proto ? proto : "");
+    snprintf(forged.plugin, sizeof forged.plugin, "%s", plugin ? plugin : "");
+    snprintf(forged.request, sizeof forged.request, "%s", request);
+    forged.calls++;
+    *reply = strdup(strstr(request, "bad") ? "no such goal" : "{\"id\":7}");
+    return strstr(request, "bad") ? A4PS_EINVAL : A4PS_OK;
+}
+
+static void tune_forge(kernel_config *cfg)
+{
+    cfg->forge = test_forge;
+}
+
+static void r6_forge_entry(void **state)
+{
+    fx *f = fx_get(state);
+    fx_load_ok(f, FX_PLUGIN("forger.so"), NULL);
+    fx_proto_ok(f, "F", "forger", NULL);
+    fx_expect(f, "F", "open", "{}", A4PS_ENOSYS, "this host has no forge");
+
+    fx *g = fx_open(tune_forge);
+    fx_load_ok(g, FX_PLUGIN("forger.so"), NULL);
+    fx_proto_ok(g, "F2", "forger", NULL);
+    memset(&forged, 0, sizeof forged);
+    fx_expect(g, "F2", "open", "{\"goal\":\"x\"}", A4PS_OK, "{\"id\":7}");
+    assert_int_equal(forged.calls, 1);
+    assert_string_equal(forged.proto, "F2");
+    assert_string_equal(forged.plugin, "forger");
+    assert_string_equal(forged.request, "{\"goal\":\"x\"}");
+    fx_expect(g, "F2", "open", "bad", A4PS_EINVAL, "no such goal");
+    fx_close(g);
+}
+
 /* R7: `good` has no hooks at all.  It loads (no init, no self_test), an
  * unknown selector gets A4PS_ENOSYS with a reply naming the selector and one
  * message_not_understood event, and once "g" moves to good 2.0.0 the old
@@ -201,6 +245,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(r5_wrong_struct_size_refused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(r6_host_table_reports_its_entries, fx_setup,
                                         fx_teardown),
+        cmocka_unit_test_setup_teardown(r6_forge_entry, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(r7_missing_hooks_are_optional, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(r8_identity_violations_refused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(r9_faults_are_contained, fx_setup, fx_teardown),
