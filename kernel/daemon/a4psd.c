@@ -115,6 +115,11 @@ static void subscribe_all(a4psd *d)
 
 /* Apply the parts of a new config that can change while running; report the
  * ones that need a restart.  nc becomes d->cfg. */
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
 static void apply(a4psd *d, dconfig *nc)
 {
     dconfig *oc = d->cfg;
@@ -128,6 +133,18 @@ static void apply(a4psd *d, dconfig *nc)
         {"control.group", (oc->group == NULL) != (nc->group == NULL) ||
                               (oc->group && strcmp(oc->group, nc->group))},
         {"workers", oc->workers != nc->workers},
+        {"sandbox", oc->sandbox_none != nc->sandbox_none || oc->sbx_wall_ms != nc->sbx_wall_ms ||
+                        oc->sbx_cpu_s != nc->sbx_cpu_s || oc->sbx_mem_bytes != nc->sbx_mem_bytes ||
+                        oc->sbx_nproc != nc->sbx_nproc || oc->sbx_call_ms != nc->sbx_call_ms ||
+                        oc->sbx_file_bytes != nc->sbx_file_bytes ||
+                        oc->sbx_output_bytes != nc->sbx_output_bytes ||
+                        !same_str(oc->runsc, nc->runsc) || !same_str(oc->probe, nc->probe) ||
+                        !same_str(oc->abi_dir, nc->abi_dir)},
+        {"forge", !same_str(oc->forge_generator, nc->forge_generator) ||
+                      !same_str(oc->forge_dir, nc->forge_dir) ||
+                      oc->forge_iterations != nc->forge_iterations ||
+                      oc->forge_wall_s != nc->forge_wall_s ||
+                      oc->forge_probation_s != nc->forge_probation_s},
         {"limits (kernel)", oc->max_plugin_bytes != nc->max_plugin_bytes ||
                                 oc->hook_timeout_ms != nc->hook_timeout_ms ||
                                 oc->migrate_timeout_ms != nc->migrate_timeout_ms ||

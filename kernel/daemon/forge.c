@@ -69,7 +69,13 @@ struct dforge {
     pthread_t thread;
     bool started, stop;
     char *dir;
+    /* The forge { } settings, copied at start: d->cfg belongs to the loop
+     * thread and a reload replaces it (they need a restart anyway). */
+    char *generator, *cfg_path;
+    unsigned iterations, wall_s, probation_s;
 };
+
+static void task_free(ftask *t);
 
 static double now_ms(void)
 {
@@ -635,6 +641,78 @@ static void *forge_main(void *arg)
 
 /* ---- The daemon's side ---- */
 
+static char *jdup(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? strdup(s) : NULL;
+}
+
+/* A task of an earlier run, from its task.json: listed and shown as it
+ * ended.  One that was still queued or running when a4psd stopped is marked
+ * interrupted (it is not resumed: its generator may have moved on). */
+static ftask *task_load(const char *dir, unsigned id)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%u/task.json", dir, id);
+    json_t *j = json_load_file(path, 0, NULL);
+    if (!json_is_object(j) || json_integer_value(json_object_get(j, "id")) != id) {
+        json_decref(j);
+        return NULL;
+    }
+    static const char *const states[] = {"adopted", "failed", "cancelled", "interrupted"};
+    const char *st = json_string_value(json_object_get(j, "state"));
+    const char *state = "interrupted";
+    for (size_t i = 0; st && i < sizeof states / sizeof states[0]; i++)
+        if (!strcmp(st, states[i]))
+            state = states[i];
+    ftask *t = calloc(1, sizeof *t);
+    if (!t) {
+        json_decref(j);
+        return NULL;
+    }
+    t->id = id;
+    t->target = jdup(j, "target");
+    t->plugin = jdup(j, "plugin");
+    t->create = json_is_true(json_object_get(j, "new_plugin"));
+    t->goal = jdup(j, "goal");
+    t->selector = jdup(j, "selector");
+    t->tests = json_incref(json_object_get(j, "tests"));
+    t->generator = jdup(j, "generator");
+    t->proposer = jdup(j, "proposer");
+    t->state = state;
+    t->stage = "done";
+    t->result = jdup(j, "result");
+    if (!strcmp(state, "interrupted") && !t->result)
+        t->result = strdup("a4psd stopped while the task ran; it was not resumed");
+    t->iteration = (int)json_integer_value(json_object_get(j, "iteration"));
+    json_t *b = json_object_get(j, "budget");
+    t->max_iter = (unsigned)json_integer_value(json_object_get(b, "iterations"));
+    t->wall_s = (unsigned)json_integer_value(json_object_get(b, "wall_s"));
+    t->probation_s = (unsigned)json_integer_value(json_object_get(b, "probation_s"));
+    t->attempts = json_incref(json_object_get(j, "attempts"));
+    if (!json_is_array(t->attempts)) {
+        json_decref(t->attempts);
+        t->attempts = json_array();
+    }
+    t->adopted = jdup(j, "adopted");
+    t->created = (time_t)json_integer_value(json_object_get(j, "created"));
+    t->started = (time_t)json_integer_value(json_object_get(j, "started"));
+    t->finished = (time_t)json_integer_value(json_object_get(j, "finished"));
+    t->dir = jdup(j, "dir");
+    json_decref(j);
+    if (!t->target || !t->plugin || !t->generator || !t->dir) {
+        task_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static int cmp_uint(const void *a, const void *b)
+{
+    unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
+    return x < y ? -1 : x > y;
+}
+
 static char *forge_dir(a4psd *d)
 {
     char *dir = NULL;
@@ -655,30 +733,67 @@ int forge_open(a4psd *d, char *err, size_t errlen)
     }
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->cv, NULL);
+    f->generator = d->cfg->forge_generator ? strdup(d->cfg->forge_generator) : NULL;
+    f->cfg_path = strdup(d->cfg->path);
+    f->iterations = d->cfg->forge_iterations;
+    f->wall_s = d->cfg->forge_wall_s;
+    f->probation_s = d->cfg->forge_probation_s;
     if (mkdir(f->dir, 0755) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "forge.dir %s: %s", f->dir, strerror(errno));
+        free(f->generator);
+        free(f->cfg_path);
         free(f->dir);
         free(f);
         return -1;
     }
     /* Task ids go on from the highest directory left by earlier runs, so a
-     * new task never writes into an old one's record. */
+     * new task never writes into an old one's record; those records are
+     * listed again, in id order. */
     f->next_id = 1;
     DIR *dir = opendir(f->dir);
     struct dirent *e;
+    unsigned *ids = NULL;
+    size_t nids = 0, cap = 0;
     while (dir && (e = readdir(dir))) {
         char *end;
         unsigned long n = strtoul(e->d_name, &end, 10);
-        if (!*end && end != e->d_name && n >= f->next_id && n < 1000000000)
+        if (*end || end == e->d_name || n == 0 || n >= 1000000000)
+            continue;
+        if (n >= f->next_id)
             f->next_id = (unsigned)n + 1;
+        if (nids == cap) {
+            cap = cap ? cap * 2 : 16;
+            unsigned *ni = realloc(ids, cap * sizeof *ni);
+            if (!ni)
+                break;
+            ids = ni;
+        }
+        ids[nids++] = (unsigned)n;
     }
     if (dir)
         closedir(dir);
+    if (nids)
+        qsort(ids, nids, sizeof *ids, cmp_uint);
     d->forge = f;
+    for (size_t i = 0; i < nids; i++) {
+        ftask *t = task_load(f->dir, ids[i]);
+        if (!t)
+            continue;
+        if (f->tail)
+            f->tail->next = t;
+        else
+            f->tasks = t;
+        f->tail = t;
+        if (!strcmp(t->state, "interrupted"))
+            task_save(d, t);     /* the record says so too from now on */
+    }
+    free(ids);
     int rc = pthread_create(&f->thread, NULL, forge_main, d);
     if (rc) {
         snprintf(err, errlen, "forge: cannot start its thread: %s", strerror(rc));
         d->forge = NULL;
+        free(f->generator);
+        free(f->cfg_path);
         free(f->dir);
         free(f);
         return -1;
@@ -720,6 +835,8 @@ void forge_close(a4psd *d)
         task_free(t);
     }
     free(f->dir);
+    free(f->generator);
+    free(f->cfg_path);
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cv);
     free(f);
@@ -749,14 +866,14 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
                *goal = jstr(req, "goal"), *newplugin = jstr(req, "plugin"),
                *gen = jstr(req, "generator");
     if (!gen)
-        gen = d->cfg->forge_generator;
+        gen = f->generator;
     if (!proto || !kernel_valid_proto_name(proto)) {
         snprintf(err, errlen, "forge: \"proto\": '%s' is not a proto name", proto ? proto : "");
         return NULL;
     }
     if (!gen) {
         snprintf(err, errlen, "forge: no generator: name one (--generator PROTO) or set "
-                 "forge.generator in %s", d->cfg->path);
+                 "forge.generator in %s", f->cfg_path);
         return NULL;
     }
     if (!kernel_proto_exists(d->k, gen)) {
@@ -824,11 +941,11 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
     t->tests = tests;
     t->generator = strdup(gen);
     t->proposer = proposer ? strdup(proposer) : NULL;
-    t->max_iter = iters > 0 && iters <= 1000 ? (unsigned)iters : d->cfg->forge_iterations;
-    t->wall_s = wall > 0 && wall <= 604800 ? (unsigned)wall : d->cfg->forge_wall_s;
+    t->max_iter = iters > 0 && iters <= 1000 ? (unsigned)iters : f->iterations;
+    t->wall_s = wall > 0 && wall <= 604800 ? (unsigned)wall : f->wall_s;
     t->probation_s = json_is_integer(prob) && json_integer_value(prob) >= 0 &&
                              json_integer_value(prob) <= 86400
-                         ? (unsigned)json_integer_value(prob) : d->cfg->forge_probation_s;
+                         ? (unsigned)json_integer_value(prob) : f->probation_s;
     t->state = "queued";
     t->stage = "queued";
     t->attempts = json_array();

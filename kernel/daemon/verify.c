@@ -41,6 +41,7 @@ struct dverify {
     bool none;                   /* sandbox.mode = "none" */
     sandbox_limits lim;
     unsigned call_ms, hook_ms;
+    char *abi_dir;               /* copied: d->cfg is replaced by a reload */
 };
 
 static const char *probe_path(a4psd *d)
@@ -50,7 +51,7 @@ static const char *probe_path(a4psd *d)
 
 const char *verify_abi_dir(a4psd *d)
 {
-    return d->cfg->abi_dir ? d->cfg->abi_dir : A4PS_ABI_DIR;
+    return d->ver->abi_dir;
 }
 
 int verify_open(a4psd *d)
@@ -68,6 +69,7 @@ int verify_open(a4psd *d)
                               .output_bytes = c->sbx_output_bytes};
     v->call_ms = c->sbx_call_ms;
     v->hook_ms = c->hook_timeout_ms;
+    v->abi_dir = strdup(c->abi_dir ? c->abi_dir : A4PS_ABI_DIR);
     d->ver = v;
     if (v->none) {
         dlog(d, LOG_WARNING, "%s: sandbox.mode = \"none\": plugins are loaded WITHOUT being "
@@ -114,6 +116,7 @@ void verify_close(a4psd *d)
         free(p);
     }
     free(v->sb_error);
+    free(v->abi_dir);
     pthread_mutex_destroy(&v->lock);
     pthread_mutex_destroy(&v->sblock);
     free(v);

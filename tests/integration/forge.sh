@@ -137,6 +137,21 @@ EOF
     [ "$(sqlite3 "$T/a4ps.img" "SELECT count(*) FROM behaviours WHERE version = '1.1.0' AND source LIKE '%double%' AND test_report LIKE '%pass%'")" = 1 ] ||
         fail "the image lacks 1.1.0's source or report"
     rm -rf "$keep"
+
+    # A restart: C comes back on 1.1.0 from the image; every binary there
+    # passed before, so nothing is probed again; the task is listed again.
+    kill -TERM "$PID"
+    wait "$PID"
+    A4PS_TEST_LLM_KEY=sekrit-key "$A4PSD" -c "$T/a4ps.cfg" >> "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 300); do
+        ctl send C double "" > /dev/null 2>&1 && break
+        sleep 0.1
+    done
+    expect_reply C double "" "200"
+    expect_contains "$(ctl --json status)" '"probed":0' "status after the restart"
+    expect_contains "$(ctl tasks)" "adopted" "tasks after the restart"
+    expect_contains "$(task_field 1 't["attempts"][0]["verdict"]')" "compile_failed" "task 1 after the restart"
 }
 
 # A candidate that passes the sandbox but crashes live on its third
