@@ -655,6 +655,20 @@ static void show_status(const json_t *res)
         print_field("CONFIG ERROR", cerr);
         printf("  %-13s(not applied: the previous config keeps running)\n", "");
     }
+    const json_t *sb = json_object_get(res, "sandbox");
+    if (json_is_object(sb)) {
+        const char *mode = jstr(sb, "mode");
+        printf("  %-13s%s", "sandbox", mode ? mode : "?");
+        if (mode && !strcmp(mode, "none"))
+            printf(" (plugins load WITHOUT verification)");
+        printf(", %" JSON_INTEGER_FORMAT " binaries passed, %" JSON_INTEGER_FORMAT
+               " probed, %" JSON_INTEGER_FORMAT " refused\n",
+               json_integer_value(json_object_get(sb, "passed_binaries")),
+               json_integer_value(json_object_get(sb, "probed")),
+               json_integer_value(json_object_get(sb, "refused")));
+        if (jstr(sb, "error"))
+            print_field("SANDBOX", json_object_get(sb, "error"));
+    }
     const json_t *ev = json_object_get(res, "events");
     static const char *const counters[] = {"published", "delivered", "dropped", "failed", "queued"};
     printf("  %-13s", "events");
