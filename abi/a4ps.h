@@ -200,7 +200,8 @@ typedef struct a4ps_host_api {
      * "probation_s"}; the task records the calling plugin and proto as its
      * proposer.  On success *reply (free with api->free) is the task as JSON;
      * on failure the status, with the reason in *reply when set.
-     * A4PS_ENOSYS when the host has no forge (a bare kernel, the probe). */
+     * A4PS_ENOSYS when the host has no forge (a bare kernel, the probe);
+     * A4PS_EPERM from a hook (methods only). */
     int (*forge)(a4ps_ctx *ctx, const char *request, void **reply, size_t *reply_len);
 } a4ps_host_api;
 

@@ -31,6 +31,7 @@ struct sandbox {
     char **ro;                   /* pairs: host, mount point */
     size_t nro;
     unsigned long seq;
+    unsigned long inst;          /* several sandboxes in one process never share an id */
 };
 
 static uint64_t now_ms(void)
@@ -131,6 +132,8 @@ int sandbox_open(const char *runtime_dir, const char *runsc, const char *const *
         sandbox_close(sb);
         return -1;
     }
+    static _Atomic unsigned long instances;
+    sb->inst = ++instances;
     mkdir(sb->dir, 0700);
     mkdir(sb->state, 0700);
     /* Containers of a daemon that died: kill and delete them. */
@@ -262,7 +265,7 @@ int sandbox_run(sandbox *sb, const char *workdir, const char *const *argv,
 {
     memset(res, 0, sizeof *res);
     char id[64], bundle[4096];
-    snprintf(id, sizeof id, "a4ps-%d-%lu", (int)getpid(), ++sb->seq);
+    snprintf(id, sizeof id, "a4ps-%d-%lu-%lu", (int)getpid(), sb->inst, ++sb->seq);
     snprintf(bundle, sizeof bundle, "%s/%s", sb->dir, id);
     /* The sandbox's user must be able to write its work directory. */
     if (chown(workdir, NOBODY, NOBODY) != 0 || chmod(workdir, 0700) != 0) {

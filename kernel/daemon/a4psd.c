@@ -607,12 +607,15 @@ int main(int argc, char **argv)
         if (image_backup(d->img, cfg->image_backups, err, sizeof err) != 0)
             dlog(d, LOG_WARNING, "%s", err);
     }
+    /* The forge before the workers: a plugin may open a task from any send. */
     if (ctl_open(d, err, sizeof err) != 0 || watch_open(d, err, sizeof err) != 0 ||
-        ctl_workers_start(d, err, sizeof err) != 0 || forge_open(d, err, sizeof err) != 0) {
+        forge_open(d, err, sizeof err) != 0 || ctl_workers_start(d, err, sizeof err) != 0) {
         dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
-        forge_close(d);
+        forge_stop(d);
         ctl_shutdown(d);
         kernel_destroy(d->k);
+        forge_free(d);
+        verify_close(d);
         return 1;
     }
     dlog(d, LOG_NOTICE, "a4psd %s up (pid %d): config %s, plugins %s, socket %s, %d workers",
@@ -657,7 +660,7 @@ int main(int argc, char **argv)
         }
         ctl_reap(d);
     }
-    forge_close(d);              /* a task mid-stage stops at its next check */
+    forge_stop(d);               /* a task mid-stage stops at its next check */
     ctl_shutdown(d);
     watch_close(d);
     int status = 0;
@@ -677,6 +680,7 @@ int main(int argc, char **argv)
         _exit(1);
     }
     kernel_destroy(d->k);
+    forge_free(d);               /* workers and plugins may have used it until now */
     verify_close(d);
     dlog(d, LOG_NOTICE, "stopped");
     for (unsigned i = 0; i < EVENT_RING; i++)

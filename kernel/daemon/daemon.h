@@ -116,8 +116,10 @@ int verify_hook(void *arg, const char *path, const unsigned char sha[32], char *
                 char *why, size_t whylen);
 /* Trust this hash from now on (the forge probed it); report is copied. */
 void verify_passed(a4psd *d, const char *sha_hex, const char *report);
-/* Probe / compile in the sandbox: as sandbox_probe / sandbox_compile. */
-int verify_probe(a4psd *d, const char *path, const void *state, size_t state_len,
+/* Probe / compile in the sandbox: as sandbox_probe / sandbox_compile.  The
+ * forge (forge true, and every compile) has a sandbox of its own, so a
+ * dropped file is never held up behind a task. */
+int verify_probe(a4psd *d, bool forge, const char *path, const void *state, size_t state_len,
                  const char *cases_json, char **report, char *err, size_t errlen);
 int verify_compile(a4psd *d, const char *source, size_t len, const char *out_so,
                    char **diagnostics, char *err, size_t errlen);
@@ -128,7 +130,8 @@ json_t *verify_status(a4psd *d);
 
 /* forge.c: tasks; the forge_* calls are safe from any thread */
 int forge_open(a4psd *d, char *err, size_t errlen);
-void forge_close(a4psd *d);
+void forge_stop(a4psd *d);     /* before the workers stop */
+void forge_free(a4psd *d);     /* after the kernel is destroyed */
 json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err,
                         size_t errlen);
 int forge_hook(void *arg, const char *proto, const char *plugin, const char *request,

@@ -37,6 +37,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#define FORGE_STOP_WAIT_S 20
+
 typedef struct ftask {
     unsigned id;
     char *target;                /* proto to change, or to create */
@@ -68,7 +70,9 @@ struct dforge {
     unsigned next_id;
     pthread_t thread;
     bool started, stop;
+    bool hung;                   /* its thread did not stop: never freed */
     char *dir;
+    char *work;                  /* runtime_dir/forge-work, 0700: candidates' binaries */
     /* The forge { } settings, copied at start: d->cfg belongs to the loop
      * thread and a reload replaces it (they need a restart anyway). */
     char *generator, *cfg_path;
@@ -134,12 +138,33 @@ static void task_save(a4psd *d, ftask *t)
     pthread_mutex_lock(&d->forge->lock);
     json_t *j = task_json(t, true);
     pthread_mutex_unlock(&d->forge->lock);
+    /* A fresh temporary (O_EXCL: never through a link someone left in the
+     * directory), then rename, which replaces a link rather than follows it. */
     char tmp[4200], path[4200];
-    snprintf(tmp, sizeof tmp, "%s/.task.json.tmp", t->dir);
+    snprintf(tmp, sizeof tmp, "%s/.task.json.XXXXXX", t->dir);
     snprintf(path, sizeof path, "%s/task.json", t->dir);
-    if (json_dump_file(j, tmp, JSON_INDENT(1)) != 0 || rename(tmp, path) != 0)
-        dlog(d, LOG_WARNING, "forge task %u: cannot write %s: %s", t->id, path, strerror(errno));
+    int fd = j ? mkstemp(tmp) : -1;
+    int ok = fd >= 0 && fchmod(fd, 0644) == 0 && json_dumpfd(j, fd, JSON_INDENT(1)) == 0;
+    if (fd >= 0 && close(fd) != 0)
+        ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        dlog(d, LOG_WARNING, "forge task %u: cannot write %s: %s", t->id, path,
+             j ? strerror(errno) : "the record is not valid JSON");
+        if (fd >= 0)
+            unlink(tmp);
+    }
     json_decref(j);
+}
+
+/* The length of at most max bytes of s that ends on a UTF-8 character
+ * boundary: text cut for a record must stay valid JSON text. */
+static int utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return (int)len;
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--;
+    return (int)max;
 }
 
 static void task_stage(a4psd *d, ftask *t, const char *stage, const char *fmt, ...)
@@ -199,8 +224,12 @@ static int stage_generate(a4psd *d, ftask *t, const char *prev, const char *diag
                           const char *failures, double deadline, char **source, char **why)
 {
     json_t *req = generator_request(d, t, prev, diag, failures);
-    char *msg = json_dumps(req, JSON_COMPACT);
+    char *msg = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
+    if (!msg) {
+        *why = strdup("the task could not be put as JSON for the generator (out of memory?)");
+        return -1;
+    }
     kernel_reply r = {0};
     int rc;
     task_stage(d, t, "generate", "asking %s", t->generator);
@@ -208,7 +237,7 @@ static int stage_generate(a4psd *d, ftask *t, const char *prev, const char *diag
         rc = kernel_send(d->k, t->generator, "generate", msg, strlen(msg), &r);
         if (rc != A4PS_ENOENT || !r.len || !strncmp(r.data, "no proto named", 14))
             break;
-        task_stage(d, t, "generate", "waiting: %.*s", (int)(r.len > 400 ? 400 : r.len), r.data);
+        task_stage(d, t, "generate", "waiting: %.*s", utf8_cut(r.data, r.len, 400), r.data);
         const char *stop;
         if (task_stopping(d, t, deadline, &stop)) {
             *why = strdup(stop);
@@ -218,15 +247,24 @@ static int stage_generate(a4psd *d, ftask *t, const char *prev, const char *diag
         usleep(250 * 1000);
     }
     free(msg);
-    if (rc == A4PS_OK && r.len) {
+    json_t *valid = rc == A4PS_OK && r.len && !memchr(r.data, 0, r.len)
+                        ? json_stringn(r.data, r.len) : NULL;
+    if (valid) {
+        /* Only text that is valid UTF-8 can go into the record and back to
+         * the generator, so only such source is compiled. */
         *source = strndup(r.data, r.len);
         rc = 0;
+    } else if (rc == A4PS_OK && r.len) {
+        *why = strdup("the generator's source is not valid UTF-8 text (or holds a NUL byte)");
+        rc = -1;
     } else if (rc != -2) {
         if (asprintf(why, "generator %s: status %d: %.*s", t->generator, rc,
-                     (int)(r.len > 2000 ? 2000 : r.len), r.len ? r.data : "(empty reply)") < 0)
+                     r.len ? utf8_cut(r.data, r.len, 2000) : 15,
+                     r.len ? r.data : "(empty reply)") < 0)
             *why = NULL;
         rc = -1;
     }
+    json_decref(valid);
     kernel_reply_free(&r);
     return rc;
 }
@@ -374,7 +412,10 @@ static void feedback(a4psd *d, ftask *t, json_t *attempt)
 static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a)
 {
     char so[4200], err[KERNEL_ERRLEN];
-    snprintf(so, sizeof so, "%s/attempt-%d.so", t->dir, t->iteration);
+    /* In the daemon's private directory, not the task's (which a person or
+     * an agent writes into): nobody can swap the file between its probe
+     * and its load. */
+    snprintf(so, sizeof so, "%s/task-%u-attempt-%d.so", d->forge->work, t->id, t->iteration);
     double t0 = now_ms();
     task_stage(d, t, "compile", "cc in the sandbox (%zu bytes of source)", strlen(source));
     char *diag = NULL;
@@ -404,12 +445,14 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
                slen);
     t0 = now_ms();
     char *rep = NULL;
-    rc = verify_probe(d, so, state, slen, cases, &rep, err, sizeof err);
+    rc = verify_probe(d, true, so, state, slen, cases, &rep, err, sizeof err);
     free(state);
     free(cases);
     json_object_set_new(a, "probe_ms", json_real(now_ms() - t0));
     json_t *report = rep ? json_loads(rep, 0, NULL) : NULL;
     json_object_set_new(a, "report", report ? json_incref(report) : json_null());
+    if (rc != 1)
+        unlink(so);
     if (rc < 0) {
         free(rep);
         json_decref(report);
@@ -442,19 +485,31 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
         free(f);
         free(rep);
         json_decref(report);
+        unlink(so);
         return "test_failed";
     }
     json_object_set_new(a, "version", json_string(version));
 
     /* verify: where the codex monitors plug in (a later issue); today the
-     * probe's verdict is the whole of it.  The hash is taken here, on the
-     * file the probe ran, not from the report. */
+     * probe's verdict is the whole of it, for the bytes it tested: the file,
+     * hashed here, must be what the report says the probe copied. */
     task_stage(d, t, "verify", "probe passed %s %s; no monitors configured", name, version);
     char sha[65];
-    if (file_sha256(so, sha) != 0) {
-        json_object_set_new(a, "summary", json_string("cannot hash the candidate"));
+    const char *tested = json_string_value(json_object_get(report, "sha256"));
+    if (file_sha256(so, sha) != 0 || !tested || strcmp(tested, sha)) {
+        json_object_set_new(a, "summary", json_string("the candidate's file is not the one the "
+                                                      "probe tested"));
         free(rep);
         json_decref(report);
+        unlink(so);
+        return "error";
+    }
+    const char *stop;
+    if (task_stopping(d, t, 1e300, &stop)) {
+        json_object_set_new(a, "summary", json_string(stop));
+        free(rep);
+        json_decref(report);
+        unlink(so);
         return "error";
     }
     verify_passed(d, sha, rep);
@@ -698,7 +753,9 @@ static ftask *task_load(const char *dir, unsigned id)
     t->created = (time_t)json_integer_value(json_object_get(j, "created"));
     t->started = (time_t)json_integer_value(json_object_get(j, "started"));
     t->finished = (time_t)json_integer_value(json_object_get(j, "finished"));
-    t->dir = jdup(j, "dir");
+    /* Where the record was found, never where it says it was. */
+    if (asprintf(&t->dir, "%s/%u", dir, id) < 0)
+        t->dir = NULL;
     json_decref(j);
     if (!t->target || !t->plugin || !t->generator || !t->dir) {
         task_free(t);
@@ -738,8 +795,13 @@ int forge_open(a4psd *d, char *err, size_t errlen)
     f->iterations = d->cfg->forge_iterations;
     f->wall_s = d->cfg->forge_wall_s;
     f->probation_s = d->cfg->forge_probation_s;
-    if (mkdir(f->dir, 0755) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "forge.dir %s: %s", f->dir, strerror(errno));
+    if (asprintf(&f->work, "%s/forge-work", d->cfg->runtime_dir) < 0)
+        f->work = NULL;
+    if (!f->work || (mkdir(f->work, 0700) != 0 && errno != EEXIST) ||
+        (mkdir(f->dir, 0755) != 0 && errno != EEXIST)) {
+        snprintf(err, errlen, "forge.dir %s or %s: %s", f->dir, f->work ? f->work : "?",
+                 strerror(errno));
+        free(f->work);
         free(f->generator);
         free(f->cfg_path);
         free(f->dir);
@@ -792,6 +854,7 @@ int forge_open(a4psd *d, char *err, size_t errlen)
     if (rc) {
         snprintf(err, errlen, "forge: cannot start its thread: %s", strerror(rc));
         d->forge = NULL;
+        free(f->work);
         free(f->generator);
         free(f->cfg_path);
         free(f->dir);
@@ -819,7 +882,10 @@ static void task_free(ftask *t)
     free(t);
 }
 
-void forge_close(a4psd *d)
+/* Stop the forge thread: a task stops at its next check (a generator's call
+ * or a sandbox run in progress finishes first).  Bounded: a thread that does
+ * not stop in time is left, and the daemon exits without tearing down. */
+void forge_stop(a4psd *d)
 {
     dforge *f = d->forge;
     if (!f)
@@ -828,13 +894,33 @@ void forge_close(a4psd *d)
     f->stop = true;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->lock);
-    if (f->started)
-        pthread_join(f->thread, NULL);
+    if (!f->started)
+        return;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += FORGE_STOP_WAIT_S;
+    if (pthread_timedjoin_np(f->thread, NULL, &dl) != 0) {
+        dlog(d, LOG_ERR, "forge: its thread did not stop within %d s (a generator or a "
+             "sandbox run still going)", FORGE_STOP_WAIT_S);
+        d->stuck = true;
+        f->hung = true;
+        return;
+    }
+    f->started = false;
+}
+
+/* After the kernel is gone: nothing calls forge_* any more. */
+void forge_free(a4psd *d)
+{
+    dforge *f = d->forge;
+    if (!f || f->hung)
+        return;
     for (ftask *t = f->tasks, *n; t; t = n) {
         n = t->next;
         task_free(t);
     }
     free(f->dir);
+    free(f->work);
     free(f->generator);
     free(f->cfg_path);
     pthread_mutex_destroy(&f->lock);
@@ -856,6 +942,13 @@ static const char *jstr(json_t *o, const char *k)
 json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, size_t errlen)
 {
     dforge *f = d->forge;
+    pthread_mutex_lock(&f->lock);
+    bool stopping = f->stop;
+    pthread_mutex_unlock(&f->lock);
+    if (stopping) {
+        snprintf(err, errlen, "forge: refused: a4psd is stopping");
+        return NULL;
+    }
     const char *why = verify_unavailable(d);
     if (why) {
         snprintf(err, errlen, "forge: refused: the forge builds and tests only in the sandbox, "
@@ -879,6 +972,33 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
     if (!kernel_proto_exists(d->k, gen)) {
         snprintf(err, errlen, "forge: generator: no proto named '%s'", gen);
         return NULL;
+    }
+    {
+        char *e = kernel_explain(d->k, gen);
+        json_t *j = e ? json_loads(e, 0, NULL) : NULL;
+        free(e);
+        const char *kind = json_string_value(json_object_get(json_object_get(j, "plugin"),
+                                                             "kind"));
+        bool ok = kind && !strcmp(kind, "generator");
+        if (!ok)
+            snprintf(err, errlen, "forge: generator: proto '%s' runs a plugin of kind %s, not "
+                     "a generator", gen, kind ? kind : "?");
+        json_decref(j);
+        if (!ok)
+            return NULL;
+    }
+    static const struct {
+        const char *key;
+        long max;
+    } budget[] = {{"iterations", 1000}, {"wall_s", 604800}, {"probation_s", 86400}};
+    for (size_t b = 0; b < sizeof budget / sizeof budget[0]; b++) {
+        json_t *v = json_object_get(req, budget[b].key);
+        if (v && (!json_is_integer(v) || json_integer_value(v) < (b == 2 ? 0 : 1) ||
+                  json_integer_value(v) > budget[b].max)) {
+            snprintf(err, errlen, "forge: \"%s\" must be an integer from %d to %ld",
+                     budget[b].key, b == 2 ? 0 : 1, budget[b].max);
+            return NULL;
+        }
     }
     char plugin[64] = "", version[32] = "";
     bool create = false;
@@ -941,11 +1061,9 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
     t->tests = tests;
     t->generator = strdup(gen);
     t->proposer = proposer ? strdup(proposer) : NULL;
-    t->max_iter = iters > 0 && iters <= 1000 ? (unsigned)iters : f->iterations;
-    t->wall_s = wall > 0 && wall <= 604800 ? (unsigned)wall : f->wall_s;
-    t->probation_s = json_is_integer(prob) && json_integer_value(prob) >= 0 &&
-                             json_integer_value(prob) <= 86400
-                         ? (unsigned)json_integer_value(prob) : f->probation_s;
+    t->max_iter = iters ? (unsigned)iters : f->iterations;   /* checked above */
+    t->wall_s = wall ? (unsigned)wall : f->wall_s;
+    t->probation_s = prob ? (unsigned)json_integer_value(prob) : f->probation_s;
     t->state = "queued";
     t->stage = "queued";
     t->attempts = json_array();
@@ -953,15 +1071,23 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
     pthread_mutex_lock(&f->lock);
     t->id = f->next_id++;
     pthread_mutex_unlock(&f->lock);
-    /* The directory may be there already: a candidate can be put in the
-     * inbox before the task is opened. */
-    if (asprintf(&t->dir, "%s/%u", f->dir, t->id) < 0 ||
-        (mkdir(t->dir, 0755) != 0 && errno != EEXIST)) {
-        snprintf(err, errlen, "forge: cannot make the task's directory under %s: %s", f->dir,
-                 strerror(errno));
+    /* The directory may be there already (a candidate can be put in the
+     * inbox before the task is opened), but it must be a real directory of
+     * ours: never a link that would send the task's record elsewhere. */
+    struct stat st;
+    const char *bad = NULL;
+    if (asprintf(&t->dir, "%s/%u", f->dir, t->id) < 0)
+        bad = "out of memory";
+    else if ((mkdir(t->dir, 0755) != 0 && errno != EEXIST) || lstat(t->dir, &st) != 0)
+        bad = strerror(errno);
+    else if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        bad = "exists and is not a directory of a4psd's user";
+    if (bad) {
+        snprintf(err, errlen, "forge: the task's directory %s/%u: %s", f->dir, t->id, bad);
         task_free(t);
         return NULL;
     }
+    task_save(d, t);             /* before the forge thread can write it too */
     pthread_mutex_lock(&f->lock);
     if (f->tail)
         f->tail->next = t;
@@ -971,7 +1097,6 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
     json_t *j = task_json(t, false);
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->lock);
-    task_save(d, t);
     dlog(d, LOG_NOTICE, "forge task %u opened by %s: %s (%s %s), generator %s, %zu test%s",
          t->id, proposer ? proposer : "?", proto, plugin, create ? "new" : version, gen,
          json_array_size(tests), json_array_size(tests) == 1 ? "" : "s");
@@ -1034,18 +1159,19 @@ int forge_cancel(a4psd *d, unsigned id)
 {
     dforge *f = d->forge;
     int rc = -1;
+    ftask *queued = NULL;
     pthread_mutex_lock(&f->lock);
     for (ftask *t = f->tasks; t; t = t->next)
         if (t->id == id && (!strcmp(t->state, "queued") || !strcmp(t->state, "running"))) {
             t->cancel = true;
             if (!strcmp(t->state, "queued")) {
-                t->state = "cancelled";
-                t->stage = "done";
-                set_str(&t->result, "cancelled before it started");
-                t->finished = time(NULL);
+                t->state = "cancelled";  /* so the forge thread never takes it */
+                queued = t;
             }
             rc = 0;
         }
     pthread_mutex_unlock(&f->lock);
+    if (queued)                  /* recorded and announced like any other end */
+        task_finish(d, queued, "cancelled", "cancelled before it started");
     return rc;
 }

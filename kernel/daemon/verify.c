@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -35,8 +36,10 @@ struct dverify {
     pthread_mutex_t lock;        /* passed, counters */
     passed *passed;
     unsigned long probed, refused;
-    pthread_mutex_t sblock;      /* the sandbox runs one thing at a time */
+    pthread_mutex_t sblock;      /* a sandbox object runs one thing at a time */
     sandbox *sb;                 /* NULL: none (mode none, or runsc missing) */
+    pthread_mutex_t fsblock;
+    sandbox *fsb;                /* the forge's own, so a drop never waits behind it */
     char *sb_error;              /* why there is no sandbox */
     bool none;                   /* sandbox.mode = "none" */
     sandbox_limits lim;
@@ -61,6 +64,7 @@ int verify_open(a4psd *d)
         return -1;
     pthread_mutex_init(&v->lock, NULL);
     pthread_mutex_init(&v->sblock, NULL);
+    pthread_mutex_init(&v->fsblock, NULL);
     const dconfig *c = d->cfg;
     v->none = c->sandbox_none;
     v->lim = (sandbox_limits){.wall_ms = c->sbx_wall_ms, .cpu_s = c->sbx_cpu_s,
@@ -91,8 +95,17 @@ int verify_open(a4psd *d)
     } else {
         const char *ro[] = {verify_abi_dir(d), SANDBOX_ABI_MOUNT, probe_dir, SANDBOX_PROBE_MOUNT,
                             NULL};
-        if (sandbox_open(c->runtime_dir, c->runsc, ro, &v->sb, err, sizeof err) != 0)
+        char forge_rt[4200];
+        snprintf(forge_rt, sizeof forge_rt, "%s/forge-sandbox", c->runtime_dir);
+        if (mkdir(forge_rt, 0700) != 0 && errno != EEXIST)
+            snprintf(err, sizeof err, "%s: %s", forge_rt, strerror(errno));
+        if (sandbox_open(c->runtime_dir, c->runsc, ro, &v->sb, err, sizeof err) != 0 ||
+            sandbox_open(forge_rt, c->runsc, ro, &v->fsb, err, sizeof err) != 0) {
             v->sb_error = strdup(err);
+            if (v->sb)
+                sandbox_close(v->sb);
+            v->sb = NULL;
+        }
     }
     if (v->sb_error)
         dlog(d, LOG_ERR, "sandbox: %s -- every new plugin binary will be refused and the "
@@ -110,6 +123,8 @@ void verify_close(a4psd *d)
         return;
     if (v->sb)
         sandbox_close(v->sb);
+    if (v->fsb)
+        sandbox_close(v->fsb);
     for (passed *p = v->passed, *n; p; p = n) {
         n = p->next;
         free(p->report);
@@ -119,6 +134,7 @@ void verify_close(a4psd *d)
     free(v->abi_dir);
     pthread_mutex_destroy(&v->lock);
     pthread_mutex_destroy(&v->sblock);
+    pthread_mutex_destroy(&v->fsblock);
     free(v);
     d->ver = NULL;
 }
@@ -178,7 +194,7 @@ static void one_line(char *s)
             *s = ' ';
 }
 
-int verify_probe(a4psd *d, const char *path, const void *state, size_t state_len,
+int verify_probe(a4psd *d, bool forge, const char *path, const void *state, size_t state_len,
                  const char *cases_json, char **report, char *err, size_t errlen)
 {
     dverify *v = d->ver;
@@ -193,9 +209,10 @@ int verify_probe(a4psd *d, const char *path, const void *state, size_t state_len
     }
     probe_request rq = {.so_path = path, .state = state, .state_len = state_len,
                         .cases_json = cases_json, .call_ms = v->call_ms, .hook_ms = v->hook_ms};
-    pthread_mutex_lock(&v->sblock);
-    int rc = sandbox_probe(v->sb, &rq, &v->lim, report, err, errlen);
-    pthread_mutex_unlock(&v->sblock);
+    pthread_mutex_t *lock = forge ? &v->fsblock : &v->sblock;
+    pthread_mutex_lock(lock);
+    int rc = sandbox_probe(forge ? v->fsb : v->sb, &rq, &v->lim, report, err, errlen);
+    pthread_mutex_unlock(lock);
     pthread_mutex_lock(&v->lock);
     v->probed++;
     if (rc != 1)
@@ -214,9 +231,9 @@ int verify_compile(a4psd *d, const char *source, size_t len, const char *out_so,
                  "only in the sandbox" : v->sb_error);
         return -1;
     }
-    pthread_mutex_lock(&v->sblock);
-    int rc = sandbox_compile(v->sb, source, len, out_so, &v->lim, diagnostics, err, errlen);
-    pthread_mutex_unlock(&v->sblock);
+    pthread_mutex_lock(&v->fsblock);
+    int rc = sandbox_compile(v->fsb, source, len, out_so, &v->lim, diagnostics, err, errlen);
+    pthread_mutex_unlock(&v->fsblock);
     return rc;
 }
 
@@ -245,10 +262,23 @@ int verify_hook(void *arg, const char *path, const unsigned char sha[32], char *
     }
     char err[KERNEL_ERRLEN];
     char *rep = NULL;
-    int rc = verify_probe(d, path, NULL, 0, NULL, &rep, err, sizeof err);
+    int rc = verify_probe(d, false, path, NULL, 0, NULL, &rep, err, sizeof err);
     if (rc < 0) {
         snprintf(why, whylen, "not verified, so not loaded: %s", err);
         free(rep);
+        return -1;
+    }
+    /* The probe read the file by its path, after the kernel read it: only
+     * if it tested these very bytes does its verdict count for them. */
+    json_t *rj = rep ? json_loads(rep, 0, NULL) : NULL;
+    const char *tested = json_string_value(json_object_get(rj, "sha256"));
+    bool same = tested && !strcmp(tested, hex);
+    json_decref(rj);
+    if (rc == 1 && !same) {
+        snprintf(why, whylen, "the file changed while it was verified (the probe tested sha256 "
+                 "%.16s..., the kernel read %.16s...); drop it again", tested ? tested : "?",
+                 hex);
+        *report = rep;
         return -1;
     }
     if (rc == 1) {

@@ -208,7 +208,12 @@ static int h_forge(a4ps_ctx *ctx, const char *request, void **reply, size_t *rep
         *reply_len = 0;
     char *out = NULL;
     int rc;
-    if (!c->k->cfg.forge) {
+    if (c->flags & KCTX_NO_SEND) {
+        /* Hooks run while the kernel holds its own lock; the forge asks
+         * the kernel about protos. */
+        out = strdup("forge: not from a hook (init, fini, migrate, self_test)");
+        rc = A4PS_EPERM;
+    } else if (!c->k->cfg.forge) {
         out = strdup("this host has no forge");
         rc = A4PS_ENOSYS;
     } else if (!request) {

@@ -213,12 +213,22 @@ EOF
     expect_contains "$(cat "$T/forge/1/a.c.verdict" 2> /dev/null)" "test_failed" "a.c.verdict"
     expect_contains "$(task_field 1 't["attempts"][0]["failures"]')" 'got "nothing"' "the hostile attempt's failures"
     expect_reply C get "" "v1 count=100"
-    ctl cancel 1 > /dev/null || fail "cancel"
+    # A second task waits behind the first, and is cancelled there.
+    ctl forge C --selector other --example 'a=>b' > /dev/null || fail "forge 2"
+    ctl cancel 2 > /dev/null || fail "cancel 2"
+    expect_contains "$(task_field 2 't["result"]')" "cancelled before it started" "task 2"
+    expect_contains "$(cat "$T/forge/2/task.json")" '"cancelled"' "task 2's record"
+    # Source that is not UTF-8 text is refused as the generator's failure,
+    # and the forge goes on.
+    printf 'int x; /* caf\xe9 */\n' > "$T/forge/1/.tmp"
+    mv "$T/forge/1/.tmp" "$T/forge/1/b.c"
     for _ in $(seq 100); do
-        [ "$(task_field 1 't["state"]')" = cancelled ] && break
+        [ "$(task_field 1 't["state"]')" = failed ] && break
         sleep 0.1
     done
-    expect_contains "$(task_field 1 't["state"]')" "cancelled" "the task's state"
+    expect_contains "$(task_field 1 't["attempts"][1]["verdict"]')" "generate_failed" "the second attempt"
+    expect_contains "$(task_field 1 't["attempts"][1]["failures"]')" "UTF-8" "the second attempt"
+    expect_reply C get "" "v1 count=100"
 }
 
 # A plugin opens a task through the host API (ALFRED will): it runs like
