@@ -505,7 +505,7 @@ int main(int argc, char **argv)
 
     a4psd dd = {.cfg = cfg, .cfg_arg = cfg_path, .level = cfg->log_level,
                  .sigfd = -1, .inofd = -1, .wd = -1, .lfd = -1, .tickfd = -1,
-                 .jobfd = -1, .evfd = -1};
+                 .jobfd = -1, .evfd = -1, .vfd = -1};
     a4psd *d = &dd;
     d->started = time(NULL);
     d->last_snapshot = d->started;   /* the interval counts from the start */
@@ -581,6 +581,8 @@ int main(int argc, char **argv)
         kernel_destroy(d->k);
         return 1;
     }
+    if ((d->vfd = verify_fd(d)) >= 0)
+        add_fd(d, d->vfd, &d->vfd);
     if (cfg->image) {
         /* The image first: what it holds wins over the config's initial
          * state; then the plugin directory, whose newer versions upgrade;
@@ -612,6 +614,7 @@ int main(int argc, char **argv)
         forge_open(d, err, sizeof err) != 0 || ctl_workers_start(d, err, sizeof err) != 0) {
         dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
         forge_stop(d);
+        verify_stop(d);
         ctl_shutdown(d);
         kernel_destroy(d->k);
         forge_free(d);
@@ -640,6 +643,8 @@ int main(int argc, char **argv)
                 watch_event(d);
             else if (p == &d->lfd)
                 ctl_accept(d);
+            else if (p == &d->vfd)
+                watch_verified(d);
             else if (p == &d->jobfd)
                 ctl_jobs_done(d);
             else if (p == &d->evfd)
@@ -661,6 +666,7 @@ int main(int argc, char **argv)
         ctl_reap(d);
     }
     forge_stop(d);               /* a task mid-stage stops at its next check */
+    verify_stop(d);              /* files still queued are not loaded */
     ctl_shutdown(d);
     watch_close(d);
     int status = 0;

@@ -45,6 +45,7 @@ typedef struct a4psd {
 
     int epfd, sigfd, inofd, wd, lfd, tickfd;
     int jobfd;                   /* eventfd: jobs completed */
+    int vfd;                     /* eventfd: dropped files verified (verify.c) */
     int evfd;                    /* eventfd: events to stream */
 
     /* config error of the last reload (NULL when it applied); under mx */
@@ -106,6 +107,7 @@ int watch_open(a4psd *d, char *err, size_t errlen);
 void watch_close(a4psd *d);
 void watch_event(a4psd *d);
 void watch_scan(a4psd *d, bool initial);
+void watch_verified(a4psd *d);  /* load the files the verifier finished */
 void daemon_plugin_loaded(a4psd *d, const char *plugin);
 
 /* verify.c: the kernel's verification hook, a4ps-probe in the sandbox */
@@ -114,6 +116,15 @@ void verify_close(a4psd *d);
 void verify_seed(a4psd *d, struct image *img);
 int verify_hook(void *arg, const char *path, const unsigned char sha[32], char **report,
                 char *why, size_t whylen);
+/* Dropped files: verify_submit queues name (in dir) for the verifier
+ * thread and returns true, or false when there is none (then load at once;
+ * the hook probes).  verify_fd becomes readable when some are done;
+ * verify_done returns their names (malloc'd, the caller frees), ready for
+ * kernel_load.  verify_stop ends the thread (before the kernel goes). */
+bool verify_submit(a4psd *d, const char *dir, const char *name);
+int verify_fd(a4psd *d);
+char **verify_done(a4psd *d, size_t *n);
+void verify_stop(a4psd *d);
 /* Trust this hash from now on (the forge probed it); report is copied. */
 void verify_passed(a4psd *d, const char *sha_hex, const char *report);
 /* Probe / compile in the sandbox: as sandbox_probe / sandbox_compile.  The

@@ -17,7 +17,9 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <openssl/evp.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -32,6 +34,21 @@ typedef struct passed {
     struct passed *next;
 } passed;
 
+/* A dropped file on its way through the verifier thread. */
+typedef struct vjob {
+    char *name;                  /* in the plugin directory */
+    char *path;
+    struct vjob *next;
+} vjob;
+
+/* A probe's refusal, kept for the load that follows it (used once). */
+typedef struct failed {
+    char sha[65];
+    char *why;
+    char *report;
+    struct failed *next;
+} failed;
+
 struct dverify {
     pthread_mutex_t lock;        /* passed, counters */
     passed *passed;
@@ -45,7 +62,20 @@ struct dverify {
     sandbox_limits lim;
     unsigned call_ms, hook_ms;
     char *abi_dir;               /* copied: d->cfg is replaced by a reload */
+    size_t max_bytes;
+
+    /* The verifier thread: dropped files are probed off the loop thread,
+     * then loaded by it (their hash found passed, or their refusal found
+     * here).  Under lock. */
+    pthread_t thread;
+    bool thread_started, stop;
+    pthread_cond_t cv;
+    vjob *todo, *todo_tail, *done, *done_tail;
+    failed *failed;
+    int efd;                     /* eventfd: jobs done */
 };
+
+static void *verifier_main(void *arg);
 
 static const char *probe_path(a4psd *d)
 {
@@ -74,6 +104,9 @@ int verify_open(a4psd *d)
     v->call_ms = c->sbx_call_ms;
     v->hook_ms = c->hook_timeout_ms;
     v->abi_dir = strdup(c->abi_dir ? c->abi_dir : A4PS_ABI_DIR);
+    v->max_bytes = c->max_plugin_bytes;
+    v->efd = -1;
+    pthread_cond_init(&v->cv, NULL);
     d->ver = v;
     if (v->none) {
         dlog(d, LOG_WARNING, "%s: sandbox.mode = \"none\": plugins are loaded WITHOUT being "
@@ -107,13 +140,47 @@ int verify_open(a4psd *d)
             v->sb = NULL;
         }
     }
-    if (v->sb_error)
+    if (v->sb_error) {
         dlog(d, LOG_ERR, "sandbox: %s -- every new plugin binary will be refused and the "
              "forge will not run until this is fixed", v->sb_error);
-    else
-        dlog(d, LOG_INFO, "sandbox: runsc ready; new plugin binaries are probed before they "
-             "load");
+        return 0;
+    }
+    v->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int rc = v->efd < 0 ? errno : pthread_create(&v->thread, NULL, verifier_main, d);
+    if (rc) {
+        dlog(d, LOG_WARNING, "sandbox: no verifier thread (%s): dropped files are probed on "
+             "the loop thread", strerror(rc));
+        if (v->efd >= 0)
+            close(v->efd);
+        v->efd = -1;
+    } else {
+        v->thread_started = true;
+    }
+    dlog(d, LOG_INFO, "sandbox: runsc ready; new plugin binaries are probed before they load");
     return 0;
+}
+
+static void jobs_free(vjob *j)
+{
+    for (vjob *n; j; j = n) {
+        n = j->next;
+        free(j->name);
+        free(j->path);
+        free(j);
+    }
+}
+
+void verify_stop(a4psd *d)
+{
+    dverify *v = d->ver;
+    if (!v || !v->thread_started)
+        return;
+    pthread_mutex_lock(&v->lock);
+    v->stop = true;
+    pthread_cond_broadcast(&v->cv);
+    pthread_mutex_unlock(&v->lock);
+    pthread_join(v->thread, NULL);   /* a probe in progress ends by its wall limit */
+    v->thread_started = false;
 }
 
 void verify_close(a4psd *d)
@@ -121,6 +188,18 @@ void verify_close(a4psd *d)
     dverify *v = d->ver;
     if (!v)
         return;
+    verify_stop(d);
+    jobs_free(v->todo);
+    jobs_free(v->done);
+    for (failed *f = v->failed, *n; f; f = n) {
+        n = f->next;
+        free(f->why);
+        free(f->report);
+        free(f);
+    }
+    if (v->efd >= 0)
+        close(v->efd);
+    pthread_cond_destroy(&v->cv);
     if (v->sb)
         sandbox_close(v->sb);
     if (v->fsb)
@@ -255,6 +334,19 @@ int verify_hook(void *arg, const char *path, const unsigned char sha[32], char *
         snprintf(hex + 2 * i, 3, "%02x", sha[i]);
     if ((*report = passed_report(v, hex)))
         return 0;
+    pthread_mutex_lock(&v->lock);
+    for (failed **fp = &v->failed; *fp; fp = &(*fp)->next)
+        if (!strcmp((*fp)->sha, hex)) {
+            failed *f = *fp;
+            *fp = f->next;
+            pthread_mutex_unlock(&v->lock);
+            snprintf(why, whylen, "%s", f->why);
+            *report = f->report;
+            free(f->why);
+            free(f);
+            return -1;
+        }
+    pthread_mutex_unlock(&v->lock);
     if (v->none) {
         dlog(d, LOG_WARNING, "%s: loaded WITHOUT verification (sandbox.mode = \"none\")", path);
         *report = strdup("{\"verdict\":\"unverified\",\"reason\":\"sandbox.mode = none\"}");
@@ -310,4 +402,171 @@ json_t *verify_status(a4psd *d)
                           (json_int_t)v->probed, "refused", (json_int_t)v->refused);
     pthread_mutex_unlock(&v->lock);
     return j;
+}
+
+/* ---- Dropped files, verified off the loop thread ---- */
+
+static int file_hash(const char *path, size_t max, char hex[65], char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    unsigned char buf[65536];
+    size_t n, total = 0;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0 && total <= max) {
+        EVP_DigestUpdate(c, buf, n);
+        total += n;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    unsigned char md[32];
+    unsigned mdlen = 32;
+    EVP_DigestFinal_ex(c, md, &mdlen);
+    EVP_MD_CTX_free(c);
+    if (bad || total > max) {
+        snprintf(err, errlen, "%s: %s", path, bad ? "cannot read" : "too large");
+        return -1;
+    }
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+/* Probe one dropped file.  Whatever comes of it, the loop then loads the
+ * file: the kernel's own checks and the hook decide (a pass is found by
+ * hash, a refusal is found here; a file that changed meanwhile is probed
+ * again by the hook itself). */
+static void verify_one(a4psd *d, vjob *j)
+{
+    dverify *v = d->ver;
+    char hex[65], err[KERNEL_ERRLEN];
+    if (file_hash(j->path, v->max_bytes, hex, err, sizeof err) != 0)
+        return;                  /* the kernel's load will say what is wrong */
+    char *known = passed_report(v, hex);
+    if (known) {
+        free(known);
+        return;
+    }
+    char *rep = NULL;
+    int rc = verify_probe(d, false, j->path, NULL, 0, NULL, &rep, err, sizeof err);
+    if (rc < 0) {
+        free(rep);
+        return;                  /* the hook tries again and reports the error */
+    }
+    json_t *rj = rep ? json_loads(rep, 0, NULL) : NULL;
+    const char *tested = json_string_value(json_object_get(rj, "sha256"));
+    const char *reason = json_string_value(json_object_get(rj, "reason"));
+    bool same = tested && !strcmp(tested, hex);
+    if (rc == 1 && same) {
+        verify_passed(d, hex, rep);
+    } else if (rc == 0 && same) {
+        failed *f = calloc(1, sizeof *f);
+        if (f) {
+            snprintf(f->sha, sizeof f->sha, "%s", hex);
+            if (asprintf(&f->why, "the sandbox probe failed it: %s",
+                         reason ? reason : "no reason given") < 0)
+                f->why = NULL;
+            if (f->why)
+                one_line(f->why);
+            f->report = rep;
+            rep = NULL;
+            pthread_mutex_lock(&v->lock);
+            f->next = v->failed;
+            v->failed = f;
+            pthread_mutex_unlock(&v->lock);
+            if (!f->why)
+                f->why = strdup("the sandbox probe failed it");
+        }
+    }
+    json_decref(rj);
+    free(rep);
+}
+
+static void *verifier_main(void *arg)
+{
+    a4psd *d = arg;
+    dverify *v = d->ver;
+    pthread_mutex_lock(&v->lock);
+    for (;;) {
+        while (!v->todo && !v->stop)
+            pthread_cond_wait(&v->cv, &v->lock);
+        if (v->stop)
+            break;
+        vjob *j = v->todo;
+        v->todo = j->next;
+        if (!v->todo)
+            v->todo_tail = NULL;
+        pthread_mutex_unlock(&v->lock);
+        verify_one(d, j);
+        pthread_mutex_lock(&v->lock);
+        j->next = NULL;
+        if (v->done_tail)
+            v->done_tail->next = j;
+        else
+            v->done = j;
+        v->done_tail = j;
+        uint64_t one = 1;
+        if (write(v->efd, &one, sizeof one) < 0) {
+            /* at its maximum: the loop is awake anyway */
+        }
+    }
+    pthread_mutex_unlock(&v->lock);
+    return NULL;
+}
+
+int verify_fd(a4psd *d)
+{
+    return d->ver ? d->ver->efd : -1;
+}
+
+bool verify_submit(a4psd *d, const char *dir, const char *name)
+{
+    dverify *v = d->ver;
+    if (!v || !v->thread_started)
+        return false;
+    vjob *j = calloc(1, sizeof *j);
+    if (!j || !(j->name = strdup(name)) || asprintf(&j->path, "%s/%s", dir, name) < 0) {
+        if (j)
+            free(j->name);
+        free(j);
+        return false;
+    }
+    pthread_mutex_lock(&v->lock);
+    if (v->todo_tail)
+        v->todo_tail->next = j;
+    else
+        v->todo = j;
+    v->todo_tail = j;
+    pthread_cond_signal(&v->cv);
+    pthread_mutex_unlock(&v->lock);
+    return true;
+}
+
+char **verify_done(a4psd *d, size_t *n)
+{
+    dverify *v = d->ver;
+    uint64_t cnt;
+    *n = 0;
+    if (!v || v->efd < 0)
+        return NULL;
+    if (read(v->efd, &cnt, sizeof cnt) < 0 && errno != EAGAIN)
+        return NULL;
+    pthread_mutex_lock(&v->lock);
+    vjob *list = v->done;
+    v->done = v->done_tail = NULL;
+    pthread_mutex_unlock(&v->lock);
+    size_t count = 0;
+    for (vjob *j = list; j; j = j->next)
+        count++;
+    char **names = calloc(count ? count : 1, sizeof *names);
+    for (vjob *j = list; names && j; j = j->next) {
+        names[(*n)++] = j->name;
+        j->name = NULL;
+    }
+    jobs_free(list);
+    return names;
 }

@@ -1,5 +1,6 @@
 /* watch.c -- the plugin directory: a scan at start and on SIGHUP, inotify
- * in between.
+ * in between.  Files that arrive while a4psd runs are verified in the
+ * sandbox on the verifier thread (verify.c) before they are loaded here.
  *
  * A `.so` that arrives by rename (IN_MOVED_TO) or whose writer closed it
  * (IN_CLOSE_WRITE) is loaded: a half-written file never is, because the load
@@ -31,7 +32,30 @@ static bool wanted(const char *name)
 
 /* Load one file; on success swap the protos of its plugin and create the
  * protos of the config that were waiting for it. */
+static void load_now(a4psd *d, const char *name, bool initial);
+
+/* A file that arrived while running is probed on the verifier thread first
+ * (the loop goes on serving), then loaded by watch_verified.  The start's
+ * scan loads in order, at once. */
 static void load_one(a4psd *d, const char *name, bool initial)
+{
+    if (!initial && verify_submit(d, d->cfg->plugin_dir, name))
+        return;
+    load_now(d, name, initial);
+}
+
+void watch_verified(a4psd *d)
+{
+    size_t n;
+    char **names = verify_done(d, &n);
+    for (size_t i = 0; i < n; i++) {
+        load_now(d, names[i], false);
+        free(names[i]);
+    }
+    free(names);
+}
+
+static void load_now(a4psd *d, const char *name, bool initial)
 {
     char path[PATH_MAX], err[KERNEL_ERRLEN];
     snprintf(path, sizeof path, "%s/%s", d->cfg->plugin_dir, name);

@@ -67,6 +67,16 @@ wait_status() {
     fail "status never showed '$1'"
 }
 
+# Wait until PROTO runs VERSION: a dropped file is probed in the sandbox
+# (on the verifier thread) before it is loaded and swapped in.
+wait_version() {
+    for _ in $(seq 200); do
+        ctl --json explain "$1" 2> /dev/null | grep -qF "\"version\":\"$2\"" && return 0
+        sleep 0.05
+    done
+    fail "$1 never ran version $2"
+}
+
 # ---- the tests ----
 
 test_personas() {
@@ -105,6 +115,7 @@ test_mv_swaps_under_load() {
     mv "$T/plugins/.incoming" "$T/plugins/counter-2.so"
     wait "$loop"
     [ -s "$T/errors" ] && fail "requests failed during the swap: $(head -3 "$T/errors")"
+    wait_version C 2.0.0
     expect_reply C get "" "v2 count=$((100 + n))"
     stop
 }
@@ -125,6 +136,7 @@ test_mv_persona_v2() {
     mv "$T/plugins/.babs-2" "$T/plugins/babs-2.so"
     wait "$loop"
     [ -s "$T/errors" ] && fail "recalls failed during the swap: $(head -3 "$T/errors")"
+    wait_version BABS 2.0.0
     expect_reply BABS recall "image" "#2 [score 1.00]: the image is one SQLite file"
     expect_reply BABS count "" "3 notes"
     local e
@@ -280,7 +292,12 @@ test_bad_plugins_refused() {
     # while still 0600, a moment at which loading it is right).
     install -m 664 "$PLUGINS/counter-2.so" "$T/plugins/.writable"
     mv "$T/plugins/.writable" "$T/plugins/writable.so"
-    sleep 0.5
+    # Each is probed in the sandbox (or refused by the kernel's own checks)
+    # in turn, off the loop thread.
+    for needle in abi_major "defined twice" SIGSEGV a4ps_test_no_such_function \
+                  "not an ELF file" "writable by group"; do
+        wait_status "$needle"
+    done
     st=$(ctl status)
     expect_contains "$st" "abi_major" "status after bad_major"
     expect_contains "$st" "defined twice" "status after bad_dup_selector"
