@@ -181,17 +181,23 @@ test_probation_rollback() {
 }
 
 # The inbox: candidates dropped by a person, one per iteration; a candidate
-# that tries to read the image and the config learns nothing, and fails.
+# that tries to read the image, the config and the LLM key in a4psd's
+# environment learns nothing, and fails.
 test_inbox_and_hostile() {
     start_forge || return
     ctl forge C --selector peek --example '=>secret' --iterations 2 > /dev/null || { fail "forge"; return; }
     cat > "$T/forge/1/.tmp" <<EOF
 #include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include "a4ps.h"
 static int peek(a4ps_ctx *ctx, const void *m, size_t l)
 {
     char buf[256];
+    const char *key = getenv("A4PS_TEST_LLM_KEY");
+    if (key)
+        return a4ps_reply(ctx, key, strlen(key)), A4PS_OK;
     int fd = open("$T/a4ps.cfg", O_RDONLY);
     if (fd < 0)
         fd = open("$T/a4ps.img", O_RDONLY);
