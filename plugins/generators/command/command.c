@@ -27,7 +27,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,6 +40,7 @@
 #include <jansson.h>
 
 #include "a4ps.h"
+#include "generator.h"
 
 extern char **environ;
 
@@ -51,50 +51,6 @@ extern char **environ;
 #define DEFAULT_TIMEOUT_MS 60000u
 #define MAX_TIMEOUT_MS 86400000u      /* a day */
 #define EXIT_NOT_YET 75               /* EX_TEMPFAIL of sysexits.h */
-
-/* ---- replies and state ---- */
-
-static int reply_fmt(a4ps_ctx *ctx, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Set the reply to a formatted line and return status. */
-static int reply_fmt(a4ps_ctx *ctx, int status, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    a4ps_reply(ctx, line, strlen(line));
-    return status;
-}
-
-/* The value of key as a malloc'd NUL-terminated string in *out.
- * A4PS_OK, A4PS_ENOENT when unset, A4PS_ERANGE when longer than max. */
-static int state_str(a4ps_ctx *ctx, const char *key, size_t max, char **out)
-{
-    *out = NULL;
-    for (;;) {
-        int64_t n = a4ps_get(ctx, key, NULL, 0);
-        if (n < 0)
-            return (int)n;
-        if ((uint64_t)n > max)
-            return A4PS_ERANGE;
-        char *buf = malloc((size_t)n + 1);
-        if (!buf)
-            return A4PS_ENOMEM;
-        int64_t m = a4ps_get(ctx, key, buf, (size_t)n);
-        if (m == n) {
-            buf[n] = '\0';
-            *out = buf;
-            return A4PS_OK;
-        }
-        free(buf);
-        if (m < 0)
-            return (int)m;
-        /* The value changed size between the two reads: read it again. */
-    }
-}
 
 /* ---- small text helpers ---- */
 
@@ -110,42 +66,6 @@ static int split_args(char *s, char **argv, int max)
         argv[n++] = w;
     }
     return n;
-}
-
-/* The first non-empty line of s[0..len) (control bytes shown as spaces),
- * at most cap-1 bytes, into out. */
-static void first_line(const char *s, size_t len, char *out, size_t cap)
-{
-    size_t i = 0, o = 0;
-    while (i < len && (s[i] == '\n' || s[i] == '\r' || s[i] == ' '))
-        i++;
-    for (; i < len && s[i] != '\n' && s[i] != '\r' && o + 1 < cap; i++)
-        out[o++] = (unsigned char)s[i] < 0x20 ? ' ' : s[i];
-    out[o] = '\0';
-}
-
-/* A decimal number in [lo, hi]. */
-static bool parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    if (!*s || strlen(s) > 10)
-        return false;
-    unsigned long v = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        v = v * 10 + (unsigned long)(*p - '0');
-    }
-    if (v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ---- settings ---- */
@@ -189,7 +109,7 @@ static int settings_read(a4ps_ctx *ctx, settings *s, bool for_feedback)
                                           "path, not \"%.200s\"", s->command);
 
     rc = state_str(ctx, "timeout_ms", SETTING_MAX, &v);
-    if (rc == A4PS_OK && !parse_uint(v, 1, MAX_TIMEOUT_MS, &s->timeout_ms)) {
+    if (rc == A4PS_OK && !parse_ulong(v, 1, MAX_TIMEOUT_MS, &s->timeout_ms)) {
         rc = reply_fmt(ctx, A4PS_ERROR, "command: state key \"timeout_ms\" must be a number "
                                         "of milliseconds from 1 to %u, not \"%.40s\"",
                        MAX_TIMEOUT_MS, v);
@@ -504,22 +424,11 @@ static int report_run(a4ps_ctx *ctx, const settings *s, const run *r, bool want_
  * is refused here, before anything is spawned. */
 static int check_message(a4ps_ctx *ctx, const char *sel, const void *msg, size_t len)
 {
-    json_error_t jerr;
-    json_t *j = len ? json_loadb(msg, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-    if (!j)
-        return reply_fmt(ctx, A4PS_EINVAL, "command %s: the message is not JSON (%s)", sel,
-                         len ? jerr.text : "it is empty");
-    json_t *t = json_object_get(j, "task");
-    bool ok = json_is_object(j) &&
-              ((json_is_string(t) && json_string_length(t) > 0 && json_string_length(t) <= 32 &&
-                strspn(json_string_value(t), "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                             "0123456789_-") == json_string_length(t)) ||
-               (json_is_integer(t) && json_integer_value(t) >= 0));
+    json_t *j;
+    char id[TASK_ID_MAX + 1];
+    int rc = parse_task(ctx, "command", sel, msg, len, &j, id);
     json_decref(j);
-    if (!ok)
-        return reply_fmt(ctx, A4PS_EINVAL, "command %s: the message must be a JSON object with "
-                                           "a \"task\" id ([A-Za-z0-9_-]{1,32})", sel);
-    return A4PS_OK;
+    return rc;
 }
 
 static int command_generate(a4ps_ctx *ctx, const void *msg, size_t len)
@@ -585,8 +494,9 @@ static int command_self_test(a4ps_ctx *ctx)
     if (strcmp(line, "error: no model") != 0)
         return A4PS_ERROR;
     unsigned long v;
-    if (!parse_uint("60000", 1, MAX_TIMEOUT_MS, &v) || v != 60000 ||
-        parse_uint("0", 1, 10, &v) || parse_uint("12x", 1, 100, &v) || parse_uint("", 0, 1, &v))
+    if (!parse_ulong("60000", 1, MAX_TIMEOUT_MS, &v) || v != 60000 ||
+        parse_ulong("0", 1, 10, &v) || parse_ulong("12x", 1, 100, &v) ||
+        parse_ulong("", 0, 1, &v))
         return A4PS_ERROR;
     return A4PS_OK;
 }

@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,76 +34,16 @@
 #include <jansson.h>
 
 #include "a4ps.h"
+#include "generator.h"
 
 #define INBOX_MAX_SOURCE (1024u * 1024u)  /* bytes of one candidate */
-#define TASK_ID_MAX 32
 #define CANDIDATE_NAME_MAX 200            /* leaves room for ".report.json" etc. */
 #define STATE_VALUE_MAX 4096u             /* a directory path or a file name */
 #define VERDICT_MAX 32
 
 static pthread_mutex_t take_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* ---- replies and state ---- */
-
-static int reply_fmt(a4ps_ctx *ctx, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Set the reply to a formatted line and return status, so that every error
- * path is one statement. */
-static int reply_fmt(a4ps_ctx *ctx, int status, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    a4ps_reply(ctx, line, strlen(line));
-    return status;
-}
-
-/* The value of key as a malloc'd NUL-terminated string in *out (at most max
- * bytes).  A4PS_OK, A4PS_ENOENT when unset, A4PS_ERANGE when longer than
- * max, or the host's error. */
-static int state_str(a4ps_ctx *ctx, const char *key, size_t max, char **out)
-{
-    *out = NULL;
-    for (;;) {
-        int64_t n = a4ps_get(ctx, key, NULL, 0);
-        if (n < 0)
-            return (int)n;
-        if ((uint64_t)n > max)
-            return A4PS_ERANGE;
-        char *buf = malloc((size_t)n + 1);
-        if (!buf)
-            return A4PS_ENOMEM;
-        int64_t m = a4ps_get(ctx, key, buf, (size_t)n);
-        if (m == n) {
-            buf[n] = '\0';
-            *out = buf;
-            return A4PS_OK;
-        }
-        free(buf);
-        if (m < 0)
-            return (int)m;
-        /* The value changed size between the two reads: read it again. */
-    }
-}
-
 /* ---- names ---- */
-
-static bool valid_task_id(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > TASK_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
 
 /* A name the inbox takes as a candidate: a plain file name (no '/', no
  * control bytes), not a dot-file, ending in ".c" after at least one byte. */
@@ -119,17 +58,6 @@ static bool candidate_name(const char *s)
     return true;
 }
 
-/* The first line of s (without its newline), at most cap-1 bytes, into out. */
-static void first_line(const char *s, char *out, size_t cap)
-{
-    size_t i = 0;
-    while (*s == '\n' || *s == '\r')
-        s++;
-    for (; s[i] && s[i] != '\n' && s[i] != '\r' && i + 1 < cap; i++)
-        out[i] = s[i];
-    out[i] = '\0';
-}
-
 /* ---- the message ---- */
 
 /* Parse msg as a JSON object with a valid "task" (a string, or a
@@ -138,23 +66,16 @@ static void first_line(const char *s, char *out, size_t cap)
 static int parse_message(a4ps_ctx *ctx, const char *sel, const void *msg, size_t len,
                          json_t **root, char id[TASK_ID_MAX + 1])
 {
+    int rc = message_json(ctx, "inbox", sel, msg, len, root);
+    if (rc != A4PS_OK)
+        return rc;
+    json_t *j = *root;
     *root = NULL;
-    json_error_t jerr;
-    json_t *j = len ? json_loadb(msg, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-    if (!j)
-        return reply_fmt(ctx, A4PS_EINVAL, "inbox %s: the message is not JSON (%s)", sel,
-                         len ? jerr.text : "it is empty");
     if (!json_is_object(j)) {
         json_decref(j);
         return reply_fmt(ctx, A4PS_EINVAL, "inbox %s: the message is not a JSON object", sel);
     }
-    json_t *t = json_object_get(j, "task");
-    if (json_is_integer(t) && json_integer_value(t) >= 0) {
-        snprintf(id, TASK_ID_MAX + 1, "%" JSON_INTEGER_FORMAT, json_integer_value(t));
-    } else if (json_is_string(t) && json_string_length(t) <= TASK_ID_MAX &&
-               valid_task_id(json_string_value(t))) {
-        snprintf(id, TASK_ID_MAX + 1, "%s", json_string_value(t));
-    } else {
+    if (!task_id_of(json_object_get(j, "task"), id)) {
         json_decref(j);
         return reply_fmt(ctx, A4PS_EINVAL,
                          "inbox %s: \"task\" must be an id of 1 to 32 letters, digits, '_' "
@@ -162,13 +83,6 @@ static int parse_message(a4ps_ctx *ctx, const char *sel, const void *msg, size_t
     }
     *root = j;
     return A4PS_OK;
-}
-
-/* A string member of obj, NULL when absent, null or not a string. */
-static const char *member_str(json_t *obj, const char *name)
-{
-    json_t *v = json_object_get(obj, name);
-    return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
 /* ---- files ---- */
@@ -450,7 +364,7 @@ static int record_feedback(a4ps_ctx *ctx, json_t *root, const char *dir, const c
 
     char fail[512] = "";
     if (failures)
-        first_line(failures, fail, sizeof fail);
+        first_line(failures, strlen(failures), fail, sizeof fail);
     char line[sizeof fail + VERDICT_MAX + 8];
     snprintf(line, sizeof line, "%s%s%s\n", verdict, fail[0] ? ": " : "", fail);
 
@@ -549,10 +463,10 @@ static int inbox_self_test(a4ps_ctx *ctx)
     static const char *const bad_names[] = {".a.c", "a.h", ".c", "a.c.verdict", "a.cc",
                                             "a\n.c", "c"};
     for (size_t i = 0; i < sizeof good_ids / sizeof *good_ids; i++)
-        if (!valid_task_id(good_ids[i]))
+        if (!task_id_valid(good_ids[i], strlen(good_ids[i])))
             return A4PS_ERROR;
     for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++)
-        if (valid_task_id(bad_ids[i]))
+        if (task_id_valid(bad_ids[i], strlen(bad_ids[i])))
             return A4PS_ERROR;
     for (size_t i = 0; i < sizeof good_names / sizeof *good_names; i++)
         if (!candidate_name(good_names[i]))
@@ -561,7 +475,7 @@ static int inbox_self_test(a4ps_ctx *ctx)
         if (candidate_name(bad_names[i]))
             return A4PS_ERROR;
     char line[8];
-    first_line("\nabc\ndef", line, sizeof line);
+    first_line("\nabc\ndef", 8, line, sizeof line);
     if (strcmp(line, "abc") != 0 || !valid_verdict("test_failed") || valid_verdict("x y"))
         return A4PS_ERROR;
     return A4PS_OK;

@@ -33,7 +33,6 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +44,7 @@
 #include <jansson.h>
 
 #include "a4ps.h"
+#include "generator.h"
 
 #define SETTING_MAX 4096u
 #define RESPONSE_MAX (4u * 1024u * 1024u)
@@ -60,78 +60,11 @@
 #define BACKOFF_CAP_MS 5000ul
 #define CONNECT_TIMEOUT_MS 30000ul
 
-/* ---- replies and state ---- */
-
-static int reply_fmt(a4ps_ctx *ctx, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Set the reply to a formatted line and return status. */
-static int reply_fmt(a4ps_ctx *ctx, int status, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    a4ps_reply(ctx, line, strlen(line));
-    return status;
-}
-
-/* The value of key as a malloc'd NUL-terminated string in *out.
- * A4PS_OK, A4PS_ENOENT when unset, A4PS_ERANGE when longer than max. */
-static int state_str(a4ps_ctx *ctx, const char *key, size_t max, char **out)
-{
-    *out = NULL;
-    for (;;) {
-        int64_t n = a4ps_get(ctx, key, NULL, 0);
-        if (n < 0)
-            return (int)n;
-        if ((uint64_t)n > max)
-            return A4PS_ERANGE;
-        char *buf = malloc((size_t)n + 1);
-        if (!buf)
-            return A4PS_ENOMEM;
-        int64_t m = a4ps_get(ctx, key, buf, (size_t)n);
-        if (m == n) {
-            buf[n] = '\0';
-            *out = buf;
-            return A4PS_OK;
-        }
-        free(buf);
-        if (m < 0)
-            return (int)m;
-        /* The value changed size between the two reads: read it again. */
-    }
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void sleep_ms(uint64_t ms)
 {
     struct timespec ts = {(time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
-}
-
-static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    if (!*s || strlen(s) > 10)
-        return false;
-    unsigned long v = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        v = v * 10 + (unsigned long)(*p - '0');
-    }
-    if (v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
 }
 
 /* A growing text buffer.  Appends past max are refused (overflow set). */
@@ -358,12 +291,6 @@ static void add_abi_text(tbuf *b, const char *path)
     tbuf_add(b, text, n);
     tbuf_str(b, more ? "\n[... cut ...]\n```\n" : "\n```\n");
     free(text);
-}
-
-static const char *member_str(json_t *obj, const char *name)
-{
-    json_t *v = json_object_get(obj, name);
-    return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
 /* The user message of task t (malloc'd), or NULL when out of memory. */
@@ -749,38 +676,11 @@ out:
 
 /* ---- methods ---- */
 
-/* Parse the task: a JSON object with a task id, a goal and a plugin name.
- * A4PS_EINVAL with the reason in the reply otherwise. */
-static int parse_task(a4ps_ctx *ctx, const char *sel, const void *msg, size_t len, json_t **out,
-                      char id[33])
-{
-    *out = NULL;
-    json_error_t jerr;
-    json_t *j = len ? json_loadb(msg, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-    if (!j)
-        return reply_fmt(ctx, A4PS_EINVAL, "openai %s: the message is not JSON (%s)", sel,
-                         len ? jerr.text : "it is empty");
-    json_t *t = json_is_object(j) ? json_object_get(j, "task") : NULL;
-    if (json_is_integer(t) && json_integer_value(t) >= 0) {
-        snprintf(id, 33, "%" JSON_INTEGER_FORMAT, json_integer_value(t));
-    } else if (json_is_string(t) && json_string_length(t) > 0 && json_string_length(t) <= 32 &&
-               strspn(json_string_value(t), "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                            "0123456789_-") == json_string_length(t)) {
-        snprintf(id, 33, "%s", json_string_value(t));
-    } else {
-        json_decref(j);
-        return reply_fmt(ctx, A4PS_EINVAL, "openai %s: the message must be a JSON object with a "
-                                           "\"task\" id ([A-Za-z0-9_-]{1,32})", sel);
-    }
-    *out = j;
-    return A4PS_OK;
-}
-
 static int openai_generate(a4ps_ctx *ctx, const void *msg, size_t len)
 {
     json_t *t;
-    char id[33];
-    int rc = parse_task(ctx, "generate", msg, len, &t, id);
+    char id[TASK_ID_MAX + 1];
+    int rc = parse_task(ctx, "openai", "generate", msg, len, &t, id);
     if (rc != A4PS_OK)
         return rc;
     const char *goal = member_str(t, "goal"), *plugin = member_str(t, "plugin");
@@ -859,8 +759,8 @@ out:
 static int openai_feedback(a4ps_ctx *ctx, const void *msg, size_t len)
 {
     json_t *t;
-    char id[33];
-    int rc = parse_task(ctx, "feedback", msg, len, &t, id);
+    char id[TASK_ID_MAX + 1];
+    int rc = parse_task(ctx, "openai", "feedback", msg, len, &t, id);
     if (rc != A4PS_OK)
         return rc;
     json_decref(t);
