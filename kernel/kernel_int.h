@@ -71,6 +71,10 @@ struct kver {
     char reason[256];            /* why quarantined */
     kbeh *loaded;                /* current generation, or NULL */
     time_t loaded_at;
+    /* Calls that returned A4PS_ERROR ("the method failed"), counted on the
+     * by-name paths (kernel_send, api->send), not on kernel_send_handle:
+     * what the forge's probation watches. */
+    _Atomic uint64_t failed_calls;
     kver *next;                  /* k->versions */
 };
 
@@ -293,6 +297,10 @@ kproto **proto_all(kernel *k, size_t *n);
 const char *kver_status_name(enum kver_status s);
 int proto_name_valid(const char *s);
 int plugin_name_valid(const char *s);
+/* After a by-name send returned rc: count a method's failure against the
+ * version now serving p (the one that served it, but for a swap in
+ * between).  Inside the read side. */
+void dispatch_count_failure(kproto *p, int rc);
 int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
                   const void *msg, size_t len, kernel_reply *reply);
 uint32_t selector_intern(kernel *k, const char *sel);   /* under k->lock */

@@ -348,7 +348,9 @@ static int file_sha256(const char *path, char hex[65])
 }
 
 /* Probation: watch the target for probation_s.  0 if the version stayed
- * live; -1 with *why when the kernel rolled it back (a fault quarantined it). */
+ * live; -1 with *why when the kernel rolled it back (a fault quarantined
+ * it), or when a call to it failed (A4PS_ERROR) and the forge rolled the
+ * target back itself. */
 static int stage_probation(a4psd *d, ftask *t, const char *version, char **why)
 {
     task_stage(d, t, "probation", "%s %s live on %s; watching for %u s", t->plugin, version,
@@ -360,15 +362,28 @@ static int stage_probation(a4psd *d, ftask *t, const char *version, char **why)
         free(h);
         const char *cur = json_string_value(json_object_get(j, "version"));
         const char *status = NULL, *reason = NULL;
+        json_int_t failed = 0;
         size_t i;
         json_t *v;
         json_array_foreach(json_object_get(j, "versions"), i, v)
             if (!strcmp(json_string_value(json_object_get(v, "version")), version)) {
                 status = json_string_value(json_object_get(v, "status"));
                 reason = json_string_value(json_object_get(v, "reason"));
+                failed = json_integer_value(json_object_get(v, "failed_calls"));
             }
         int bad = !j || (status && !strcmp(status, "quarantined")) || !cur ||
                   strcmp(cur, version) != 0;
+        if (!bad && failed > 0) {
+            char err[KERNEL_ERRLEN];
+            int rc = kernel_rollback(d->k, t->target, err, sizeof err);
+            if (asprintf(why, "rolled back in probation: %lld call%s to %s %s failed "
+                         "(A4PS_ERROR)%s%s", (long long)failed, failed == 1 ? "" : "s",
+                         t->plugin, version, rc ? "; the rollback failed too: " : "",
+                         rc ? err : "") < 0)
+                *why = NULL;
+            json_decref(j);
+            return -1;
+        }
         if (bad && asprintf(why, "rolled back in probation: %s %s %s%s%s", t->plugin, version,
                             status && !strcmp(status, "quarantined") ? "was quarantined"
                                                                      : "is no longer live",

@@ -249,6 +249,15 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
 }
 
+void dispatch_count_failure(kproto *p, int rc)
+{
+    if (rc != A4PS_ERROR)
+        return;
+    kdisp *disp = rcu_dereference(p->dispatch);
+    if (disp->beh && disp->beh->ver)
+        atomic_fetch_add_explicit(&disp->beh->ver->failed_calls, 1, memory_order_relaxed);
+}
+
 int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
                   const void *msg, size_t len, kernel_reply *reply)
 {
@@ -439,6 +448,7 @@ int kernel_send(kernel *k, const char *proto, const char *selector,
     } else {
         atomic_fetch_add_explicit(&k->stats.sends, 1, memory_order_relaxed);
         rc = dispatch_send(k, p, selector_find(k, selector), selector, msg, len, reply);
+        dispatch_count_failure(p, rc);
     }
     send_leave(entered);
     return rc;

@@ -127,6 +127,7 @@ static int h_send(a4ps_ctx *ctx, const char *proto, const char *selector,
     } else {
         atomic_fetch_add_explicit(&k->stats.sends, 1, memory_order_relaxed);
         rc = dispatch_send(k, p, selector_find(k, selector), selector, msg, len, &r);
+        dispatch_count_failure(p, rc);
     }
     if (reply) {
         *reply = r.data;

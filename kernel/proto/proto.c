@@ -513,12 +513,13 @@ char *kernel_history(kernel *k, const char *proto)
         if (!strcmp(v->name, cur->name)) {
             json_t *report = v->report ? json_loads(v->report, 0, NULL) : NULL;
             json_array_insert_new(all, 0, json_pack(
-                "{s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:I, s:b, s:b, s:o}", "version",
+                "{s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:I, s:b, s:b, s:o, s:I}", "version",
                 v->version, "sha256", v->sha_hex, "status", kver_status_name(v->status),
                 "reason", v->reason[0] ? v->reason : NULL, "kind", kind_name(v->kind),
                 "parent", v->parent ? v->parent->version : NULL, "origin", v->origin,
                 "loaded_at", (json_int_t)v->loaded_at, "current", v == cur, "has_source",
-                v->source != NULL, "report", report ? report : json_null()));
+                v->source != NULL, "report", report ? report : json_null(), "failed_calls",
+                (json_int_t)atomic_load_explicit(&v->failed_calls, memory_order_relaxed)));
         }
     json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o}", "proto", p->name, "plugin", cur->name,
                           "version", cur->version, "ran_before", ran, "versions", all);

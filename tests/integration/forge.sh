@@ -26,9 +26,10 @@ cleanup() {
 }
 
 # A variant of the counter candidate: VERSION, the expression `double`
-# replies with, and the `double boom` call that crashes (0: none).
-candidate() {   # out version body crash_on
-    sed -e "s/\"VERSION\"/\"$2\"/" -e "s/BODY/$3/" -e "s/CRASH_ON/$4/" \
+# replies with, the `double boom` call that crashes (0: none), and whether
+# `double fail` fails.
+candidate() {   # out version body crash_on [fails]
+    sed -e "s/\"VERSION\"/\"$2\"/" -e "s/BODY/$3/" -e "s/CRASH_ON/$4/" -e "s/FAILS/${5:-0}/" \
         "$HERE/forge/counter_double.c.in" > "$1"
 }
 
@@ -180,6 +181,28 @@ test_probation_rollback() {
     expect_contains "$(cat "$T/forge/1/crash3.c.verdict" 2> /dev/null)" "rolled_back" "crash3.c.verdict"
 }
 
+# A call that fails (A4PS_ERROR) in probation rolls the target back too.
+test_probation_failed_call() {
+    start_forge || return
+    ctl forge C --selector double --example '=>200' --iterations 1 --probation 30 > /dev/null ||
+        { fail "forge refused"; return; }
+    candidate "$T/forge/1/.tmp" 1.2.0 "c \* 2" 0 1
+    mv "$T/forge/1/.tmp" "$T/forge/1/fails.c"
+    for _ in $(seq 300); do
+        [ "$(task_field 1 't["stage"]')" = probation ] && break
+        sleep 0.1
+    done
+    expect_reply C double "" "200"
+    ctl send C double fail > /dev/null 2>&1 && fail "'double fail' did not fail"
+    for _ in $(seq 100); do
+        [ "$(task_field 1 't["state"]')" = failed ] && break
+        sleep 0.1
+    done
+    expect_contains "$(task_field 1 't["attempts"][0]["failures"]')" "1 call to counter 1.2.0 failed" "the attempt's failures"
+    expect_reply C get "" "v1 count=100"
+    expect_contains "$(ctl --json history C)" '"failed_calls":1' "history of C"
+}
+
 # The inbox: candidates dropped by a person, one per iteration; a candidate
 # that tries to read the image, the config and the LLM key in a4psd's
 # environment learns nothing, and fails.
@@ -327,7 +350,8 @@ EOF
     expect_contains "$out" "refused" "forge's refusal"
 }
 
-ALL=(test_three_iterations test_probation_rollback test_inbox_and_hostile test_plugin_opens_task
+ALL=(test_three_iterations test_probation_rollback test_probation_failed_call
+     test_inbox_and_hostile test_plugin_opens_task
      test_no_runsc
      test_drop_refused_by_probe test_mode_none_is_loud)
 for t in "${@:-${ALL[@]}}"; do
