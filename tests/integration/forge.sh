@@ -68,6 +68,24 @@ EOF
     fail "a4psd did not come up: $(tail -5 "$T/log")"
 }
 
+# a4psd on counter 1.0.0 alone (proto C), no image, no generators: $1 extra
+# config lines, $2 the PATH it runs with (default: ours).  Returns at once.
+start_minimal() {
+    T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
+    chmod 755 "$T"
+    mkdir -p "$T/plugins"
+    install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
+    cat > "$T/a4ps.cfg" <<EOF
+plugin_dir = "plugins";
+runtime_dir = "run";
+control = { socket = "a.sock"; };
+${1:-}
+protos = ( { name = "C"; plugin = "counter"; } );
+EOF
+    PATH="${2:-$PATH}" "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+}
+
 start_double() {   # script
     python3 "$HERE/../llm/llm_double.py" --script "$1" --port-file "$T/llm.port" \
         --log "$T/llm.log" > "$T/llm.out" 2>&1 &
@@ -284,18 +302,7 @@ test_plugin_opens_task() {
 # Without runsc the daemon fails closed: dropped plugins are refused, not
 # loaded unverified, and the forge refuses with the way to install it.
 test_no_runsc() {
-    T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
-    chmod 755 "$T"
-    mkdir -p "$T/plugins"
-    install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
-    cat > "$T/a4ps.cfg" <<EOF
-plugin_dir = "plugins";
-runtime_dir = "run";
-control = { socket = "a.sock"; };
-protos = ( { name = "C"; plugin = "counter"; } );
-EOF
-    PATH=/nonexistent "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
-    PID=$!
+    start_minimal "" /nonexistent
     for _ in $(seq 100); do
         [ -S "$T/a.sock" ] && ctl status > /dev/null 2>&1 && break
         sleep 0.05
@@ -325,19 +332,7 @@ test_drop_refused_by_probe() {
 
 # sandbox.mode = "none" loads unverified, and says so loudly.
 test_mode_none_is_loud() {
-    T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
-    chmod 755 "$T"
-    mkdir -p "$T/plugins"
-    install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
-    cat > "$T/a4ps.cfg" <<EOF
-plugin_dir = "plugins";
-runtime_dir = "run";
-control = { socket = "a.sock"; };
-sandbox = { mode = "none"; };
-protos = ( { name = "C"; plugin = "counter"; } );
-EOF
-    "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
-    PID=$!
+    start_minimal 'sandbox = { mode = "none"; };'
     for _ in $(seq 100); do
         ctl send C get > /dev/null 2>&1 && break
         sleep 0.05
