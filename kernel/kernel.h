@@ -202,6 +202,13 @@ int kernel_upgrade(kernel *k, const char *plugin, char *err, size_t errlen);
 int kernel_upgrade_except(kernel *k, const char *plugin, const char *const *skip,
                           size_t nskip, char *err, size_t errlen);
 
+/* Withdraw a loaded version no proto runs (a candidate whose adoption
+ * failed): it is fenced off like a quarantined one -- never the newest for
+ * new protos or upgrades, never loaded again -- and plugin_withdrawn is
+ * emitted.  A4PS_EBUSY, naming the proto, while one runs it. */
+int kernel_version_withdraw(kernel *k, const char *name, const char *version,
+                            const char *reason, char *err, size_t errlen);
+
 /* Back to the version the proto ran before its current one. */
 int kernel_rollback(kernel *k, const char *proto, char *err, size_t errlen);
 

@@ -530,12 +530,14 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
     verify_passed(d, sha, rep);
 
     task_stage(d, t, "swap", "loading %s %s and swapping %s", name, version, t->target);
-    kernel_version_info info;
+    kernel_version_info info = {0};
+    bool loaded = false;
     char origin[256];
     snprintf(origin, sizeof origin, "forge task %u, iteration %d, generator %s, proposed by %s",
              t->id, t->iteration, t->generator, t->proposer ? t->proposer : "?");
     rc = kernel_load(d->k, so, &info, err, sizeof err);
     if (rc == A4PS_OK) {
+        loaded = true;
         kernel_version_annotate(d->k, info.name, info.version, source, rep, origin);
         rc = t->create ? kernel_proto_create(d->k, t->target, info.name, info.version, NULL, err,
                                              sizeof err)
@@ -547,6 +549,15 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
     if (rc != A4PS_OK) {
         json_object_set_new(a, "failures", json_string(err));
         json_object_set_new(a, "summary", json_string(err));
+        if (loaded) {
+            /* Loaded but not adopted: it must not become the version new
+             * protos and upgrades take. */
+            char why[KERNEL_ERRLEN + 64], werr[KERNEL_ERRLEN];
+            snprintf(why, sizeof why, "forge task %u could not swap to it: %s", t->id, err);
+            if (kernel_version_withdraw(d->k, info.name, info.version, why, werr,
+                                        sizeof werr) != 0)
+                dlog(d, LOG_ERR, "forge task %u: %s", t->id, werr);
+        }
         return "swap_failed";
     }
     char *why = NULL;

@@ -411,3 +411,53 @@ int kernel_rollback(kernel *k, const char *proto, char *err, size_t errlen)
     pthread_mutex_unlock(&k->lock);
     return rc;
 }
+
+int kernel_version_withdraw(kernel *k, const char *name, const char *version,
+                            const char *reason, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&k->lock);
+    kver *v = name && version ? loader_find(k, name, version) : NULL;
+    if (!v) {
+        pthread_mutex_unlock(&k->lock);
+        snprintf(err, errlen, "withdraw: no version %s %s", name ? name : "?",
+                 version ? version : "?");
+        return A4PS_ENOENT;
+    }
+    size_t n;
+    kproto **all = proto_all(k, &n);
+    if (!all) {
+        pthread_mutex_unlock(&k->lock);
+        snprintf(err, errlen, "withdraw: out of memory");
+        return A4PS_ENOMEM;
+    }
+    const char *user = NULL;
+    for (size_t i = 0; i < n && !user; i++)
+        if (all[i]->cur && all[i]->cur->ver == v)
+            user = all[i]->name;
+    if (user) {
+        snprintf(err, errlen, "withdraw: proto %s runs %s %s; roll it back first", user, name,
+                 version);
+        free(all);
+        pthread_mutex_unlock(&k->lock);
+        return A4PS_EBUSY;
+    }
+    free(all);
+    /* Fenced off like a quarantined version: never the newest, never loaded
+     * again, left out of a restore; no proto runs it, so nobody rolls back. */
+    v->status = KVER_QUARANTINED;
+    snprintf(v->reason, sizeof v->reason, "withdrawn: %s", reason ? reason : "");
+    kbeh *b = v->loaded;
+    if (b && !b->quarantined) {
+        b->quarantined = true;
+        atomic_store(&b->disp->nsel, 0);
+        if (b->registry) {
+            b->registry = false;
+            beh_release(k, b);
+        }
+    }
+    kernel_log(k, A4PS_LOG_NOTICE, "withdrew %s %s: %s", name, version, reason ? reason : "");
+    kernel_emitf(k, "plugin_withdrawn", "{s:s, s:s, s:s}", "plugin", name, "version", version,
+                 "reason", reason ? reason : "");
+    pthread_mutex_unlock(&k->lock);
+    return A4PS_OK;
+}

@@ -221,6 +221,34 @@ test_probation_failed_call() {
     expect_contains "$(ctl --json history C)" '"failed_calls":1' "history of C"
 }
 
+# A candidate that passes the probe but cannot be swapped in (a new state
+# layout and no migrate hook, over C's non-empty state) is withdrawn: C
+# stays on 1.0.0, and the candidate never becomes the version new protos
+# get.
+test_swap_failure_withdraws() {
+    start_forge || return
+    ctl forge C --selector double --example '=>200' --iterations 1 > /dev/null ||
+        { fail "forge refused"; return; }
+    candidate "$T/forge/1/.tmp" 1.4.0 "c \* 2" 0
+    sed -i 's/\.state_version = 1/.state_version = 2/' "$T/forge/1/.tmp"
+    mv "$T/forge/1/.tmp" "$T/forge/1/layout2.c"
+    for _ in $(seq 300); do
+        [ "$(task_field 1 't["state"]')" = failed ] && break
+        sleep 0.1
+    done
+    expect_contains "$(task_field 1 't["attempts"][0]["verdict"]')" "swap_failed" "the attempt"
+    expect_reply C get "" "v1 count=100"
+    expect_contains "$(ctl --json history C)" "withdrawn: forge task 1 could not swap to it" "history of C"
+    # A proto the config adds now is made on 1.0.0, not on the withdrawn 1.4.0.
+    sed -i 's/{ name = "F"; plugin = "forger"; }/{ name = "F"; plugin = "forger"; },\n    { name = "D"; plugin = "counter"; }/' "$T/a4ps.cfg"
+    kill -HUP "$PID"
+    for _ in $(seq 100); do
+        ctl send D get > /dev/null 2>&1 && break
+        sleep 0.05
+    done
+    expect_contains "$(ctl --json explain D)" '"version":"1.0.0"' "explain D"
+}
+
 # The inbox: candidates dropped by a person, one per iteration; a candidate
 # that tries to read the image, the config and the LLM key in a4psd's
 # environment learns nothing, and fails.
@@ -346,6 +374,7 @@ test_mode_none_is_loud() {
 }
 
 ALL=(test_three_iterations test_probation_rollback test_probation_failed_call
+     test_swap_failure_withdraws
      test_inbox_and_hostile test_plugin_opens_task
      test_no_runsc
      test_drop_refused_by_probe test_mode_none_is_loud)
