@@ -48,19 +48,18 @@ subscriptions = ( { event = "*"; proto = "ALFRED"; selector = "observe"; } );
 EOF
     "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
     PID=$!
-    for _ in $(seq 100); do
+    # Up to 30 s: each plugin is probed in the sandbox at the first start,
+    # slower under the sanitizers on a busy machine.
+    for _ in $(seq 600); do
         [ -S "$T/a.sock" ] && ctl send C get > /dev/null 2>&1 && return 0
         sleep 0.05
     done
     fail "a4psd did not come up: $(tail -5 "$T/log")"
 }
 
-
-
-
 # Wait until a4psctl status contains a needle (for asynchronous effects).
 wait_status() {
-    for _ in $(seq 100); do
+    for _ in $(seq 200); do
         ctl --json status 2> /dev/null | grep -qF -- "$1" && return 0
         sleep 0.05
     done
