@@ -38,6 +38,8 @@
 #include <unistd.h>
 
 #define FORGE_STOP_WAIT_S 20
+#define FORGE_KEEP 64            /* finished tasks kept in memory (all on disk) */
+#define FORGE_MAX_PENDING 32     /* tasks queued or running, at most */
 
 typedef struct ftask {
     unsigned id;
@@ -133,26 +135,32 @@ static json_t *task_json(const ftask *t, bool full)
 
 /* The durable record: task.json in the task's directory, rewritten after
  * every attempt (write to a temporary, then rename). */
-static void task_save(a4psd *d, ftask *t)
+static void record_write(a4psd *d, unsigned id, const char *dir, json_t *j)
 {
-    pthread_mutex_lock(&d->forge->lock);
-    json_t *j = task_json(t, true);
-    pthread_mutex_unlock(&d->forge->lock);
     /* A fresh temporary (O_EXCL: never through a link someone left in the
      * directory), then rename, which replaces a link rather than follows it. */
     char tmp[4200], path[4200];
-    snprintf(tmp, sizeof tmp, "%s/.task.json.XXXXXX", t->dir);
-    snprintf(path, sizeof path, "%s/task.json", t->dir);
+    snprintf(tmp, sizeof tmp, "%s/.task.json.XXXXXX", dir);
+    snprintf(path, sizeof path, "%s/task.json", dir);
     int fd = j ? mkstemp(tmp) : -1;
     int ok = fd >= 0 && fchmod(fd, 0644) == 0 && json_dumpfd(j, fd, JSON_INDENT(1)) == 0;
     if (fd >= 0 && close(fd) != 0)
         ok = 0;
     if (!ok || rename(tmp, path) != 0) {
-        dlog(d, LOG_WARNING, "forge task %u: cannot write %s: %s", t->id, path,
+        dlog(d, LOG_WARNING, "forge task %u: cannot write %s: %s", id, path,
              j ? strerror(errno) : "the record is not valid JSON");
         if (fd >= 0)
             unlink(tmp);
     }
+}
+
+/* For a task that is queued or running (so never trimmed meanwhile). */
+static void task_save(a4psd *d, ftask *t)
+{
+    pthread_mutex_lock(&d->forge->lock);
+    json_t *j = task_json(t, true);
+    pthread_mutex_unlock(&d->forge->lock);
+    record_write(d, t->id, t->dir, j);
     json_decref(j);
 }
 
@@ -574,6 +582,52 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
     return "adopted";
 }
 
+/* The end of a task, in two halves: ending sets its final state under the
+ * lock and takes everything the announcement needs (a finished task may be
+ * trimmed from memory as soon as the lock is released); announcing writes
+ * the record, logs and emits forge_task_finished. */
+typedef struct ending {
+    unsigned id;
+    char *dir;
+    json_t *record;
+    json_t *event;
+    int level;
+    char line[1024];
+} ending;
+
+static void task_end_locked(ftask *t, const char *state, const char *line, ending *e)
+{
+    t->state = state;
+    t->stage = "done";
+    set_str(&t->result, "%s", line);
+    free(t->progress);
+    t->progress = NULL;
+    t->finished = time(NULL);
+    char id[16];
+    snprintf(id, sizeof id, "%u", t->id);
+    e->id = t->id;
+    e->dir = strdup(t->dir);
+    e->record = task_json(t, true);
+    e->event = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "task", id, "target", t->target,
+                         "state", state, "result", line, "version", t->adopted);
+    e->level = !strcmp(state, "adopted") ? LOG_NOTICE : LOG_WARNING;
+    snprintf(e->line, sizeof e->line, "forge task %u: %s: %s", t->id, state, line);
+}
+
+static void task_announce(a4psd *d, ending *e)
+{
+    if (e->dir)
+        record_write(d, e->id, e->dir, e->record);
+    dlog(d, e->level, "%s", e->line);
+    char *js = e->event ? json_dumps(e->event, JSON_COMPACT) : NULL;
+    if (js)
+        kernel_emit(d->k, "forge_task_finished", js);
+    free(js);
+    free(e->dir);
+    json_decref(e->record);
+    json_decref(e->event);
+}
+
 static void task_finish(a4psd *d, ftask *t, const char *state, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void task_finish(a4psd *d, ftask *t, const char *state, const char *fmt, ...)
@@ -583,25 +637,35 @@ static void task_finish(a4psd *d, ftask *t, const char *state, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    ending e = {0};
     pthread_mutex_lock(&d->forge->lock);
-    t->state = state;
-    t->stage = "done";
-    set_str(&t->result, "%s", line);
-    free(t->progress);
-    t->progress = NULL;
-    t->finished = time(NULL);
+    task_end_locked(t, state, line, &e);
     pthread_mutex_unlock(&d->forge->lock);
-    task_save(d, t);
-    dlog(d, !strcmp(state, "adopted") ? LOG_NOTICE : LOG_WARNING, "forge task %u: %s: %s",
-         t->id, state, line);
-    char id[16];
-    snprintf(id, sizeof id, "%u", t->id);
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "task", id, "target", t->target,
-                           "state", state, "result", line, "version", t->adopted);
-    char *js = json_dumps(ev, JSON_COMPACT);
-    json_decref(ev);
-    kernel_emit(d->k, "forge_task_finished", js);
-    free(js);
+    task_announce(d, &e);
+}
+
+/* Keep at most FORGE_KEEP finished tasks in memory, dropping the oldest;
+ * their records stay on disk (forge_task reads them from there).  Under
+ * the lock. */
+static void tasks_trim(dforge *f)
+{
+    size_t finished = 0;
+    for (ftask *t = f->tasks; t; t = t->next)
+        finished += strcmp(t->state, "queued") && strcmp(t->state, "running");
+    ftask **pp = &f->tasks, *prev = NULL;
+    while (*pp && finished > FORGE_KEEP) {
+        ftask *t = *pp;
+        if (!strcmp(t->state, "queued") || !strcmp(t->state, "running")) {
+            prev = t;
+            pp = &t->next;
+            continue;
+        }
+        *pp = t->next;
+        if (f->tail == t)
+            f->tail = prev;
+        task_free(t);
+        finished--;
+    }
 }
 
 static void task_run(a4psd *d, ftask *t)
@@ -715,6 +779,7 @@ static void *forge_main(void *arg)
         pthread_mutex_unlock(&f->lock);
         task_run(d, t);
         pthread_mutex_lock(&f->lock);
+        tasks_trim(f);
     }
     pthread_mutex_unlock(&f->lock);
     return NULL;
@@ -876,6 +941,7 @@ int forge_open(a4psd *d, char *err, size_t errlen)
             task_save(d, t);     /* the record says so too from now on */
     }
     free(ids);
+    tasks_trim(f);               /* the newest FORGE_KEEP come back into memory */
     int rc = pthread_create(&f->thread, NULL, forge_main, d);
     if (rc) {
         snprintf(err, errlen, "forge: cannot start its thread: %s", strerror(rc));
@@ -970,9 +1036,17 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
     dforge *f = d->forge;
     pthread_mutex_lock(&f->lock);
     bool stopping = f->stop;
+    size_t pending = 0;
+    for (ftask *t = f->tasks; t; t = t->next)
+        pending += !strcmp(t->state, "queued") || !strcmp(t->state, "running");
     pthread_mutex_unlock(&f->lock);
     if (stopping) {
         snprintf(err, errlen, "forge: refused: a4psd is stopping");
+        return NULL;
+    }
+    if (pending >= FORGE_MAX_PENDING) {
+        snprintf(err, errlen, "forge: refused: %zu tasks are queued or running already (at "
+                 "most %d); cancel some or wait", pending, FORGE_MAX_PENDING);
         return NULL;
     }
     const char *why = verify_unavailable(d);
@@ -1178,6 +1252,14 @@ json_t *forge_task(a4psd *d, unsigned id)
         if (t->id == id)
             j = task_json(t, true);
     pthread_mutex_unlock(&f->lock);
+    if (!j && id < f->next_id) {
+        /* Trimmed from memory: its record is on disk. */
+        ftask *t = task_load(f->dir, id);
+        if (t) {
+            j = task_json(t, true);
+            task_free(t);
+        }
+    }
     return j;
 }
 
@@ -1185,19 +1267,19 @@ int forge_cancel(a4psd *d, unsigned id)
 {
     dforge *f = d->forge;
     int rc = -1;
-    ftask *queued = NULL;
+    ending e = {0};
     pthread_mutex_lock(&f->lock);
     for (ftask *t = f->tasks; t; t = t->next)
         if (t->id == id && (!strcmp(t->state, "queued") || !strcmp(t->state, "running"))) {
             t->cancel = true;
-            if (!strcmp(t->state, "queued")) {
-                t->state = "cancelled";  /* so the forge thread never takes it */
-                queued = t;
-            }
+            /* A queued one ends here, recorded and announced like any other
+             * end; the forge thread never takes it. */
+            if (!strcmp(t->state, "queued"))
+                task_end_locked(t, "cancelled", "cancelled before it started", &e);
             rc = 0;
         }
     pthread_mutex_unlock(&f->lock);
-    if (queued)                  /* recorded and announced like any other end */
-        task_finish(d, queued, "cancelled", "cancelled before it started");
+    if (e.line[0])
+        task_announce(d, &e);
     return rc;
 }

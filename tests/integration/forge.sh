@@ -327,6 +327,33 @@ test_plugin_opens_task() {
     expect_contains "$(ctl --json history C)" "proposed by plugin forger on proto F" "the lineage"
 }
 
+# Tasks are bounded: at most 32 queued or running (a plugin cannot flood
+# the forge), at most 64 finished ones in memory -- older records are read
+# from disk when asked for.
+test_tasks_bounded() {
+    start_forge || return
+    local i out
+    for i in $(seq 32); do
+        ctl forge C --selector s$i --example 'a=>b' > /dev/null || { fail "forge $i refused"; return; }
+    done
+    out=$(ctl forge C --selector s33 --example 'a=>b' 2>&1) && fail "a 33rd pending task was opened"
+    expect_contains "$out" "at most 32" "the refusal"
+    for i in $(seq 2 32); do ctl cancel "$i" > /dev/null || fail "cancel $i"; done
+    for i in $(seq 33 80); do
+        ctl forge C --selector s$i --example 'a=>b' > /dev/null && ctl cancel "$i" > /dev/null ||
+            fail "forge/cancel $i"
+    done
+    ctl cancel 1 > /dev/null || fail "cancel 1"
+    for _ in $(seq 100); do
+        [ "$(task_field 1 't["state"]')" = cancelled ] && break
+        sleep 0.1
+    done
+    sleep 0.5                    # the forge thread trims after a task ends
+    local n; n=$(ctl --json tasks | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+    [ "$n" = 64 ] || fail "$n tasks in memory, expected 64"
+    expect_contains "$(task_field 2 't["result"]')" "cancelled before it started" "task 2, from disk"
+}
+
 # Without runsc the daemon fails closed: dropped plugins are refused, not
 # loaded unverified, and the forge refuses with the way to install it.
 test_no_runsc() {
@@ -374,7 +401,7 @@ test_mode_none_is_loud() {
 }
 
 ALL=(test_three_iterations test_probation_rollback test_probation_failed_call
-     test_swap_failure_withdraws
+     test_swap_failure_withdraws test_tasks_bounded
      test_inbox_and_hostile test_plugin_opens_task
      test_no_runsc
      test_drop_refused_by_probe test_mode_none_is_loud)
