@@ -33,13 +33,12 @@ typedef struct kernel_handle kernel_handle;
 #define KERNEL_ERRLEN 512
 
 /* Decide whether a binary may be loaded: called after the file's ELF checks
- * and before dlopen, with the file's SHA-256.  Return 0 to allow; otherwise
+ * and before dlopen, with the SHA-256 (hex) of the bytes it will load.  Return 0 to allow; otherwise
  * write the reason to why.  Either way it may set *report to a malloc'd JSON
  * text (the test report); the kernel keeps it with the version it loads (and
  * frees it otherwise).  The sandbox probe plugs in here. */
-typedef int (*kernel_verify_fn)(void *arg, const char *path,
-                                const unsigned char sha256[32], char **report,
-                                char *why, size_t whylen);
+typedef int (*kernel_verify_fn)(void *arg, const char *path, const char *sha256,
+                                char **report, char *why, size_t whylen);
 
 /* Opens a forge task for a plugin (the host API's forge entry): proto and
  * plugin name the caller, request is its JSON.  Returns 0 with *reply the
@@ -129,6 +128,11 @@ int kernel_load_ex(kernel *k, const char *path, unsigned flags,
 int kernel_version_annotate(kernel *k, const char *name, const char *version,
                             const char *source, const char *report, const char *origin);
 
+/* SHA-256, a binary's identity: of buf (out and hex may each be NULL), or
+ * of the file at path, refused past max bytes (-1 with err). */
+void kernel_sha256(const void *buf, size_t len, unsigned char out[32], char hex[65]);
+int kernel_sha256_file(const char *path, size_t max, char hex[65], char *err, size_t errlen);
+
 /* Change the log level (a syslog priority) of a running kernel. */
 void kernel_set_log_level(kernel *k, int level);
 
@@ -152,6 +156,17 @@ int kernel_proto_depend(kernel *k, const char *name, const char *dep,
 
 /* Does proto `name` exist? */
 int kernel_proto_exists(kernel *k, const char *name);
+
+/* The version proto runs now (and its plugin's kind, A4PS_KIND_*, when kind
+ * is not NULL), without building explain's JSON. */
+int kernel_proto_version(kernel *k, const char *proto, kernel_version_info *info,
+                         uint32_t *kind);
+
+/* How a loaded version fares: quarantined (or withdrawn; reason says which
+ * and why) and how many calls to it failed (A4PS_ERROR, by-name sends). */
+int kernel_version_health(kernel *k, const char *plugin, const char *version,
+                          int *quarantined, uint64_t *failed_calls, char *reason,
+                          size_t reasonlen);
 
 /* The kernel's naming rules, for those who check names before they reach
  * it (the daemon's config): proto names [A-Za-z][A-Za-z0-9_.-]{0,62},

@@ -300,7 +300,12 @@ int plugin_name_valid(const char *s);
 /* After a by-name send returned rc: count a method's failure against the
  * version now serving p (the one that served it, but for a swap in
  * between).  Inside the read side. */
-void dispatch_count_failure(kproto *p, int rc);
+void dispatch_count_failure_slow(kproto *p);
+static inline void dispatch_count_failure(kproto *p, int rc)
+{
+    if (unlikely(rc == A4PS_ERROR))
+        dispatch_count_failure_slow(p);
+}
 int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
                   const void *msg, size_t len, kernel_reply *reply);
 uint32_t selector_intern(kernel *k, const char *sel);   /* under k->lock */

@@ -59,9 +59,19 @@ static const dproto *config_proto(const dconfig *c, const char *name)
     return NULL;
 }
 
-static bool proto_exists(a4psd *d, const char *name)
+/* The config's subscriptions, for every observer proto that exists; one
+ * already in place is left as it is. */
+static void subscribe_all(a4psd *d)
 {
-    return kernel_proto_exists(d->k, name);
+    char err[KERNEL_ERRLEN];
+    for (int j = 0; j < d->cfg->nsubs; j++) {
+        const dsub *s = &d->cfg->subs[j];
+        int rc = kernel_proto_exists(d->k, s->proto)
+                     ? kernel_subscribe(d->k, s->event, s->proto, s->selector, err, sizeof err)
+                     : A4PS_OK;
+        if (rc != A4PS_OK && rc != A4PS_EEXIST)
+            dlog(d, LOG_ERR, "%s: %s", d->cfg->path, err);
+    }
 }
 
 void daemon_create_protos(a4psd *d, const char *only_plugin)
@@ -69,7 +79,7 @@ void daemon_create_protos(a4psd *d, const char *only_plugin)
     char err[KERNEL_ERRLEN];
     for (int i = 0; i < d->cfg->nprotos; i++) {
         const dproto *p = &d->cfg->protos[i];
-        if ((only_plugin && strcmp(p->plugin, only_plugin)) || proto_exists(d, p->name))
+        if ((only_plugin && strcmp(p->plugin, only_plugin)) || kernel_proto_exists(d->k, p->name))
             continue;
         int rc = kernel_proto_create(d->k, p->name, p->plugin, p->version, p->persona_json,
                                      err, sizeof err);
@@ -88,29 +98,8 @@ void daemon_create_protos(a4psd *d, const char *only_plugin)
                                  strlen(p->state[j].value)) != 0)
                 dlog(d, LOG_ERR, "%s:%d: proto %s: cannot set state key '%s'", d->cfg->path,
                      p->line, p->name, p->state[j].key);
-        for (int j = 0; j < d->cfg->nsubs; j++) {
-            const dsub *s = &d->cfg->subs[j];
-            if (!strcmp(s->proto, p->name) &&
-                kernel_subscribe(d->k, s->event, s->proto, s->selector, err, sizeof err) != 0 &&
-                !strstr(err, "already observes"))
-                dlog(d, LOG_ERR, "%s: %s", d->cfg->path, err);
-        }
     }
-}
-
-/* The config's subscriptions, for every observer proto that exists (a proto
- * restored from the image was not created here, so it is not subscribed by
- * daemon_create_protos). */
-static void subscribe_all(a4psd *d)
-{
-    char err[KERNEL_ERRLEN];
-    for (int j = 0; j < d->cfg->nsubs; j++) {
-        const dsub *s = &d->cfg->subs[j];
-        if (proto_exists(d, s->proto) &&
-            kernel_subscribe(d->k, s->event, s->proto, s->selector, err, sizeof err) != 0 &&
-            !strstr(err, "already observes"))
-            dlog(d, LOG_ERR, "%s: %s", d->cfg->path, err);
-    }
+    subscribe_all(d);            /* the new protos' subscriptions */
 }
 
 /* Apply the parts of a new config that can change while running; report the
@@ -193,11 +182,10 @@ static void apply(a4psd *d, dconfig *nc)
         dlog(d, LOG_ERR, "%s", err);
     watch_scan(d, false);
     daemon_create_protos(d, NULL);
-    subscribe_all(d);
     /* Pinned versions: a proto whose version in the config changed moves. */
     for (int i = 0; i < nc->nprotos; i++) {
         const dproto *p = &nc->protos[i];
-        if (!p->version || !proto_exists(d, p->name))
+        if (!p->version || !kernel_proto_exists(d->k, p->name))
             continue;
         int rc = kernel_swap(d->k, p->name, p->version, err, sizeof err);
         if (rc)
@@ -626,7 +614,6 @@ int main(int argc, char **argv)
          cfg->workers);
     watch_scan(d, true);
     daemon_create_protos(d, NULL);
-    subscribe_all(d);
 
     while (!d->stopping) {
         struct epoll_event evs[64];

@@ -849,7 +849,7 @@ int ctl_open(a4psd *d, char *err, size_t errlen)
     return 0;
 }
 
-void ctl_close_listener(a4psd *d)
+static void ctl_close_listener(a4psd *d)
 {
     if (d->lfd < 0)
         return;
@@ -982,11 +982,6 @@ void ctl_reap(a4psd *d)
     }
 }
 
-bool ctl_is_client(a4psd *d, void *ptr)
-{
-    return ptr != &d->sigfd && ptr != &d->inofd && ptr != &d->lfd && ptr != &d->jobfd &&
-           ptr != &d->evfd && ptr != &d->tickfd;
-}
 
 /* SIGTERM: no new requests; queued ones are told so; the calls in flight
  * finish and their replies are written; then the workers stop. */
@@ -1049,7 +1044,8 @@ void ctl_shutdown(a4psd *d)
         struct epoll_event evs[16];
         int n = epoll_wait(d->epfd, evs, 16, 100);
         for (int i = 0; i < n; i++)
-            if (ctl_is_client(d, evs[i].data.ptr) && (evs[i].events & EPOLLOUT))
+            /* Only clients wait for EPOLLOUT. */
+            if (evs[i].events & EPOLLOUT)
                 client_flush(d, evs[i].data.ptr);
     }
     while (d->clients)

@@ -90,7 +90,6 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen);
 
 /* ctl.c */
 int ctl_open(a4psd *d, char *err, size_t errlen);
-void ctl_close_listener(a4psd *d);
 void ctl_accept(a4psd *d);
 void ctl_client_event(a4psd *d, client *c, uint32_t events);
 void ctl_jobs_done(a4psd *d);
@@ -100,7 +99,6 @@ void ctl_reap(a4psd *d);
 int ctl_workers_start(a4psd *d, char *err, size_t errlen);
 void ctl_shutdown(a4psd *d);
 void ctl_on_event(void *arg, const char *event, const char *json, size_t len);
-bool ctl_is_client(a4psd *d, void *ptr);
 
 /* watch.c */
 int watch_open(a4psd *d, char *err, size_t errlen);
@@ -114,7 +112,7 @@ void daemon_plugin_loaded(a4psd *d, const char *plugin);
 int verify_open(a4psd *d);
 void verify_close(a4psd *d);
 void verify_seed(a4psd *d, struct image *img);
-int verify_hook(void *arg, const char *path, const unsigned char sha[32], char **report,
+int verify_hook(void *arg, const char *path, const char *sha256_hex, char **report,
                 char *why, size_t whylen);
 /* Dropped files: verify_submit queues name (in dir) for the verifier
  * thread and returns true, or false when there is none (then load at once;
@@ -127,11 +125,15 @@ char **verify_done(a4psd *d, size_t *n);
 void verify_stop(a4psd *d);
 /* Trust this hash from now on (the forge probed it); report is copied. */
 void verify_passed(a4psd *d, const char *sha_hex, const char *report);
-/* Probe / compile in the sandbox: as sandbox_probe / sandbox_compile.  The
+/* Probe / compile in the sandbox: as sandbox_probe / sandbox_compile.  A
+ * probe's verdict counts only for the bytes whose sha256 (hex) the caller
+ * took: a report on other bytes is -1, "the file changed"; on a failure (0)
+ * err says why in one line.  The
  * forge (forge true, and every compile) has a sandbox of its own, so a
  * dropped file is never held up behind a task. */
-int verify_probe(a4psd *d, bool forge, const char *path, const void *state, size_t state_len,
-                 const char *cases_json, char **report, char *err, size_t errlen);
+int verify_probe(a4psd *d, bool forge, const char *path, const char *sha256,
+                 const void *state, size_t state_len, const char *cases_json, char **report,
+                 char *err, size_t errlen);
 int verify_compile(a4psd *d, const char *source, size_t len, const char *out_so,
                    char **diagnostics, char *err, size_t errlen);
 /* NULL when the sandbox can run; otherwise why not. */

@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -315,46 +314,6 @@ static int version_cmp(const char *a, const char *b)
     return 0;
 }
 
-/* The target's plugin and version now, from explain. */
-static int target_version(a4psd *d, const char *proto, char *plugin, size_t plen,
-                          char *version, size_t vlen)
-{
-    char *e = kernel_explain(d->k, proto);
-    json_t *j = e ? json_loads(e, 0, NULL) : NULL;
-    free(e);
-    json_t *pl = json_object_get(j, "plugin");
-    const char *n = json_string_value(json_object_get(pl, "name"));
-    const char *v = json_string_value(json_object_get(pl, "version"));
-    int rc = n && v ? 0 : -1;
-    if (!rc) {
-        snprintf(plugin, plen, "%s", n);
-        snprintf(version, vlen, "%s", v);
-    }
-    json_decref(j);
-    return rc;
-}
-
-static int file_sha256(const char *path, char hex[65])
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0)
-        EVP_DigestUpdate(c, buf, (size_t)n);
-    close(fd);
-    unsigned char md[32];
-    unsigned mdlen = 32;
-    EVP_DigestFinal_ex(c, md, &mdlen);
-    EVP_MD_CTX_free(c);
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return n < 0 ? -1 : 0;
-}
-
 /* Probation: watch the target for probation_s.  0 if the version stayed
  * live; -1 with *why when the kernel rolled it back (a fault quarantined
  * it), or when a call to it failed (A4PS_ERROR) and the forge rolled the
@@ -365,41 +324,31 @@ static int stage_probation(a4psd *d, ftask *t, const char *version, char **why)
                t->target, t->probation_s);
     double end = now_ms() + t->probation_s * 1000.0;
     while (now_ms() < end) {
-        char *h = kernel_history(d->k, t->target);
-        json_t *j = h ? json_loads(h, 0, NULL) : NULL;
-        free(h);
-        const char *cur = json_string_value(json_object_get(j, "version"));
-        const char *status = NULL, *reason = NULL;
-        json_int_t failed = 0;
-        size_t i;
-        json_t *v;
-        json_array_foreach(json_object_get(j, "versions"), i, v)
-            if (!strcmp(json_string_value(json_object_get(v, "version")), version)) {
-                status = json_string_value(json_object_get(v, "status"));
-                reason = json_string_value(json_object_get(v, "reason"));
-                failed = json_integer_value(json_object_get(v, "failed_calls"));
-            }
-        int bad = !j || (status && !strcmp(status, "quarantined")) || !cur ||
-                  strcmp(cur, version) != 0;
-        if (!bad && failed > 0) {
+        kernel_version_info cur;
+        int quarantined = 0;
+        uint64_t failed = 0;
+        char reason[256] = "";
+        bool live = kernel_proto_version(d->k, t->target, &cur, NULL) == A4PS_OK &&
+                    !strcmp(cur.version, version);
+        kernel_version_health(d->k, t->plugin, version, &quarantined, &failed, reason,
+                              sizeof reason);
+        if (live && !quarantined && failed > 0) {
             char err[KERNEL_ERRLEN];
             int rc = kernel_rollback(d->k, t->target, err, sizeof err);
-            if (asprintf(why, "rolled back in probation: %lld call%s to %s %s failed "
-                         "(A4PS_ERROR)%s%s", (long long)failed, failed == 1 ? "" : "s",
+            if (asprintf(why, "rolled back in probation: %llu call%s to %s %s failed "
+                         "(A4PS_ERROR)%s%s", (unsigned long long)failed, failed == 1 ? "" : "s",
                          t->plugin, version, rc ? "; the rollback failed too: " : "",
                          rc ? err : "") < 0)
                 *why = NULL;
-            json_decref(j);
             return -1;
         }
-        if (bad && asprintf(why, "rolled back in probation: %s %s %s%s%s", t->plugin, version,
-                            status && !strcmp(status, "quarantined") ? "was quarantined"
-                                                                     : "is no longer live",
-                            reason ? ": " : "", reason ? reason : "") < 0)
-            *why = NULL;
-        json_decref(j);
-        if (bad)
+        if (!live || quarantined) {
+            if (asprintf(why, "rolled back in probation: %s %s %s%s%s", t->plugin, version,
+                         quarantined ? "was quarantined" : "is no longer live",
+                         reason[0] ? ": " : "", reason) < 0)
+                *why = NULL;
             return -1;
+        }
         pthread_mutex_lock(&d->forge->lock);
         bool stop = t->cancel || d->forge->stop;
         pthread_mutex_unlock(&d->forge->lock);
@@ -467,8 +416,10 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
                json_array_size(t->tests), json_array_size(t->tests) == 1 ? "" : "s", t->target,
                slen);
     t0 = now_ms();
-    char *rep = NULL;
-    rc = verify_probe(d, true, so, state, slen, cases, &rep, err, sizeof err);
+    char *rep = NULL, sha[65];
+    rc = kernel_sha256_file(so, SIZE_MAX, sha, err, sizeof err) != 0
+             ? -1
+             : verify_probe(d, true, so, sha, state, slen, cases, &rep, err, sizeof err);
     free(state);
     free(cases);
     json_object_set_new(a, "probe_ms", json_real(now_ms() - t0));
@@ -486,12 +437,12 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
     const char *name = json_string_value(json_object_get(pl, "name"));
     const char *version = json_string_value(json_object_get(pl, "version"));
     char failures[1024] = "";
-    char cur_plugin[64] = "", cur_version[32] = "";
+    kernel_version_info cur = {0};
+    const char *cur_version = cur.version;
     if (rc == 1) {
         /* The probe passed it; is it what the task asked for? */
         if (!t->create)
-            target_version(d, t->target, cur_plugin, sizeof cur_plugin, cur_version,
-                           sizeof cur_version);
+            kernel_proto_version(d->k, t->target, &cur, NULL);
         if (!name || strcmp(name, t->plugin))
             snprintf(failures, sizeof failures, "the candidate is plugin '%s'; the task needs "
                      "plugin '%s'", name ? name : "?", t->plugin);
@@ -514,19 +465,9 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
     json_object_set_new(a, "version", json_string(version));
 
     /* verify: where the codex monitors plug in (a later issue); today the
-     * probe's verdict is the whole of it, for the bytes it tested: the file,
-     * hashed here, must be what the report says the probe copied. */
+     * probe's verdict is the whole of it, for the bytes it tested (the
+     * binary sits in our private directory, hashed before the probe). */
     task_stage(d, t, "verify", "probe passed %s %s; no monitors configured", name, version);
-    char sha[65];
-    const char *tested = json_string_value(json_object_get(report, "sha256"));
-    if (file_sha256(so, sha) != 0 || !tested || strcmp(tested, sha)) {
-        json_object_set_new(a, "summary", json_string("the candidate's file is not the one the "
-                                                      "probe tested"));
-        free(rep);
-        json_decref(report);
-        unlink(so);
-        return "error";
-    }
     const char *stop;
     if (task_stopping(d, t, 1e300, &stop)) {
         json_object_set_new(a, "summary", json_string(stop));
@@ -928,20 +869,22 @@ int forge_open(a4psd *d, char *err, size_t errlen)
     if (nids)
         qsort(ids, nids, sizeof *ids, cmp_uint);
     d->forge = f;
-    for (size_t i = 0; i < nids; i++) {
+    /* The newest FORGE_KEEP come back into memory, newest read first (every
+     * one has ended: no task survives a restart); the older stay on disk. */
+    size_t kept = 0;
+    for (size_t i = nids; i-- > 0 && kept < FORGE_KEEP;) {
         ftask *t = task_load(f->dir, ids[i]);
         if (!t)
             continue;
-        if (f->tail)
-            f->tail->next = t;
-        else
-            f->tasks = t;
-        f->tail = t;
+        t->next = f->tasks;
+        f->tasks = t;
+        if (!f->tail)
+            f->tail = t;
+        kept++;
         if (!strcmp(t->state, "interrupted"))
             task_save(d, t);     /* the record says so too from now on */
     }
     free(ids);
-    tasks_trim(f);               /* the newest FORGE_KEEP come back into memory */
     int rc = pthread_create(&f->thread, NULL, forge_main, d);
     if (rc) {
         snprintf(err, errlen, "forge: cannot start its thread: %s", strerror(rc));
@@ -1073,19 +1016,13 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
         snprintf(err, errlen, "forge: generator: no proto named '%s'", gen);
         return NULL;
     }
-    {
-        char *e = kernel_explain(d->k, gen);
-        json_t *j = e ? json_loads(e, 0, NULL) : NULL;
-        free(e);
-        const char *kind = json_string_value(json_object_get(json_object_get(j, "plugin"),
-                                                             "kind"));
-        bool ok = kind && !strcmp(kind, "generator");
-        if (!ok)
-            snprintf(err, errlen, "forge: generator: proto '%s' runs a plugin of kind %s, not "
-                     "a generator", gen, kind ? kind : "?");
-        json_decref(j);
-        if (!ok)
-            return NULL;
+    kernel_version_info ginfo;
+    uint32_t kind = 0;
+    if (kernel_proto_version(d->k, gen, &ginfo, &kind) != A4PS_OK ||
+        kind != A4PS_KIND_GENERATOR) {
+        snprintf(err, errlen, "forge: generator: proto '%s' runs %s %s, which is not a plugin of "
+                 "kind generator", gen, ginfo.name, ginfo.version);
+        return NULL;
     }
     static const struct {
         const char *key;
@@ -1102,13 +1039,15 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
     }
     char plugin[64] = "", version[32] = "";
     bool create = false;
-    if (kernel_proto_exists(d->k, proto)) {
+    kernel_version_info tinfo;
+    if (kernel_proto_version(d->k, proto, &tinfo, NULL) == A4PS_OK) {
         if (newplugin) {
             snprintf(err, errlen, "forge: proto '%s' exists; \"plugin\" is only for a new one",
                      proto);
             return NULL;
         }
-        target_version(d, proto, plugin, sizeof plugin, version, sizeof version);
+        snprintf(plugin, sizeof plugin, "%s", tinfo.name);
+        snprintf(version, sizeof version, "%s", tinfo.version);
     } else {
         if (!newplugin || !kernel_valid_plugin_name(newplugin)) {
             snprintf(err, errlen, "forge: no proto named '%s'; to make a new plugin for it, "

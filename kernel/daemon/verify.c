@@ -17,7 +17,6 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <openssl/evp.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -273,8 +272,9 @@ static void one_line(char *s)
             *s = ' ';
 }
 
-int verify_probe(a4psd *d, bool forge, const char *path, const void *state, size_t state_len,
-                 const char *cases_json, char **report, char *err, size_t errlen)
+int verify_probe(a4psd *d, bool forge, const char *path, const char *sha256,
+                 const void *state, size_t state_len, const char *cases_json, char **report,
+                 char *err, size_t errlen)
 {
     dverify *v = d->ver;
     *report = NULL;
@@ -292,6 +292,24 @@ int verify_probe(a4psd *d, bool forge, const char *path, const void *state, size
     pthread_mutex_lock(lock);
     int rc = sandbox_probe(forge ? v->fsb : v->sb, &rq, &v->lim, report, err, errlen);
     pthread_mutex_unlock(lock);
+    if (rc >= 0) {
+        /* The probe read the file by its path, after the caller hashed it:
+         * only if it tested those very bytes does its verdict count. */
+        json_t *j = *report ? json_loads(*report, 0, NULL) : NULL;
+        const char *tested = json_string_value(json_object_get(j, "sha256"));
+        const char *reason = json_string_value(json_object_get(j, "reason"));
+        if (!tested || strcmp(tested, sha256)) {
+            snprintf(err, errlen, "the file changed while it was verified (the probe tested "
+                     "sha256 %.16s..., not %.16s...); drop it again", tested ? tested : "?",
+                     sha256);
+            rc = -1;
+        } else if (rc == 0) {
+            snprintf(err, errlen, "the sandbox probe failed it: %s",
+                     reason ? reason : "no reason given");
+            one_line(err);
+        }
+        json_decref(j);
+    }
     pthread_mutex_lock(&v->lock);
     v->probed++;
     if (rc != 1)
@@ -324,14 +342,11 @@ const char *verify_unavailable(a4psd *d)
     return v->sb ? NULL : v->sb_error;
 }
 
-int verify_hook(void *arg, const char *path, const unsigned char sha[32], char **report,
-                char *why, size_t whylen)
+int verify_hook(void *arg, const char *path, const char *hex, char **report, char *why,
+                size_t whylen)
 {
     a4psd *d = arg;
     dverify *v = d->ver;
-    char hex[65];
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", sha[i]);
     if ((*report = passed_report(v, hex)))
         return 0;
     pthread_mutex_lock(&v->lock);
@@ -353,37 +368,13 @@ int verify_hook(void *arg, const char *path, const unsigned char sha[32], char *
         return 0;
     }
     char err[KERNEL_ERRLEN];
-    char *rep = NULL;
-    int rc = verify_probe(d, false, path, NULL, 0, NULL, &rep, err, sizeof err);
-    if (rc < 0) {
-        snprintf(why, whylen, "not verified, so not loaded: %s", err);
-        free(rep);
-        return -1;
-    }
-    /* The probe read the file by its path, after the kernel read it: only
-     * if it tested these very bytes does its verdict count for them. */
-    json_t *rj = rep ? json_loads(rep, 0, NULL) : NULL;
-    const char *tested = json_string_value(json_object_get(rj, "sha256"));
-    bool same = tested && !strcmp(tested, hex);
-    json_decref(rj);
-    if (rc == 1 && !same) {
-        snprintf(why, whylen, "the file changed while it was verified (the probe tested sha256 "
-                 "%.16s..., the kernel read %.16s...); drop it again", tested ? tested : "?",
-                 hex);
-        *report = rep;
-        return -1;
-    }
+    int rc = verify_probe(d, false, path, hex, NULL, 0, NULL, report, err, sizeof err);
     if (rc == 1) {
-        verify_passed(d, hex, rep);
-        *report = rep;
+        verify_passed(d, hex, *report);
         return 0;
     }
-    json_t *j = rep ? json_loads(rep, 0, NULL) : NULL;
-    const char *reason = json_string_value(json_object_get(j, "reason"));
-    snprintf(why, whylen, "the sandbox probe failed it: %s", reason ? reason : "no reason given");
-    one_line(why);
-    json_decref(j);
-    *report = rep;               /* freed by the kernel: a refusal keeps no version */
+    /* A refusal keeps no version; the kernel frees the report. */
+    snprintf(why, whylen, "%s%s", rc < 0 ? "not verified, so not loaded: " : "", err);
     return -1;
 }
 
@@ -406,36 +397,6 @@ json_t *verify_status(a4psd *d)
 
 /* ---- Dropped files, verified off the loop thread ---- */
 
-static int file_hash(const char *path, size_t max, char hex[65], char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    unsigned char buf[65536];
-    size_t n, total = 0;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0 && total <= max) {
-        EVP_DigestUpdate(c, buf, n);
-        total += n;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    unsigned char md[32];
-    unsigned mdlen = 32;
-    EVP_DigestFinal_ex(c, md, &mdlen);
-    EVP_MD_CTX_free(c);
-    if (bad || total > max) {
-        snprintf(err, errlen, "%s: %s", path, bad ? "cannot read" : "too large");
-        return -1;
-    }
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return 0;
-}
-
 /* Probe one dropped file.  Whatever comes of it, the loop then loads the
  * file: the kernel's own checks and the hook decide (a pass is found by
  * hash, a refusal is found here; a file that changed meanwhile is probed
@@ -444,45 +405,30 @@ static void verify_one(a4psd *d, vjob *j)
 {
     dverify *v = d->ver;
     char hex[65], err[KERNEL_ERRLEN];
-    if (file_hash(j->path, v->max_bytes, hex, err, sizeof err) != 0)
+    if (kernel_sha256_file(j->path, v->max_bytes, hex, err, sizeof err) != 0)
         return;                  /* the kernel's load will say what is wrong */
     char *known = passed_report(v, hex);
     if (known) {
         free(known);
         return;
     }
+    /* Errors (-1) are left for the hook, which tries again and says why. */
     char *rep = NULL;
-    int rc = verify_probe(d, false, j->path, NULL, 0, NULL, &rep, err, sizeof err);
-    if (rc < 0) {
-        free(rep);
-        return;                  /* the hook tries again and reports the error */
-    }
-    json_t *rj = rep ? json_loads(rep, 0, NULL) : NULL;
-    const char *tested = json_string_value(json_object_get(rj, "sha256"));
-    const char *reason = json_string_value(json_object_get(rj, "reason"));
-    bool same = tested && !strcmp(tested, hex);
-    if (rc == 1 && same) {
+    int rc = verify_probe(d, false, j->path, hex, NULL, 0, NULL, &rep, err, sizeof err);
+    failed *f = rc == 0 ? calloc(1, sizeof *f) : NULL;
+    if (rc == 1) {
         verify_passed(d, hex, rep);
-    } else if (rc == 0 && same) {
-        failed *f = calloc(1, sizeof *f);
-        if (f) {
-            snprintf(f->sha, sizeof f->sha, "%s", hex);
-            if (asprintf(&f->why, "the sandbox probe failed it: %s",
-                         reason ? reason : "no reason given") < 0)
-                f->why = NULL;
-            if (f->why)
-                one_line(f->why);
-            f->report = rep;
-            rep = NULL;
-            pthread_mutex_lock(&v->lock);
-            f->next = v->failed;
-            v->failed = f;
-            pthread_mutex_unlock(&v->lock);
-            if (!f->why)
-                f->why = strdup("the sandbox probe failed it");
-        }
+    } else if (f && (f->why = strdup(err))) {
+        snprintf(f->sha, sizeof f->sha, "%s", hex);
+        f->report = rep;
+        rep = NULL;
+        pthread_mutex_lock(&v->lock);
+        f->next = v->failed;
+        v->failed = f;
+        pthread_mutex_unlock(&v->lock);
+    } else {
+        free(f);
     }
-    json_decref(rj);
     free(rep);
 }
 

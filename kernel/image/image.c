@@ -21,7 +21,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -545,12 +544,8 @@ static int restore_versions(image *img, kernel *k, const char *tmpdir, image_res
         }
         /* The hash is checked before anything is loaded: a binary the image
          * does not vouch for never runs. */
-        unsigned char md[32];
-        unsigned mdlen = 32;
         char hex[65];
-        EVP_Digest(bytes, (size_t)len, md, &mdlen, EVP_sha256(), NULL);
-        for (int i = 0; i < 32; i++)
-            snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        kernel_sha256(bytes, (size_t)len, NULL, hex);
         if (strcmp(hex, sha) != 0) {
             snprintf(msg, sizeof msg, "image: %s %s left out: its stored binary has sha256 "
                      "%.16s..., the image records %.16s...", name, version, hex, sha);

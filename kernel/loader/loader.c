@@ -19,7 +19,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -407,14 +406,6 @@ static int read_fd(int fd, size_t size, unsigned char **out)
     return 0;
 }
 
-static void sha256(const unsigned char *buf, size_t len, unsigned char out[32], char hex[65])
-{
-    unsigned int n = 32;
-    EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL);
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", out[i]);
-}
-
 /* Load bytes as a new generation.  Caller holds k->lock.  On success *out
  * has refs 0 and ver NULL: the caller attaches it to its kver. */
 static int generation_load(kernel *k, const unsigned char *bytes, size_t len,
@@ -657,10 +648,10 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
         rc = A4PS_EINVAL;
         goto refused;
     }
-    sha256(bytes, (size_t)st.st_size, sha, hex);
+    kernel_sha256(bytes, (size_t)st.st_size, sha, hex);
     if (k->cfg.verify) {
         why[0] = 0;
-        if (k->cfg.verify(k->cfg.verify_arg, path, sha, &report, why, sizeof why) != 0) {
+        if (k->cfg.verify(k->cfg.verify_arg, path, hex, &report, why, sizeof why) != 0) {
             snprintf(msg, sizeof msg, "%s: verification: %s", path, why[0] ? why : "refused");
             rc = A4PS_EPERM;
             goto refused;
@@ -820,7 +811,7 @@ int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen)
     close(fd);
     unsigned char sha[32];
     char hex[65];
-    sha256(bytes, (size_t)st.st_size, sha, hex);
+    kernel_sha256(bytes, (size_t)st.st_size, sha, hex);
     if (memcmp(sha, v->sha, 32) != 0) {
         snprintf(err, errlen, "%s: sha256: stored copy %s changed (now %.16s...)", label,
                  v->stored_path, hex);

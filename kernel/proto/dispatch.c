@@ -249,10 +249,8 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
 }
 
-void dispatch_count_failure(kproto *p, int rc)
+void dispatch_count_failure_slow(kproto *p)
 {
-    if (rc != A4PS_ERROR)
-        return;
     kdisp *disp = rcu_dereference(p->dispatch);
     if (disp->beh && disp->beh->ver)
         atomic_fetch_add_explicit(&disp->beh->ver->failed_calls, 1, memory_order_relaxed);

@@ -609,3 +609,40 @@ char *kernel_status(kernel *k)
     json_decref(j);
     return out;
 }
+
+int kernel_proto_version(kernel *k, const char *proto, kernel_version_info *info,
+                         uint32_t *kind)
+{
+    pthread_mutex_lock(&k->lock);
+    kproto *p = proto ? strmap_get(k->protos, proto) : NULL;
+    if (!p) {
+        pthread_mutex_unlock(&k->lock);
+        return A4PS_ENOENT;
+    }
+    kver *v = p->cur->ver;
+    memset(info, 0, sizeof *info);
+    snprintf(info->name, sizeof info->name, "%s", v->name);
+    snprintf(info->version, sizeof info->version, "%s", v->version);
+    memcpy(info->sha256, v->sha_hex, 65);
+    info->state_version = v->state_version;
+    info->generation = p->cur->gen;
+    if (kind)
+        *kind = v->kind;
+    pthread_mutex_unlock(&k->lock);
+    return A4PS_OK;
+}
+
+int kernel_version_health(kernel *k, const char *plugin, const char *version,
+                          int *quarantined, uint64_t *failed_calls, char *reason,
+                          size_t reasonlen)
+{
+    pthread_mutex_lock(&k->lock);
+    kver *v = plugin && version ? loader_find(k, plugin, version) : NULL;
+    if (v) {
+        *quarantined = v->status == KVER_QUARANTINED;
+        *failed_calls = atomic_load_explicit(&v->failed_calls, memory_order_relaxed);
+        snprintf(reason, reasonlen, "%s", v->reason);
+    }
+    pthread_mutex_unlock(&k->lock);
+    return v ? A4PS_OK : A4PS_ENOENT;
+}

@@ -257,6 +257,23 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
     return A4PS_OK;
 }
 
+/* Fence off a version for good: the table of its generation b (may be
+ * NULL) answers nothing, it is never the newest again nor loaded again.
+ * Returns whether the registry held b (the caller releases that reference when it may).  Under
+ * k->lock. */
+static bool version_fence(kver *v, kbeh *b, const char *prefix, const char *reason)
+{
+    v->status = KVER_QUARANTINED;
+    snprintf(v->reason, sizeof v->reason, "%s%s", prefix, reason ? reason : "");
+    if (!b || b->quarantined)
+        return false;
+    b->quarantined = true;
+    atomic_store(&b->disp->nsel, 0);
+    bool registry = b->registry;
+    b->registry = false;
+    return registry;
+}
+
 void swap_quarantine(kernel *k, kbeh *b, const char *reason)
 {
     char err[KERNEL_ERRLEN];
@@ -265,18 +282,13 @@ void swap_quarantine(kernel *k, kbeh *b, const char *reason)
         pthread_mutex_unlock(&k->lock);
         return;
     }
-    b->quarantined = true;
-    atomic_store(&b->disp->nsel, 0);
     kver *v = b->ver;
-    v->status = KVER_QUARANTINED;
-    snprintf(v->reason, sizeof v->reason, "%s", reason);
+    /* The registry's reference goes once the protos have moved off. */
+    bool drop_registry = version_fence(v, b, "", reason);
     kernel_log(k, A4PS_LOG_ERR, "quarantined %s %s: %s", v->name, v->version, reason);
     kernel_record_error(k, reason);
     kernel_emitf(k, "plugin_faulted", "{s:s, s:s, s:s, s:s}", "plugin", v->name,
                  "version", v->version, "sha256", v->sha_hex, "reason", reason);
-    /* The registry's reference goes once the protos have moved off. */
-    bool drop_registry = b->registry;
-    b->registry = false;
     size_t n;
     kproto **all = proto_all(k, &n);
     if (!all)
@@ -444,17 +456,8 @@ int kernel_version_withdraw(kernel *k, const char *name, const char *version,
     free(all);
     /* Fenced off like a quarantined version: never the newest, never loaded
      * again, left out of a restore; no proto runs it, so nobody rolls back. */
-    v->status = KVER_QUARANTINED;
-    snprintf(v->reason, sizeof v->reason, "withdrawn: %s", reason ? reason : "");
-    kbeh *b = v->loaded;
-    if (b && !b->quarantined) {
-        b->quarantined = true;
-        atomic_store(&b->disp->nsel, 0);
-        if (b->registry) {
-            b->registry = false;
-            beh_release(k, b);
-        }
-    }
+    if (version_fence(v, v->loaded, "withdrawn: ", reason))
+        beh_release(k, v->loaded);
     kernel_log(k, A4PS_LOG_NOTICE, "withdrew %s %s: %s", name, version, reason ? reason : "");
     kernel_emitf(k, "plugin_withdrawn", "{s:s, s:s, s:s}", "plugin", name, "version", version,
                  "reason", reason ? reason : "");

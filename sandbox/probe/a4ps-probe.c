@@ -37,7 +37,6 @@
 #include <limits.h>
 #include <link.h>
 #include <linux/audit.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -778,17 +777,6 @@ static int cases_parse(const char *path, probe_case **out, size_t *n, char *err,
     return 0;
 }
 
-static int sha256_hex(const char *buf, size_t len, char hex[65])
-{
-    unsigned char md[32];
-    unsigned int n = 32;
-    if (!EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL))
-        return -1;
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return 0;
-}
-
 /* ---- Finding the descriptor, to tell whether the plugin has a self_test ----
  *
  * kernel_load ran self_test if there is one, but the public API does not
@@ -1106,14 +1094,12 @@ int main(int argc, char **argv)
 
     /* Everything we read is read and checked before the candidate runs. */
     char err[KERNEL_ERRLEN];
-    char *so = NULL, *state_buf = NULL;
-    size_t so_len = 0, state_len = 0, nstate = 0, ncases = 0;
+    char *state_buf = NULL;
+    size_t state_len = 0, nstate = 0, ncases = 0;
     state_rec *state = NULL;
     probe_case *cases = NULL;
-    if (read_file(o.plugin, MAX_FILE_BYTES, &so, &so_len, err, sizeof err) != 0 ||
-        sha256_hex(so, so_len, P.sha256) != 0)
+    if (kernel_sha256_file(o.plugin, MAX_FILE_BYTES, P.sha256, err, sizeof err) != 0)
         die_usage("plugin %s", err);
-    free(so);
     if (o.state_file &&
         (read_file(o.state_file, MAX_FILE_BYTES, &state_buf, &state_len, err, sizeof err) != 0 ||
          state_parse(o.state_file, state_buf, state_len, &state, &nstate, err, sizeof err) != 0))
