@@ -132,6 +132,10 @@ int kernel_version_annotate(kernel *k, const char *name, const char *version,
  * of the file at path, refused past max bytes (-1 with err). */
 void kernel_sha256(const void *buf, size_t len, unsigned char out[32], char hex[65]);
 int kernel_sha256_file(const char *path, size_t max, char hex[65], char *err, size_t errlen);
+/* The whole regular file at path, at most max bytes, NUL-terminated, in a
+ * malloc'd *out of *len bytes: 0, or a negative errno (-EFBIG: too large or
+ * not a regular file). */
+int kernel_read_file(const char *path, size_t max, void **out, size_t *len);
 
 /* Change the log level (a syslog priority) of a running kernel. */
 void kernel_set_log_level(kernel *k, int level);
@@ -286,8 +290,10 @@ typedef struct kernel_snap_version {
     const char *status;          /* "live", "retired", "quarantined" */
     char *reason;                /* why quarantined, or NULL */
     char *origin;                /* the file it came from */
-    char *source;                /* its C source, when known, or NULL */
-    char *report;                /* its test report (JSON), or NULL */
+    char *source;                /* its C source, or NULL: unknown, or already in
+                                    the image (unchanged since) */
+    char *report;                /* its test report (JSON), or NULL: the same */
+    uint64_t lineage_gen;        /* internal: what kernel_snapshot_done marks saved */
     char *stored_path;           /* the kernel's copy of the binary */
     int64_t loaded_at;
 } kernel_snap_version;

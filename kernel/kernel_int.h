@@ -66,6 +66,8 @@ struct kver {
     char *origin;                /* the file it was loaded from */
     char *source;                /* C source, when the forge built it */
     char *report;                /* test report (JSON) of its verification */
+    uint64_t lineage_gen;        /* bumps when source, report or origin change */
+    uint64_t saved_lineage_gen;  /* what the last committed snapshot holds */
     kver *parent;                /* newest version of the name when loaded */
     enum kver_status status;
     char reason[256];            /* why quarantined */

@@ -26,6 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The compiler and the flags the kernel fixes for every candidate, the
+ * sandboxed build and the bare baseline alike. */
+#define CC_ARGS "/usr/bin/cc", "-std=gnu17", "-O2", "-g0", "-Wall", "-Wextra", "-shared", \
+                "-fPIC", "-fvisibility=hidden"
+
 #define CANDIDATE_SRC "candidate.c"
 #define CANDIDATE_SO "candidate.so"
 #define STATE_FILE "probe-state.bin"
@@ -502,9 +507,8 @@ int sandbox_compile(sandbox *sb, const char *source, size_t len, const char *out
         goto out;
     }
     static const char *const argv[] = {
-        "/usr/bin/cc", "-std=gnu17", "-O2", "-g0", "-Wall", "-Wextra", "-shared", "-fPIC",
-        "-fvisibility=hidden", "-I" SANDBOX_ABI_MOUNT, "-o", "/work/" CANDIDATE_SO,
-        "/work/" CANDIDATE_SRC, NULL};
+        CC_ARGS, "-I" SANDBOX_ABI_MOUNT, "-o", "/work/" CANDIDATE_SO, "/work/" CANDIDATE_SRC,
+        NULL};
     sandbox_result r;
     if (sandbox_run(sb, work, argv, lim, &r, err, errlen) != 0)
         goto out;
@@ -693,9 +697,7 @@ int probe_compile_bare(const char *abi_dir, const char *source, size_t len, cons
         snprintf(err, errlen, "compile: cannot write %s: %s", path, strerror(errno));
         goto out;
     }
-    const char *const argv[] = {"/usr/bin/cc", "-std=gnu17", "-O2", "-g0", "-Wall", "-Wextra",
-                                "-shared", "-fPIC", "-fvisibility=hidden", inc, "-o", so, path,
-                                NULL};
+    const char *const argv[] = {CC_ARGS, inc, "-o", so, path, NULL};
     run_outcome o;
     char *out, *eo;
     if (run_child(argv, work, work, wall_ms, &o, &out, &eo, err, errlen) == 0) {

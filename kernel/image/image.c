@@ -275,33 +275,6 @@ void image_close(image *img)
     free(img);
 }
 
-static int read_file(const char *path, void **buf, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -errno;
-    }
-    char *b = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (b && got < (size_t)st.st_size) {
-        ssize_t r = read(fd, b + got, (size_t)st.st_size - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!b || got != (size_t)st.st_size) {
-        free(b);
-        return -EIO;
-    }
-    *buf = b;
-    *len = got;
-    return 0;
-}
-
 int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
 {
     sqlite3_stmt *has = NULL, *bin = NULL, *beh = NULL, *pro = NULL, *del = NULL, *ins = NULL,
@@ -338,7 +311,7 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
         if (sqlite3_step(has) != SQLITE_ROW) {
             void *bytes = NULL;
             size_t len = 0;
-            int e = read_file(v->stored_path, &bytes, &len);
+            int e = kernel_read_file(v->stored_path, SIZE_MAX, &bytes, &len);
             if (e) {
                 snprintf(err, errlen, "image %s: cannot read the stored binary of %s %s (%s): %s",
                          img->path, v->name, v->version, v->stored_path, strerror(-e));

@@ -132,8 +132,14 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
         sv->status = kver_status_name(v->status);
         sv->reason = v->reason[0] ? strdup(v->reason) : NULL;
         sv->origin = v->origin ? strdup(v->origin) : NULL;
-        sv->source = v->source ? strdup(v->source) : NULL;
-        sv->report = v->report ? strdup(v->report) : NULL;
+        /* Source and report are large and rarely change: only when they
+         * did since the last committed snapshot (the image keeps what it
+         * has for a NULL). */
+        if (all || v->lineage_gen != v->saved_lineage_gen) {
+            sv->source = v->source ? strdup(v->source) : NULL;
+            sv->report = v->report ? strdup(v->report) : NULL;
+        }
+        sv->lineage_gen = v->lineage_gen;
         sv->stored_path = strdup(v->stored_path);
         sv->loaded_at = (int64_t)v->loaded_at;
     }
@@ -223,6 +229,11 @@ void kernel_snapshot_done(kernel *k, kernel_snapshot *s, int committed)
             p->saved = true;
             p->saved_state_gen = s->gens[2 * i];
             p->saved_meta_gen = s->gens[2 * i + 1];
+        }
+        for (size_t i = 0; i < s->nversions; i++) {
+            kver *v = loader_find(k, s->versions[i].name, s->versions[i].version);
+            if (v)
+                v->saved_lineage_gen = s->versions[i].lineage_gen;
         }
     } else if (s->ndeleted) {
         /* Not written: the deletions are still owed to the image. */

@@ -732,6 +732,7 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     v->origin = strdup(path);
     v->report = report;
     report = NULL;
+    v->lineage_gen = 1;          /* not in any image yet */
     v->status = KVER_LIVE;
     v->loaded_at = time(NULL);
     kver *newest = loader_newest(k, v->name);
@@ -880,6 +881,7 @@ int kernel_version_annotate(kernel *k, const char *name, const char *version,
         free(v->origin);
         v->origin = o;
     }
+    v->lineage_gen++;
     pthread_mutex_unlock(&k->lock);
     return A4PS_OK;
 }

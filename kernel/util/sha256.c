@@ -1,12 +1,15 @@
-/* sha256.c -- the one SHA-256 of the kernel and of what links it (a4psd,
- * a4ps-probe): a binary's identity is its hash, so it is computed one way. */
+/* sha256.c -- a binary's identity and its bytes, one way for the kernel and
+ * what links it (a4psd, a4ps-probe): SHA-256 of a buffer or a file, and
+ * reading a whole file. */
 #include "kernel.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void to_hex(const unsigned char md[32], char hex[65])
@@ -66,5 +69,42 @@ int kernel_sha256_file(const char *path, size_t max, char hex[65], char *err, si
         return -1;
     }
     to_hex(md, hex);
+    return 0;
+}
+
+int kernel_read_file(const char *path, size_t max, void **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
+        close(fd);
+        return -EFBIG;
+    }
+    size_t size = (size_t)st.st_size;
+    char *buf = malloc(size + 1);
+    size_t got = 0;
+    while (buf && got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!buf || got != size) {
+        free(buf);
+        return buf ? -EIO : -ENOMEM;     /* it shrank while we read */
+    }
+    buf[got] = 0;
+    *out = buf;
+    *len = got;
     return 0;
 }

@@ -609,38 +609,14 @@ fail:
 static int read_file(const char *path, size_t max, char **out, size_t *len, char *err,
                      size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    void *buf;
+    int rc = kernel_read_file(path, max, &buf, len);
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", path, rc == -EFBIG ? "not a regular file of at most "
+                 "the size the probe reads" : strerror(-rc));
         return -1;
     }
-    if (!S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
-        snprintf(err, errlen, "%s: not a regular file of at most %zu bytes", path, max);
-        close(fd);
-        return -1;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (buf && got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!buf || got != (size_t)st.st_size) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, buf ? strerror(errno) : "out of memory");
-        free(buf);
-        return -1;
-    }
-    buf[got] = 0;
     *out = buf;
-    *len = got;
     return 0;
 }
 
@@ -656,6 +632,20 @@ typedef struct state_rec {
     const char *val;
     size_t len;
 } state_rec;
+
+/* The clone of the target's state, into the scratch proto. */
+static int state_apply(kernel *k, const state_rec *state, size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = kernel_state_set(k, PROTO, state[i].key, state[i].val, state[i].len);
+        if (rc) {
+            snprintf(err, errlen, "kernel_state_set(%s, \"%s\"): status %d", PROTO,
+                     state[i].key, rc);
+            return rc;
+        }
+    }
+    return 0;
+}
 
 static int state_parse(const char *path, const char *buf, size_t len, state_rec **out,
                        size_t *n, char *err, size_t errlen)
@@ -1190,13 +1180,7 @@ int main(int argc, char **argv)
     if (nstate) {
         stage("state");
         t = now_ns();
-        rc = 0;
-        for (size_t i = 0; i < nstate && !rc; i++) {
-            rc = kernel_state_set(k, PROTO, state[i].key, state[i].val, state[i].len);
-            if (rc)
-                snprintf(err, sizeof err, "kernel_state_set(%s, \"%s\"): status %d", PROTO,
-                         state[i].key, rc);
-        }
+        rc = state_apply(k, state, nstate, err, sizeof err);
         add_step("state", rc == 0, ms_since(t), rc ? err : NULL, NULL);
         if (rc)
             report_emit(NULL);
@@ -1252,12 +1236,8 @@ int main(int argc, char **argv)
         rc = kernel_proto_destroy(k, PROTO, err, sizeof err);
         if (rc == 0)
             rc = kernel_proto_create(k, PROTO, info.name, info.version, NULL, err, sizeof err);
-        for (size_t s = 0; s < nstate && !rc; s++) {
-            rc = kernel_state_set(k, PROTO, state[s].key, state[s].val, state[s].len);
-            if (rc)
-                snprintf(err, sizeof err, "kernel_state_set(%s, \"%s\"): status %d", PROTO,
-                         state[s].key, rc);
-        }
+        if (rc == 0)
+            rc = state_apply(k, state, nstate, err, sizeof err);
         if (rc) {
             add_step("cases", 0, ms_since(t), err, NULL);
             report_emit(NULL);

@@ -348,8 +348,12 @@ test_tasks_bounded() {
         [ "$(task_field 1 't["state"]')" = cancelled ] && break
         sleep 0.1
     done
-    sleep 0.5                    # the forge thread trims after a task ends
-    local n; n=$(ctl --json tasks | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+    local n                      # the forge thread trims after a task ends
+    for _ in $(seq 50); do
+        n=$(ctl --json tasks | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+        [ "$n" = 64 ] && break
+        sleep 0.1
+    done
     [ "$n" = 64 ] || fail "$n tasks in memory, expected 64"
     expect_contains "$(task_field 2 't["result"]')" "cancelled before it started" "task 2, from disk"
 }

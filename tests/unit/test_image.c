@@ -285,6 +285,15 @@ static void lineage_round_trip(void **state)
                                              "forge task 7"), 0);
     assert_int_equal(kernel_version_annotate(f->k, "sw", "9.9.9", "x", NULL, NULL), A4PS_ENOENT);
     snapshot_to(f, img, 1, NULL);
+    /* The next snapshot does not copy the unchanged source and report
+     * again; writing it leaves the image's as they are. */
+    kernel_snapshot *s2;
+    snapshot_to(f, img, 0, &s2);
+    for (size_t i = 0; i < s2->nversions; i++) {
+        assert_null(s2->versions[i].source);
+        assert_null(s2->versions[i].report);
+    }
+    kernel_snapshot_free(s2);
     fx_close(f);
 
     /* A fresh kernel without a verifier: the report comes from the image. */

@@ -310,6 +310,22 @@ static void refuse_too_large(void **state)
     fx_expect_refusal(f, path, FX_NEEDLES("max_plugin_bytes"));
 }
 
+/* KERNEL_LOAD_NO_DOWNGRADE (what a dropped file gets): a new binary of a
+ * lower version than the newest loaded is refused before its init runs,
+ * naming both versions; without the flag it is stored, as an older one. */
+static void refuse_downgrade_when_asked(void **state)
+{
+    fx *f = fx_get(state);
+    fx_load_ok(f, FX_PLUGIN("sw-2.so"), NULL);
+    char err[KERNEL_ERRLEN];
+    kernel_version_info info;
+    int rc = kernel_load_ex(f->k, FX_PLUGIN("sw-1.so"), KERNEL_LOAD_NO_DOWNGRADE, &info, err,
+                            sizeof err);
+    assert_int_equal(rc, A4PS_EPERM);
+    fx_assert_contains("the refusal", err, "sw 1.0.0 is lower than the live 2.0.0");
+    fx_load_ok(f, FX_PLUGIN("sw-1.so"), NULL);
+}
+
 /* ---- containment of faults at run time ---- */
 
 typedef struct fault_case {
@@ -425,6 +441,7 @@ int main(void)
     fx_capture_handlers();
     const struct CMUnitTest tests[] = {
         T(refuse_major_mismatch),
+        T(refuse_downgrade_when_asked),
         T(refuse_signature_mismatch),
         T(refuse_wrong_struct_size),
         T(refuse_duplicate_selector),

@@ -58,33 +58,6 @@ static bool candidate_name(const char *s)
     return true;
 }
 
-/* ---- the message ---- */
-
-/* Parse msg as a JSON object with a valid "task" (a string, or a
- * non-negative integer taken as its decimal text).  On failure the reply
- * says why and A4PS_EINVAL is returned. */
-static int parse_message(a4ps_ctx *ctx, const char *sel, const void *msg, size_t len,
-                         json_t **root, char id[TASK_ID_MAX + 1])
-{
-    int rc = message_json(ctx, "inbox", sel, msg, len, root);
-    if (rc != A4PS_OK)
-        return rc;
-    json_t *j = *root;
-    *root = NULL;
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return reply_fmt(ctx, A4PS_EINVAL, "inbox %s: the message is not a JSON object", sel);
-    }
-    if (!task_id_of(json_object_get(j, "task"), id)) {
-        json_decref(j);
-        return reply_fmt(ctx, A4PS_EINVAL,
-                         "inbox %s: \"task\" must be an id of 1 to 32 letters, digits, '_' "
-                         "or '-'", sel);
-    }
-    *root = j;
-    return A4PS_OK;
-}
-
 /* ---- files ---- */
 
 /* Write data to name in dfd whole or not at all: a temporary dot-file,
@@ -320,7 +293,7 @@ static int inbox_generate(a4ps_ctx *ctx, const void *msg, size_t len)
 {
     json_t *root;
     char id[TASK_ID_MAX + 1];
-    int rc = parse_message(ctx, "generate", msg, len, &root, id);
+    int rc = parse_task(ctx, "inbox", "generate", msg, len, &root, id);
     if (rc != A4PS_OK)
         return rc;
     const char *dir = member_str(root, "dir");
@@ -409,7 +382,7 @@ static int inbox_feedback(a4ps_ctx *ctx, const void *msg, size_t len)
 {
     json_t *root;
     char id[TASK_ID_MAX + 1];
-    int rc = parse_message(ctx, "feedback", msg, len, &root, id);
+    int rc = parse_task(ctx, "inbox", "feedback", msg, len, &root, id);
     if (rc != A4PS_OK)
         return rc;
     const char *verdict = member_str(root, "verdict");
