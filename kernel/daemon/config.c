@@ -96,6 +96,7 @@ typedef struct keyspec {
     ktype type;
     long min, max;               /* K_INT range */
     int required;
+    long long dflt;              /* K_INT: the value when the key is absent */
 } keyspec;
 
 static int type_ok(const config_setting_t *s, ktype t)
@@ -216,11 +217,27 @@ static const char *str_member(const config_setting_t *g, const char *name)
     return s && config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
 }
 
-static long long int_member(const config_setting_t *g, const char *name, long long dflt)
+/* Group name of root, checked against spec; NULL when absent (or not a
+ * group, which check_group of root reported). */
+static const config_setting_t *checked_group(errs *e, const config_setting_t *root,
+                                             const char *name, const keyspec *spec)
 {
+    const config_setting_t *g = config_setting_get_member(root, name);
+    if (!g || config_setting_type(g) != CONFIG_TYPE_GROUP)
+        return NULL;
+    check_group(e, g, spec);
+    return g;
+}
+
+/* Integer key name of group g (NULL: absent), or its default in spec. */
+static long long spec_int(const config_setting_t *g, const keyspec *spec, const char *name)
+{
+    const keyspec *k = spec;
+    while (k->name && strcmp(k->name, name))
+        k++;
     const config_setting_t *s = g ? config_setting_get_member(g, name) : NULL;
     if (!s || (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64))
-        return dflt;
+        return k->dflt;
     return config_setting_get_int64(s);
 }
 
@@ -270,74 +287,74 @@ static json_t *to_json(const config_setting_t *s)
 
 
 static const keyspec root_spec[] = {
-    {"plugin_dir", K_STRING, 0, 0, 1},
-    {"runtime_dir", K_STRING, 0, 0, 1},
-    {"image", K_STRING, 0, 0, 0},
-    {"snapshot_interval_s", K_INT, 0, 86400, 0},
-    {"image_backups", K_INT, 0, 100, 0},
-    {"audit_keep", K_INT, 100, 100000000, 0},
-    {"image_recover", K_ANY, 0, 0, 0},
-    {"log_level", K_STRING, 0, 0, 0},
-    {"workers", K_INT, 1, 64, 0},
-    {"control", K_GROUP, 0, 0, 1},
-    {"limits", K_GROUP, 0, 0, 0},
-    {"protos", K_LIST, 0, 0, 0},
-    {"subscriptions", K_LIST, 0, 0, 0},
-    {"sandbox", K_GROUP, 0, 0, 0},
-    {"forge", K_GROUP, 0, 0, 0},
-    {NULL, 0, 0, 0, 0},
+    {"plugin_dir", K_STRING, 0, 0, 1, 0},
+    {"runtime_dir", K_STRING, 0, 0, 1, 0},
+    {"image", K_STRING, 0, 0, 0, 0},
+    {"snapshot_interval_s", K_INT, 0, 86400, 0, 60},
+    {"image_backups", K_INT, 0, 100, 0, 3},
+    {"audit_keep", K_INT, 100, 100000000, 0, 10000},
+    {"image_recover", K_ANY, 0, 0, 0, 0},
+    {"log_level", K_STRING, 0, 0, 0, 0},
+    {"workers", K_INT, 1, 64, 0, 2},
+    {"control", K_GROUP, 0, 0, 1, 0},
+    {"limits", K_GROUP, 0, 0, 0, 0},
+    {"protos", K_LIST, 0, 0, 0, 0},
+    {"subscriptions", K_LIST, 0, 0, 0, 0},
+    {"sandbox", K_GROUP, 0, 0, 0, 0},
+    {"forge", K_GROUP, 0, 0, 0, 0},
+    {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec sandbox_spec[] = {
-    {"mode", K_STRING, 0, 0, 0},
-    {"runsc", K_STRING, 0, 0, 0},
-    {"probe", K_STRING, 0, 0, 0},
-    {"abi_dir", K_STRING, 0, 0, 0},
-    {"wall_ms", K_INT, 100, 3600000, 0},
-    {"cpu_s", K_INT, 1, 3600, 0},
-    {"memory_mb", K_INT, 16, 65536, 0},
-    {"processes", K_INT, 1, 4096, 0},
-    {"file_mb", K_INT, 1, 65536, 0},
-    {"output_kb", K_INT, 1, 1 << 20, 0},
-    {"call_ms", K_INT, 10, 600000, 0},
-    {NULL, 0, 0, 0, 0},
+    {"mode", K_STRING, 0, 0, 0, 0},
+    {"runsc", K_STRING, 0, 0, 0, 0},
+    {"probe", K_STRING, 0, 0, 0, 0},
+    {"abi_dir", K_STRING, 0, 0, 0, 0},
+    {"wall_ms", K_INT, 100, 3600000, 0, 30000},
+    {"cpu_s", K_INT, 1, 3600, 0, 30},
+    {"memory_mb", K_INT, 16, 65536, 0, 1024},
+    {"processes", K_INT, 1, 4096, 0, 64},
+    {"file_mb", K_INT, 1, 65536, 0, 64},
+    {"output_kb", K_INT, 1, 1 << 20, 0, 1024},
+    {"call_ms", K_INT, 10, 600000, 0, 2000},
+    {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec forge_spec[] = {
-    {"generator", K_STRING, 0, 0, 0},
-    {"dir", K_STRING, 0, 0, 0},
-    {"iterations", K_INT, 1, 1000, 0},
-    {"wall_s", K_INT, 1, 604800, 0},
-    {"probation_s", K_INT, 0, 86400, 0},
-    {NULL, 0, 0, 0, 0},
+    {"generator", K_STRING, 0, 0, 0, 0},
+    {"dir", K_STRING, 0, 0, 0, 0},
+    {"iterations", K_INT, 1, 1000, 0, 5},
+    {"wall_s", K_INT, 1, 604800, 0, 600},
+    {"probation_s", K_INT, 0, 86400, 0, 30},
+    {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec control_spec[] = {
-    {"socket", K_STRING, 0, 0, 1},
-    {"uids", K_INTS, 0, 0, 0},
-    {"group", K_STRING, 0, 0, 0},
-    {NULL, 0, 0, 0, 0},
+    {"socket", K_STRING, 0, 0, 1, 0},
+    {"uids", K_INTS, 0, 0, 0, 0},
+    {"group", K_STRING, 0, 0, 0, 0},
+    {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec limits_spec[] = {
-    {"max_plugin_bytes", K_INT, 4096, 1L << 30, 0},
-    {"hook_timeout_ms", K_INT, 10, 600000, 0},
-    {"migrate_timeout_ms", K_INT, 10, 600000, 0},
-    {"event_queue", K_INT, 16, 1 << 20, 0},
-    {"max_request_bytes", K_INT, 1024, 64L << 20, 0},
-    {"max_clients", K_INT, 1, 4096, 0},
-    {"request_timeout_ms", K_INT, 100, 3600000, 0},
-    {NULL, 0, 0, 0, 0},
+    {"max_plugin_bytes", K_INT, 4096, 1L << 30, 0, 64LL << 20},
+    {"hook_timeout_ms", K_INT, 10, 600000, 0, 2000},
+    {"migrate_timeout_ms", K_INT, 10, 600000, 0, 1000},
+    {"event_queue", K_INT, 16, 1 << 20, 0, 4096},
+    {"max_request_bytes", K_INT, 1024, 64L << 20, 0, 1 << 20},
+    {"max_clients", K_INT, 1, 4096, 0, 64},
+    {"request_timeout_ms", K_INT, 100, 3600000, 0, 10000},
+    {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec proto_spec[] = {
-    {"name", K_STRING, 0, 0, 1},
-    {"plugin", K_STRING, 0, 0, 1},
-    {"version", K_STRING, 0, 0, 0},
-    {"persona", K_GROUP, 0, 0, 0},
-    {"state", K_GROUP, 0, 0, 0},
-    {NULL, 0, 0, 0, 0},
+    {"name", K_STRING, 0, 0, 1, 0},
+    {"plugin", K_STRING, 0, 0, 1, 0},
+    {"version", K_STRING, 0, 0, 0, 0},
+    {"persona", K_GROUP, 0, 0, 0, 0},
+    {"state", K_GROUP, 0, 0, 0, 0},
+    {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec sub_spec[] = {
-    {"event", K_STRING, 0, 0, 1},
-    {"proto", K_STRING, 0, 0, 1},
-    {"selector", K_STRING, 0, 0, 1},
-    {NULL, 0, 0, 0, 0},
+    {"event", K_STRING, 0, 0, 1, 0},
+    {"proto", K_STRING, 0, 0, 1, 0},
+    {"selector", K_STRING, 0, 0, 1, 0},
+    {NULL, 0, 0, 0, 0, 0},
 };
 
 static void parse_protos(errs *e, dconfig *c, const config_setting_t *list)
@@ -496,10 +513,10 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
             errf(&e, config_setting_get_member(root, "log_level"),
                  "log_level: '%s' is not one of err, warning, notice, info, debug", s);
     }
-    c->workers = (int)int_member(root, "workers", 2);
-    c->snapshot_interval_s = (unsigned)int_member(root, "snapshot_interval_s", 60);
-    c->image_backups = (int)int_member(root, "image_backups", 3);
-    c->audit_keep = (long)int_member(root, "audit_keep", 10000);
+    c->workers = (int)spec_int(root, root_spec, "workers");
+    c->snapshot_interval_s = (unsigned)spec_int(root, root_spec, "snapshot_interval_s");
+    c->image_backups = (int)spec_int(root, root_spec, "image_backups");
+    c->audit_keep = (long)spec_int(root, root_spec, "audit_keep");
     const config_setting_t *rec = config_setting_get_member(root, "image_recover");
     if (rec && config_setting_type(rec) != CONFIG_TYPE_BOOL)
         errf(&e, rec, "image_recover: expected a boolean (true or false), found %s",
@@ -534,24 +551,16 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
             }
         }
     }
-    const config_setting_t *lim = config_setting_get_member(root, "limits");
-    if (lim && config_setting_type(lim) == CONFIG_TYPE_GROUP)
-        check_group(&e, lim, limits_spec);
-    else
-        lim = NULL;
-    c->max_plugin_bytes = (size_t)int_member(lim, "max_plugin_bytes", 64LL << 20);
-    c->hook_timeout_ms = (unsigned)int_member(lim, "hook_timeout_ms", 2000);
-    c->migrate_timeout_ms = (unsigned)int_member(lim, "migrate_timeout_ms", 1000);
-    c->event_queue = (size_t)int_member(lim, "event_queue", 4096);
-    c->max_request_bytes = (size_t)int_member(lim, "max_request_bytes", 1 << 20);
-    c->max_clients = (int)int_member(lim, "max_clients", 64);
-    c->request_timeout_ms = (unsigned)int_member(lim, "request_timeout_ms", 10000);
+    const config_setting_t *lim = checked_group(&e, root, "limits", limits_spec);
+    c->max_plugin_bytes = (size_t)spec_int(lim, limits_spec, "max_plugin_bytes");
+    c->hook_timeout_ms = (unsigned)spec_int(lim, limits_spec, "hook_timeout_ms");
+    c->migrate_timeout_ms = (unsigned)spec_int(lim, limits_spec, "migrate_timeout_ms");
+    c->event_queue = (size_t)spec_int(lim, limits_spec, "event_queue");
+    c->max_request_bytes = (size_t)spec_int(lim, limits_spec, "max_request_bytes");
+    c->max_clients = (int)spec_int(lim, limits_spec, "max_clients");
+    c->request_timeout_ms = (unsigned)spec_int(lim, limits_spec, "request_timeout_ms");
 
-    const config_setting_t *sbx = config_setting_get_member(root, "sandbox");
-    if (sbx && config_setting_type(sbx) == CONFIG_TYPE_GROUP)
-        check_group(&e, sbx, sandbox_spec);
-    else
-        sbx = NULL;
+    const config_setting_t *sbx = checked_group(&e, root, "sandbox", sandbox_spec);
     if ((s = str_member(sbx, "mode"))) {
         if (!strcmp(s, "none"))
             c->sandbox_none = 1;
@@ -565,19 +574,15 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
         c->probe = resolve(dir, s);
     if ((s = str_member(sbx, "abi_dir")) && *s)
         c->abi_dir = resolve(dir, s);
-    c->sbx_wall_ms = (unsigned)int_member(sbx, "wall_ms", 30000);
-    c->sbx_cpu_s = (unsigned)int_member(sbx, "cpu_s", 30);
-    c->sbx_mem_bytes = (size_t)int_member(sbx, "memory_mb", 1024) << 20;
-    c->sbx_nproc = (unsigned)int_member(sbx, "processes", 64);
-    c->sbx_file_bytes = (size_t)int_member(sbx, "file_mb", 64) << 20;
-    c->sbx_output_bytes = (size_t)int_member(sbx, "output_kb", 1024) << 10;
-    c->sbx_call_ms = (unsigned)int_member(sbx, "call_ms", 2000);
+    c->sbx_wall_ms = (unsigned)spec_int(sbx, sandbox_spec, "wall_ms");
+    c->sbx_cpu_s = (unsigned)spec_int(sbx, sandbox_spec, "cpu_s");
+    c->sbx_mem_bytes = (size_t)spec_int(sbx, sandbox_spec, "memory_mb") << 20;
+    c->sbx_nproc = (unsigned)spec_int(sbx, sandbox_spec, "processes");
+    c->sbx_file_bytes = (size_t)spec_int(sbx, sandbox_spec, "file_mb") << 20;
+    c->sbx_output_bytes = (size_t)spec_int(sbx, sandbox_spec, "output_kb") << 10;
+    c->sbx_call_ms = (unsigned)spec_int(sbx, sandbox_spec, "call_ms");
 
-    const config_setting_t *fg = config_setting_get_member(root, "forge");
-    if (fg && config_setting_type(fg) == CONFIG_TYPE_GROUP)
-        check_group(&e, fg, forge_spec);
-    else
-        fg = NULL;
+    const config_setting_t *fg = checked_group(&e, root, "forge", forge_spec);
     if ((s = str_member(fg, "generator"))) {
         if (!kernel_valid_proto_name(s))
             errf(&e, config_setting_get_member(fg, "generator"),
@@ -586,9 +591,9 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
             c->forge_generator = strdup(s);
     }
     c->forge_dir = (s = str_member(fg, "dir")) && *s ? resolve(dir, s) : NULL;
-    c->forge_iterations = (unsigned)int_member(fg, "iterations", 5);
-    c->forge_wall_s = (unsigned)int_member(fg, "wall_s", 600);
-    c->forge_probation_s = (unsigned)int_member(fg, "probation_s", 30);
+    c->forge_iterations = (unsigned)spec_int(fg, forge_spec, "iterations");
+    c->forge_wall_s = (unsigned)spec_int(fg, forge_spec, "wall_s");
+    c->forge_probation_s = (unsigned)spec_int(fg, forge_spec, "probation_s");
 
     const config_setting_t *protos = config_setting_get_member(root, "protos");
     if (protos && config_setting_type(protos) == CONFIG_TYPE_LIST)

@@ -1024,16 +1024,17 @@ json_t *forge_task_open(a4psd *d, json_t *req, const char *proposer, char *err, 
                  "kind generator", gen, ginfo.name, ginfo.version);
         return NULL;
     }
+    /* The ranges of the config's forge { } keys of the same names. */
     static const struct {
         const char *key;
-        long max;
-    } budget[] = {{"iterations", 1000}, {"wall_s", 604800}, {"probation_s", 86400}};
+        long min, max;
+    } budget[] = {{"iterations", 1, 1000}, {"wall_s", 1, 604800}, {"probation_s", 0, 86400}};
     for (size_t b = 0; b < sizeof budget / sizeof budget[0]; b++) {
         json_t *v = json_object_get(req, budget[b].key);
-        if (v && (!json_is_integer(v) || json_integer_value(v) < (b == 2 ? 0 : 1) ||
+        if (v && (!json_is_integer(v) || json_integer_value(v) < budget[b].min ||
                   json_integer_value(v) > budget[b].max)) {
-            snprintf(err, errlen, "forge: \"%s\" must be an integer from %d to %ld",
-                     budget[b].key, b == 2 ? 0 : 1, budget[b].max);
+            snprintf(err, errlen, "forge: \"%s\" must be an integer from %ld to %ld",
+                     budget[b].key, budget[b].min, budget[b].max);
             return NULL;
         }
     }
