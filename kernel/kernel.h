@@ -18,6 +18,7 @@
 #ifndef A4PS_KERNEL_H
 #define A4PS_KERNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -128,13 +129,26 @@ int kernel_load_ex(kernel *k, const char *path, unsigned flags,
 int kernel_version_annotate(kernel *k, const char *name, const char *version,
                             const char *source, const char *report, const char *origin);
 
+/* Open path for reading only if it is a regular file (nofollow: and not a
+ * symbolic link), never blocking on a FIFO nor taking a terminal: the file is
+ * looked at through an O_PATH descriptor before it is opened for reading,
+ * then opened O_NONBLOCK | O_NOCTTY | O_CLOEXEC and checked to be the same
+ * file.  The descriptor (*st filled), or -1 with errno set (EINVAL: not a
+ * regular file, or it changed meanwhile) and why in err, without the path:
+ * e.g. "a FIFO (named pipe), not a regular file". */
+struct stat;
+int kernel_open_regular(const char *path, bool nofollow, struct stat *st, char *err,
+                        size_t errlen);
+
 /* SHA-256, a binary's identity: of buf (out and hex may each be NULL), or
- * of the file at path, refused past max bytes (-1 with err). */
+ * of the file at path, refused past max bytes or if not a regular file (-1
+ * with err). */
 void kernel_sha256(const void *buf, size_t len, unsigned char out[32], char hex[65]);
 int kernel_sha256_file(const char *path, size_t max, char hex[65], char *err, size_t errlen);
 /* The whole regular file at path, at most max bytes, NUL-terminated, in a
  * malloc'd *out of *len bytes: 0, or a negative errno (-EFBIG: too large or
- * not a regular file). */
+ * not a regular file).  Opened as kernel_open_regular does: a FIFO never
+ * blocks it. */
 int kernel_read_file(const char *path, size_t max, void **out, size_t *len);
 
 /* Change the log level (a syslog priority) of a running kernel. */

@@ -611,15 +611,12 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     int rc;
     size_t max = k->cfg.max_plugin_bytes;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    /* A symlink is followed (an operator may link a plugin in), but only to
+     * a regular file: a FIFO or a device is refused without being opened. */
+    int fd = kernel_open_regular(path, false, &st, why, sizeof why);
     if (fd < 0) {
-        snprintf(msg, sizeof msg, "%s: file: cannot open: %s", path, strerror(errno));
-        rc = errno == ENOENT ? A4PS_ENOENT : A4PS_ERROR;
-        goto refused;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(msg, sizeof msg, "%s: file: not a regular file", path);
-        rc = A4PS_EINVAL;
+        snprintf(msg, sizeof msg, "%s: file: %s", path, why);
+        rc = errno == ENOENT ? A4PS_ENOENT : errno == EINVAL ? A4PS_EINVAL : A4PS_ERROR;
         goto refused;
     }
     if (st.st_mode & (S_IWGRP | S_IWOTH)) {
@@ -800,11 +797,15 @@ int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: quarantined: %s", label, v->reason);
         return A4PS_EQUARANTINED;
     }
-    int fd = open(v->stored_path, O_RDONLY | O_CLOEXEC);
+    /* The stored copy is a4psd's own: never a link, never a FIFO. */
+    char why[256];
     struct stat st;
     unsigned char *bytes = NULL;
-    if (fd < 0 || fstat(fd, &st) != 0 || read_fd(fd, (size_t)st.st_size, &bytes) != 0) {
-        snprintf(err, errlen, "%s: cannot read %s: %s", label, v->stored_path, strerror(errno));
+    int fd = kernel_open_regular(v->stored_path, true, &st, why, sizeof why);
+    int rrc = fd < 0 ? 0 : read_fd(fd, (size_t)st.st_size, &bytes);
+    if (fd < 0 || rrc != 0) {
+        snprintf(err, errlen, "%s: cannot read %s: %s", label, v->stored_path,
+                 fd < 0 ? why : strerror(-rrc));
         if (fd >= 0)
             close(fd);
         return A4PS_ERROR;
