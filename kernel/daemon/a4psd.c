@@ -13,6 +13,7 @@
 #include "image/image.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <getopt.h>
 #include <signal.h>
@@ -328,9 +329,13 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
     return 0;
 }
 
+/* The copy is an image: born 0600 like the one it replaces. */
 static int copy_file(const char *from, const char *to)
 {
-    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    int ofd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *in = fopen(from, "rb"), *out = in && ofd >= 0 ? fdopen(ofd, "wb") : NULL;
+    if (!out && ofd >= 0)
+        close(ofd);
     char buf[65536];
     size_t n;
     int rc = in && out ? 0 : -1;
@@ -581,6 +586,9 @@ int main(int argc, char **argv)
             kernel_destroy(d->k);
             return 1;
         }
+        if (image_notice(d->img))
+            dlog(d, LOG_WARNING, "image modes (it holds every proto's state and every plugin "
+                 "binary, so only a4psd's user may read it): %s", image_notice(d->img));
         verify_seed(d, d->img);
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s/restore", cfg->runtime_dir);
