@@ -655,6 +655,21 @@ static void show_status(const json_t *res)
         print_field("CONFIG ERROR", cerr);
         printf("  %-13s(not applied: the previous config keeps running)\n", "");
     }
+    const json_t *cc = json_object_get(d, "control");
+    if (json_is_object(cc)) {
+        /* What the control socket turned away or closed, so a flood of
+         * connections shows here rather than as thousands of log lines. */
+        static const char *const keys[][2] = {
+            {"accepted", "accepted"},         {"refused_full", "refused (all busy)"},
+            {"refused_uid", "refused (uid)"}, {"evicted", "evicted (idle, for a newcomer)"},
+            {"idle_closed", "closed idle"},   {"timed_out", "requests cut off"}};
+        printf("  %-13sat most %" JSON_INTEGER_FORMAT, "connections",
+               json_integer_value(json_object_get(cc, "max_clients")));
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            printf(", %" JSON_INTEGER_FORMAT " %s",
+                   json_integer_value(json_object_get(cc, keys[i][0])), keys[i][1]);
+        fputc('\n', stdout);
+    }
     const json_t *sb = json_object_get(res, "sandbox");
     if (json_is_object(sb)) {
         const char *mode = jstr(sb, "mode");

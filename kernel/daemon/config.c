@@ -340,6 +340,7 @@ static const keyspec limits_spec[] = {
     {"max_request_bytes", K_INT, 1024, 64L << 20, 0, 1 << 20},
     {"max_clients", K_INT, 1, 4096, 0, 64},
     {"request_timeout_ms", K_INT, 100, 3600000, 0, 10000},
+    {"idle_timeout_ms", K_INT, 0, 86400000, 0, 60000},
     {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec proto_spec[] = {
@@ -559,6 +560,7 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->max_request_bytes = (size_t)spec_int(lim, limits_spec, "max_request_bytes");
     c->max_clients = (int)spec_int(lim, limits_spec, "max_clients");
     c->request_timeout_ms = (unsigned)spec_int(lim, limits_spec, "request_timeout_ms");
+    c->idle_timeout_ms = (unsigned)spec_int(lim, limits_spec, "idle_timeout_ms");
 
     const config_setting_t *sbx = checked_group(&e, root, "sandbox", sandbox_spec);
     if ((s = str_member(sbx, "mode"))) {

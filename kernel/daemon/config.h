@@ -52,7 +52,8 @@ typedef struct dconfig {
     size_t event_queue;
     size_t max_request_bytes;
     int max_clients;
-    unsigned request_timeout_ms;
+    unsigned request_timeout_ms; /* from a request line's first byte */
+    unsigned idle_timeout_ms;    /* a connection with no request; 0: never */
     /* sandbox { } (needs a restart) */
     int sandbox_none;            /* mode = "none": no verification, said loudly */
     char *runsc;                 /* NULL: found on PATH */

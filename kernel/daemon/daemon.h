@@ -59,6 +59,16 @@ typedef struct a4psd {
                                     them after it */
     uint64_t next_client_id;
 
+    /* The control socket's refusals and closings: counted for status
+     * (written by the loop, read by workers: atomics), logged rate-limited. */
+    struct {
+        uint64_t accepted, refused_full, refused_uid, evicted, idle_closed, timed_out;
+    } ctlcount;
+    struct ratelog {
+        uint64_t last_ms;        /* of the last line written */
+        unsigned long held;      /* since then, not written */
+    } rl_full, rl_uid, rl_evicted, rl_idle, rl_timeout;
+
     /* workers and their queues (under qlock) */
     pthread_t *workers;
     int nworkers;
