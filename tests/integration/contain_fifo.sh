@@ -79,10 +79,13 @@ test_fifo_refused() {
     drop "$PLUGINS/robin.so" robin.so
     wait_reply ROBIN feel "a happy day" "sentiment" "the drop after the rescan" || return
     wait_log "$T/plugins/x.so: file: a FIFO (named pipe), not a regular file" 2 "the FIFO's second refusal"
-    # A directory and a socket named like plugins fare the same.
+    # A directory fares the same, and so does a link to a FIFO elsewhere
+    # (links are followed, to regular files only).
     mkdir "$T/stage/d.so" && mv "$T/stage/d.so" "$T/plugins/d.so"
+    mkfifo "$T/stage/pipe" && ln -s "$T/stage/pipe" "$T/stage/l.so" && mv "$T/stage/l.so" "$T/plugins/l.so"
     kill -HUP "$PID"
     wait_log "$T/plugins/d.so: file: a directory, not a regular file" 1 "the directory's refusal"
+    wait_log "$T/plugins/l.so: file: a FIFO (named pipe), not a regular file" 1 "the link's refusal"
     ctl status > /dev/null 2>&1 || fail "status does not answer after the rescan"
     kill -0 "$PID" || fail "a4psd died"
 }
