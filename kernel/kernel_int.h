@@ -78,6 +78,11 @@ struct kver {
      * what the forge's probation watches. */
     _Atomic uint64_t failed_calls;
     kver *next;                  /* k->versions */
+    /* What its method calls allocated and freed (kernel_config.alloc_counters):
+     * written by every thread that calls it, so on a line of their own. */
+    struct {
+        _Atomic uint64_t calls, allocated, freed;
+    } usage __attribute__((aligned(64)));
 };
 
 /* What a proto's dispatch pointer points at: one generation's method
@@ -188,6 +193,12 @@ typedef struct kthread {
     void *jb[KERNEL_MAX_DEPTH][8];            /* offset 8 + 8 * KERNEL_MAX_DEPTH */
     kfault fault;
     void *altstack;
+    /* Accounting per call (dispatch.c): the allocator's counters of this
+     * thread, as acct_fn gave them, and the bytes already charged to calls
+     * nested inside the ones still running (so each is charged once). */
+    kernel_alloc_counters_fn acct_fn;
+    const uint64_t *acct_alloc, *acct_freed;
+    uint64_t acct_inner_alloc, acct_inner_freed;
     struct kthread *next;
     kctx ctx[KERNEL_MAX_DEPTH];               /* the context of method call d */
 } kthread;
@@ -212,6 +223,10 @@ typedef struct kernel_stats {
 } kernel_stats;
 
 struct kernel {
+    /* First, on the line every send reads: the host table (its own
+     * read-only page, hostapi.c) and accounting's switch (cfg.alloc_counters). */
+    const a4ps_host_api *api;
+    kernel_alloc_counters_fn acct;
     kernel_config cfg;
     char *runtime_dir;
     char *gen_dir;
@@ -229,7 +244,6 @@ struct kernel {
     kdisp *gate;                 /* dispatch stand-in while migrating */
     kdisp *tomb;                 /* dispatch stand-in once destroyed */
     char *instance;              /* unique per kernel: names its gen dir */
-    a4ps_host_api api;
     bus *bus;
     kernel_stats stats;
     time_t started;
@@ -312,7 +326,11 @@ int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
                   const void *msg, size_t len, kernel_reply *reply);
 uint32_t selector_intern(kernel *k, const char *sel);   /* under k->lock */
 uint32_t selector_find(kernel *k, const char *sel);     /* RCU; UINT32_MAX if none */
-void hostapi_init(a4ps_host_api *api);
+/* The host table in a page of its own, filled and then made read-only: a
+ * plugin that writes to it faults (and only it is quarantined).  NULL with
+ * errno set on failure.  hostapi_destroy unmaps it. */
+const a4ps_host_api *hostapi_create(void);
+void hostapi_destroy(const a4ps_host_api *api);
 int reply_set(kernel_reply *r, const void *data, size_t len, bool append);
 int reply_printf(kernel_reply *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

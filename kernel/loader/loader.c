@@ -197,7 +197,7 @@ int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
     h->c = *c;
     if (h->c.proto)
         atomic_fetch_add(&h->c.proto->refs, 1);   /* outlives a destroy while the hook runs */
-    h->c.pub.api = &k->api;
+    h->c.pub.api = k->api;
     h->c.flags |= KCTX_NO_SEND | KCTX_NO_REPLY;
     h->c.reply = NULL;
 
@@ -283,7 +283,7 @@ static void entry_thunk(void *arg)
 {
     entry_call *ec = arg;
     kbeh *b = ec->b;
-    const a4ps_plugin *p = ec->entry(&ec->k->api);
+    const a4ps_plugin *p = ec->entry(ec->k->api);
     if (!p)
         FAIL("entry: entry returned NULL (%s refused to load the plugin)", A4PS_ENTRY_SYMBOL);
     if (p->abi_major != A4PS_ABI_MAJOR)

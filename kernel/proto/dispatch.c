@@ -147,7 +147,7 @@ static __attribute__((noinline)) int dispatch_slow(kernel *k, kthread *t, int d,
         return A4PS_EQUARANTINED;
     }
     if (b->d.does_not_understand) {
-        kctx c = {.pub = {.api = &k->api}, .k = k, .proto = p, .beh = b, .reply = reply};
+        kctx c = {.pub = {.api = k->api}, .k = k, .proto = p, .beh = b, .reply = reply};
         dnu_call dc = {.c = &c, .b = b, .selector = name, .msg = msg, .len = len};
         kfault f;
         if (reply)
@@ -207,6 +207,47 @@ static __attribute__((noinline, cold)) int dispatch_frozen(kernel *k, kproto *p,
     return dispatch_send(k, p, sel, selector, msg, len, reply);
 }
 
+/* This thread's allocator counters, asked once (per callback: a test may
+ * run kernels with different ones on one thread).  0, or -1: unaccounted. */
+static __attribute__((noinline, cold)) int acct_attach(kernel *k, kthread *t)
+{
+    const uint64_t *a = NULL, *f = NULL;
+    if (k->acct(&a, &f) != 0 || !a || !f)
+        return -1;
+    t->acct_fn = k->acct;
+    t->acct_alloc = a;
+    t->acct_freed = f;
+    return 0;
+}
+
+/* A method call with its allocations charged to the version that runs it:
+ * the allocator's counters of this thread read before and after (two loads
+ * each), less what calls nested inside it were charged already.  Faulted
+ * calls come back here too (a4ps_method_faulted returns through the
+ * landing), with what the quarantine itself allocated in their bill. */
+static __attribute__((noinline)) int dispatch_counted(kernel *k, kthread *t, int d, kctx *c,
+                                                      a4ps_method_fn fn, const void *msg,
+                                                      size_t len)
+{
+    if (unlikely(t->acct_fn != k->acct) && acct_attach(k, t) != 0)
+        return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
+    kver *v = c->beh->ver;
+    const uint64_t *ap = t->acct_alloc, *fp = t->acct_freed;
+    uint64_t a0 = *ap, f0 = *fp;
+    uint64_t ia0 = t->acct_inner_alloc, if0 = t->acct_inner_freed;
+    int rc = a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
+    uint64_t a = *ap - a0, f = *fp - f0;
+    uint64_t own_a = a - (t->acct_inner_alloc - ia0), own_f = f - (t->acct_inner_freed - if0);
+    t->acct_inner_alloc = ia0 + a;
+    t->acct_inner_freed = if0 + f;
+    atomic_fetch_add_explicit(&v->usage.calls, 1, memory_order_relaxed);
+    if (own_a)
+        atomic_fetch_add_explicit(&v->usage.allocated, own_a, memory_order_relaxed);
+    if (own_f)
+        atomic_fetch_add_explicit(&v->usage.freed, own_f, memory_order_relaxed);
+    return rc;
+}
+
 /* The hot path, inlined into its callers.  Precondition: this thread is in
  * an RCU read-side section (a worker, or a casual thread that went online in
  * send_enter).
@@ -236,7 +277,7 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     if (unlikely(sel >= n || !(fn = disp->fn[sel])))
         return dispatch_retry(k, p, disp, sel, selector, msg, len, reply);
     kctx *c = &t->ctx[d];
-    c->pub.api = &k->api;
+    c->pub.api = k->api;
     c->k = k;
     c->proto = p;
     c->state = NULL;
@@ -246,6 +287,10 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     c->sel = sel;
     if (reply)
         reply->len = 0;
+    /* k->acct shares the line of k->api, loaded just above: off, this is one
+     * predicted branch and the tail call stays a tail call. */
+    if (unlikely(k->acct != NULL))
+        return dispatch_counted(k, t, d, c, fn, msg, len);
     return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
 }
 
