@@ -209,6 +209,40 @@ _Static_assert(offsetof(kthread, jb) == 8 + 8 * KERNEL_MAX_DEPTH, "asm: jb");
 
 extern __thread kthread kt_self;
 
+/* Accounting per call: kernel bookkeeping done inside a plugin's call (the
+ * growth of a reply buffer the caller frees later, an event queued for the
+ * bus thread) is hidden from the call's bill by adding it to the bytes
+ * "already charged to nested calls"; acct_charge bills the call for a host
+ * buffer it now owns (send's reply, freed with api->free).  No-ops on a
+ * thread without counters. */
+typedef struct acct_mark {
+    uint64_t alloc, freed;
+} acct_mark;
+
+static inline acct_mark acct_hide_begin(const kthread *t)
+{
+    acct_mark m = {0, 0};
+    if (t->acct_alloc) {
+        m.alloc = *t->acct_alloc;
+        m.freed = *t->acct_freed;
+    }
+    return m;
+}
+
+static inline void acct_hide_end(kthread *t, acct_mark m)
+{
+    if (t->acct_alloc) {
+        t->acct_inner_alloc += *t->acct_alloc - m.alloc;
+        t->acct_inner_freed += *t->acct_freed - m.freed;
+    }
+}
+
+static inline void acct_charge(kthread *t, uint64_t bytes)
+{
+    if (t->acct_alloc)
+        t->acct_inner_alloc -= bytes;
+}
+
 typedef struct kdefer {
     void (*fn)(void *);
     void *ptr;

@@ -38,7 +38,11 @@ int reply_set(kernel_reply *r, const void *data, size_t len, bool append)
         size_t cap = r->cap ? r->cap : 64;
         while (cap < base + len + 1)
             cap *= 2;
+        /* The reply is the caller's (or the kernel's): not the bill of the
+         * plugin call that fills it. */
+        acct_mark m = acct_hide_begin(&kt_self);
         char *nd = realloc(r->data, cap);
+        acct_hide_end(&kt_self, m);
         if (!nd)
             return A4PS_ENOMEM;
         r->data = nd;

@@ -11,6 +11,7 @@
 #include "kernel_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,12 +144,19 @@ static int h_send(a4ps_ctx *ctx, const char *proto, const char *selector,
         dispatch_count_failure(p, rc);
     }
     *c = saved;
+    kthread *t = &kt_self;
     if (reply) {
+        /* The buffer grew off the bill (reply_set); now it is the plugin's,
+         * to free with api->free -- or to keep, and be charged for. */
+        if (r.data)
+            acct_charge(t, malloc_usable_size(r.data));
         *reply = r.data;
         if (reply_len)
             *reply_len = r.len;
     } else {
+        acct_mark m = acct_hide_begin(t);
         free(r.data);
+        acct_hide_end(t, m);
     }
     return rc;
 }
@@ -179,7 +187,11 @@ static int h_emit(a4ps_ctx *ctx, const char *event, const void *data, size_t len
     json_decref(ev);
     if (!json)
         return A4PS_ENOMEM;
+    /* The queued copy is freed by the bus thread: not this call's bill. */
+    kthread *t = &kt_self;
+    acct_mark m = acct_hide_begin(t);
     int rc = bus_publish(k_bus(c->k), event, json);
+    acct_hide_end(t, m);
     free(json);
     return rc;
 }

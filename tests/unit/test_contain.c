@@ -144,29 +144,33 @@ static void calls_are_charged_to_their_version(void **state)
     assert_int_equal(u.freed, 600);
     assert_int_equal(u.net, 2400);
 
-    /* relay -> a.echo: 100 bytes, a's alone. */
+    /* relay -> a.echo: 100000 bytes, a's alone.  relay is billed only for
+     * the reply buffer the kernel hands it (its malloc_usable_size; freeing
+     * it with api->free is real malloc, which these counters do not see). */
     fx_expect(f, "r", "relay", "a", A4PS_OK, "relayed");
     usage_of(f, "acct", &u);
     assert_int_equal(u.calls, 4);
-    assert_int_equal(u.allocated, 3100);
+    assert_int_equal(u.allocated, 103000);
     kernel_version_usage ur;
     usage_of(f, "relay", &ur);
     assert_int_equal(ur.calls, 1);
-    assert_int_equal(ur.allocated, 0);
+    if (ur.allocated == 0 || ur.allocated > 4096)
+        fail_msg("relay was billed %" PRIu64 " bytes; expected the reply buffer alone",
+                 ur.allocated);
     assert_int_equal(ur.freed, 0);
 
     /* Freeing more than it allocated (memory from elsewhere): net < 0. */
-    fx_expect(f, "a", "charge", "0 5000", A4PS_OK, "ok");
+    fx_expect(f, "a", "charge", "0 200000", A4PS_OK, "ok");
     usage_of(f, "acct", &u);
-    assert_int_equal(u.net, 3100 - 5600);
+    assert_int_equal(u.net, 103000 - 200600);
 
     char *status = kernel_status(f->k);
     fx_assert_contains("kernel_status()", status,
-                       "\"usage\":{\"calls\":5,\"allocated\":3100,\"freed\":5600,\"net\":-2500}");
+                       "\"usage\":{\"calls\":5,\"allocated\":103000,\"freed\":200600,\"net\":-97600}");
     free(status);
     char *hist = kernel_history(f->k, "a");
     fx_assert_contains("kernel_history(a)", hist,
-                       "\"usage\":{\"calls\":5,\"allocated\":3100,\"freed\":5600,\"net\":-2500}");
+                       "\"usage\":{\"calls\":5,\"allocated\":103000,\"freed\":200600,\"net\":-97600}");
     free(hist);
     assert_int_equal(kernel_version_usage_get(f->k, "acct", "9.9.9", &u), A4PS_ENOENT);
     /* Asked once for this thread, not once a call. */

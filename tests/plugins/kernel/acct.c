@@ -5,7 +5,7 @@
  * charged is one the test chose.
  *
  *   charge "A F"   log "charge A F" (A bytes allocated, F freed), reply ok
- *   echo           log "charge 100 0", reply with the message (what relay
+ *   echo           log "charge 100000 0", reply with the message (what relay
  *                  sends: a nested call, charged to this version alone) */
 #include <stdio.h>
 
@@ -21,13 +21,13 @@ static int acct_charge(a4ps_ctx *ctx, const void *msg, size_t len)
 
 static int acct_echo(a4ps_ctx *ctx, const void *msg, size_t len)
 {
-    ctx->api->log(ctx, A4PS_LOG_INFO, "charge 100 0");
+    ctx->api->log(ctx, A4PS_LOG_INFO, "charge 100000 0");
     return a4ps_reply(ctx, msg, len);
 }
 
 static const a4ps_method methods[] = {
     {"charge", acct_charge, "log 'charge A F' for the test's counters, reply ok"},
-    {"echo", acct_echo, "log 'charge 100 0', reply the message"},
+    {"echo", acct_echo, "log 'charge 100000 0', reply the message"},
     {NULL, NULL, NULL},
 };
 
