@@ -265,6 +265,7 @@ void kernel_destroy(kernel *k)
         free(v->origin);
         free(v->source);
         free(v->report);
+        free(v->usage);
         free(v);
     }
     free(k->deferred);

@@ -78,12 +78,22 @@ struct kver {
      * what the forge's probation watches. */
     _Atomic uint64_t failed_calls;
     kver *next;                  /* k->versions */
-    /* What its method calls allocated and freed (kernel_config.alloc_counters):
-     * written by every thread that calls it, so on a line of their own. */
-    struct {
-        _Atomic uint64_t calls, allocated, freed;
-    } usage __attribute__((aligned(64)));
+    /* What its method calls allocated and freed, when the kernel keeps
+     * accounts (k->acct; NULL otherwise): KUSAGE_SLOTS lines, one per
+     * thread slot (kthread.acct_slot), summed when read. */
+    struct kusage_slot *usage;
 };
+
+/* One thread's share of a version's accounting, on a line of its own.
+ * Slots 1..KUSAGE_SLOTS-1 each belong to one registered thread at a time,
+ * which adds with a plain load and store (no locked instruction on the
+ * send path); slot 0 is shared by the threads that found none free, and
+ * takes atomic adds. */
+#define KUSAGE_SLOTS 64
+typedef struct kusage_slot {
+    _Atomic uint64_t calls, allocated, freed;
+} __attribute__((aligned(64))) kusage_slot;
+kusage_slot *kusage_new(void);   /* zeroed; NULL on ENOMEM */
 
 /* What a proto's dispatch pointer points at: one generation's method
  * table indexed by selector id, or the gate/tomb stand-ins (nsel 0).  Kept
@@ -199,6 +209,7 @@ typedef struct kthread {
     kernel_alloc_counters_fn acct_fn;
     const uint64_t *acct_alloc, *acct_freed;
     uint64_t acct_inner_alloc, acct_inner_freed;
+    int acct_slot;               /* its kusage_slot; 0: the shared one */
     struct kthread *next;
     kctx ctx[KERNEL_MAX_DEPTH];               /* the context of method call d */
 } kthread;

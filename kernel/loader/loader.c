@@ -715,6 +715,10 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
         goto refused_stored;
     }
     kver *v = calloc(1, sizeof *v);
+    if (v && k->acct && !(v->usage = kusage_new())) {
+        free(v);
+        v = NULL;
+    }
     if (!v) {
         snprintf(msg, sizeof msg, "%s: out of memory", path);
         rc = A4PS_ENOMEM;

@@ -229,7 +229,7 @@ static __attribute__((noinline, cold)) int acct_attach(kernel *k, kthread *t)
  * each), less what calls nested inside it were charged already.  Faulted
  * calls come back here too (a4ps_method_faulted returns through the
  * landing), with what the quarantine itself allocated in their bill. */
-static __attribute__((noinline)) int dispatch_counted(kernel *k, kthread *t, int d, kctx *c,
+static __attribute__((noinline, noclone)) int dispatch_counted(kernel *k, kthread *t, int d, kctx *c,
                                                       a4ps_method_fn fn, const void *msg,
                                                       size_t len)
 {
@@ -244,12 +244,34 @@ static __attribute__((noinline)) int dispatch_counted(kernel *k, kthread *t, int
     uint64_t own_a = a - (t->acct_inner_alloc - ia0), own_f = f - (t->acct_inner_freed - if0);
     t->acct_inner_alloc = ia0 + a;
     t->acct_inner_freed = if0 + f;
-    atomic_fetch_add_explicit(&v->usage.calls, 1, memory_order_relaxed);
-    if (own_a)
-        atomic_fetch_add_explicit(&v->usage.allocated, own_a, memory_order_relaxed);
-    if (own_f)
-        atomic_fetch_add_explicit(&v->usage.freed, own_f, memory_order_relaxed);
+    kusage_slot *s = &v->usage[t->acct_slot];
+    if (likely(t->acct_slot != 0)) {
+        /* This thread's own slot: a plain add, seen whole by readers. */
+        atomic_store_explicit(&s->calls,
+                              atomic_load_explicit(&s->calls, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        if (own_a | own_f) {
+            atomic_store_explicit(&s->allocated,
+                                  atomic_load_explicit(&s->allocated, memory_order_relaxed) +
+                                      own_a, memory_order_relaxed);
+            atomic_store_explicit(&s->freed,
+                                  atomic_load_explicit(&s->freed, memory_order_relaxed) + own_f,
+                                  memory_order_relaxed);
+        }
+    } else {
+        atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->allocated, own_a, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->freed, own_f, memory_order_relaxed);
+    }
     return rc;
+}
+
+kusage_slot *kusage_new(void)
+{
+    kusage_slot *u = aligned_alloc(_Alignof(kusage_slot), KUSAGE_SLOTS * sizeof *u);
+    if (u)
+        memset(u, 0, KUSAGE_SLOTS * sizeof *u);
+    return u;
 }
 
 /* The hot path, inlined into its callers.  Precondition: this thread is in
@@ -334,6 +356,20 @@ static __attribute__((noinline)) int dispatch_retry(kernel *k, kproto *p, kdisp 
 static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
 static kthread *threads;
 static int freezes;              /* snapshots cutting now (threads_lock) */
+/* Accounting slots held by registered threads (bit i: slot i; slot 0, the
+ * shared one, is never handed out).  Under threads_lock, whose hand-over
+ * orders a slot's last plain store before its next owner's first load. */
+static uint64_t slots_held = 1;
+_Static_assert(KUSAGE_SLOTS == 64, "slots_held is one 64-bit mask");
+
+static int slot_take(void)
+{
+    if (slots_held == UINT64_MAX)
+        return 0;
+    int i = __builtin_ctzll(~slots_held);
+    slots_held |= (uint64_t)1 << i;
+    return i;
+}
 
 void kernel_threads_freeze(void)
 {
@@ -376,6 +412,8 @@ static void thread_unregister(kthread *t)
             break;
         }
     }
+    slots_held &= ~((uint64_t)1 << t->acct_slot) | 1u;
+    t->acct_slot = 0;
     pthread_mutex_unlock(&threads_lock);
     if (t->mode == KT_CASUAL)
         urcu_qsbr_thread_online();   /* unregister expects an online thread */
@@ -410,6 +448,7 @@ static int thread_register(int mode)
     __atomic_store_n(&t->frozen, (int16_t)(freezes > 0), __ATOMIC_RELEASE);   /* born during a cut: wait too */
     t->next = threads;
     threads = t;
+    t->acct_slot = slot_take();
     pthread_mutex_unlock(&threads_lock);
     pthread_setspecific(thread_key, t);
     return 0;

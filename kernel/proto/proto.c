@@ -420,10 +420,14 @@ const char *kver_status_name(enum kver_status s)
 
 static void usage_read(kernel *k, kver *v, kernel_version_usage *u)
 {
-    u->accounted = k->acct != NULL;
-    u->calls = atomic_load_explicit(&v->usage.calls, memory_order_relaxed);
-    u->allocated = atomic_load_explicit(&v->usage.allocated, memory_order_relaxed);
-    u->freed = atomic_load_explicit(&v->usage.freed, memory_order_relaxed);
+    memset(u, 0, sizeof *u);
+    u->accounted = k->acct != NULL && v->usage != NULL;
+    for (int i = 0; u->accounted && i < KUSAGE_SLOTS; i++) {
+        const kusage_slot *s = &v->usage[i];
+        u->calls += atomic_load_explicit(&s->calls, memory_order_relaxed);
+        u->allocated += atomic_load_explicit(&s->allocated, memory_order_relaxed);
+        u->freed += atomic_load_explicit(&s->freed, memory_order_relaxed);
+    }
     u->net = (int64_t)(u->allocated - u->freed);
 }
 
