@@ -103,6 +103,7 @@ typedef struct kdisp {
     _Atomic uint32_t nsel;       /* table length; 0 fences every selector */
     uint32_t flags;
     kbeh *beh;                   /* NULL for the gate and the tomb */
+    struct kusage_slot *usage;   /* beh->ver->usage, one load from the send */
     a4ps_method_fn fn[];         /* NULL = not understood */
 } kdisp;
 

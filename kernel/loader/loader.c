@@ -743,6 +743,7 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     v->parent = newest;
     v->loaded = b;
     b->ver = v;
+    b->disp->usage = v->usage;   /* before any proto publishes this table */
     v->next = k->versions;
     k->versions = v;
     b->next = k->behs;
@@ -841,6 +842,7 @@ int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen)
         return rc;
     }
     b->ver = v;
+    b->disp->usage = v->usage;
     v->loaded = b;
     v->status = KVER_LIVE;
     b->next = k->behs;

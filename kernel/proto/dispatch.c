@@ -226,16 +226,22 @@ static __attribute__((noinline, cold)) int acct_attach(kernel *k, kthread *t)
 
 /* A method call with its allocations charged to the version that runs it:
  * the allocator's counters of this thread read before and after (two loads
- * each), less what calls nested inside it were charged already.  Faulted
- * calls come back here too (a4ps_method_faulted returns through the
+ * each), less what calls nested inside it were charged already, added to
+ * this thread's slot of the version's usage.  The slot's address is worked
+ * out before the call, so its loads overlap the call instead of following it.
+ * Faulted calls come back here too (a4ps_method_faulted returns through the
  * landing), with what the quarantine itself allocated in their bill. */
-static __attribute__((noinline, noclone)) int dispatch_counted(kernel *k, kthread *t, int d, kctx *c,
-                                                      a4ps_method_fn fn, const void *msg,
-                                                      size_t len)
+static __attribute__((noinline, noclone)) int dispatch_counted(kthread *t, kernel *k,
+                                                               kusage_slot *usage,
+                                                               a4ps_method_fn fn,
+                                                               const void *msg, size_t len)
 {
+    int d = t->depth;
+    kctx *c = &t->ctx[d];
     if (unlikely(t->acct_fn != k->acct) && acct_attach(k, t) != 0)
         return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
-    kver *v = c->beh->ver;
+    int slot = t->acct_slot;
+    kusage_slot *s = &usage[slot];
     const uint64_t *ap = t->acct_alloc, *fp = t->acct_freed;
     uint64_t a0 = *ap, f0 = *fp;
     uint64_t ia0 = t->acct_inner_alloc, if0 = t->acct_inner_freed;
@@ -244,8 +250,7 @@ static __attribute__((noinline, noclone)) int dispatch_counted(kernel *k, kthrea
     uint64_t own_a = a - (t->acct_inner_alloc - ia0), own_f = f - (t->acct_inner_freed - if0);
     t->acct_inner_alloc = ia0 + a;
     t->acct_inner_freed = if0 + f;
-    kusage_slot *s = &v->usage[t->acct_slot];
-    if (likely(t->acct_slot != 0)) {
+    if (likely(slot != 0)) {
         /* This thread's own slot: a plain add, seen whole by readers. */
         atomic_store_explicit(&s->calls,
                               atomic_load_explicit(&s->calls, memory_order_relaxed) + 1,
@@ -316,7 +321,7 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     /* k->acct shares the line of k->api, loaded just above: off, this is one
      * predicted branch and the tail call stays a tail call. */
     if (unlikely(k->acct != NULL))
-        return dispatch_counted(k, t, d, c, fn, msg, len);
+        return dispatch_counted(t, k, disp->usage, fn, msg, len);
     return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
 }
 

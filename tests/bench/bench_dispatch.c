@@ -196,6 +196,37 @@ int main(void)
         bench_die("resolve", "s.noop");
     kernel_thread_attach(e.k);
 
+    /* The same send with accounting per call on: a kernel of its own, alive
+     * beside the first, measured in turns with it so that both see the same
+     * machine (a loaded one shifts every figure between runs). */
+    bench_env ea;
+    snprintf(ea.dir, sizeof ea.dir, "/tmp/a4ps-bench-XXXXXX");
+    if (!mkdtemp(ea.dir))
+        bench_die("mkdtemp", "failed");
+    snprintf(ea.runtime, sizeof ea.runtime, "%s/run", ea.dir);
+    kernel_config cfg = {.runtime_dir = ea.runtime, .log = bench_quiet_log,
+                         .event_queue_len = 4096, .alloc_counters = alloc_counters};
+    char err[KERNEL_ERRLEN];
+    ea.k = kernel_create(&cfg, err, sizeof err);
+    if (!ea.k)
+        bench_die("kernel_create", err);
+    bench_load(&ea, "sw-1.so");
+    bench_proto(&ea, "s", "sw", "1.0.0");
+    kernel_handle *ha;
+    if (kernel_resolve(ea.k, "s", "noop", &ha))
+        bench_die("resolve", "s.noop (accounted)");
+    double off = 1e9, on = 1e9;
+    for (int turn = 0; turn < 3; turn++) {
+        double x = bench_handle(e.k, h), y = bench_handle(ea.k, ha);
+        off = x < off ? x : off;
+        on = y < on ? y : on;
+    }
+    kernel_version_usage u;
+    if (kernel_version_usage_get(ea.k, "sw", "1.0.0", &u) != 0 || !u.accounted ||
+        u.calls < (uint64_t)N)
+        bench_die("accounting", "the accounted kernel did not count its calls");
+    kernel_handle_release(ha);
+
     double plain = bench_plain();
     double handle = bench_handle(e.k, h);
     double name = bench_name(e.k);
@@ -219,40 +250,15 @@ int main(void)
            "\"target_ratio\":1.5,\"target_ratio_under_swaps\":1.65,\"pass\":%s}\n",
            plain, handle, ratio, name, under, ratio_sw, (double)sw.swaps / secs, rw,
            ratio <= 1.5 && ratio_sw <= 1.65 ? "true" : "false");
-    kernel_handle_release(h);
-    kernel_thread_detach(e.k);
-    bench_close(&e);
-
-    /* The same send with accounting per call on: a kernel of its own. */
-    bench_env ea;
-    snprintf(ea.dir, sizeof ea.dir, "/tmp/a4ps-bench-XXXXXX");
-    if (!mkdtemp(ea.dir))
-        bench_die("mkdtemp", "failed");
-    snprintf(ea.runtime, sizeof ea.runtime, "%s/run", ea.dir);
-    kernel_config cfg = {.runtime_dir = ea.runtime, .log = bench_quiet_log,
-                         .event_queue_len = 4096, .alloc_counters = alloc_counters};
-    char err[KERNEL_ERRLEN];
-    ea.k = kernel_create(&cfg, err, sizeof err);
-    if (!ea.k)
-        bench_die("kernel_create", err);
-    bench_load(&ea, "sw-1.so");
-    bench_proto(&ea, "s", "sw", "1.0.0");
-    if (kernel_resolve(ea.k, "s", "noop", &h))
-        bench_die("resolve", "s.noop (accounted)");
-    kernel_thread_attach(ea.k);
-    double accounted = bench_handle(ea.k, h);
-    kernel_version_usage u;
-    if (kernel_version_usage_get(ea.k, "sw", "1.0.0", &u) != 0 || !u.accounted ||
-        u.calls < (uint64_t)N)
-        bench_die("accounting", "the accounted kernel did not count its calls");
     printf("{\"bench\":\"dispatch_accounting\",\"counters\":\"%s\","
            "\"send_handle_ns\":%.2f,\"send_handle_accounted_ns\":%.2f,"
            "\"accounting_cost_ns\":%.2f,\"calls_counted\":%llu}\n",
-           counters_kind, handle, accounted, accounted - handle,
-           (unsigned long long)u.calls);
+           counters_kind, off, on, on - off, (unsigned long long)u.calls);
     kernel_handle_release(h);
-    kernel_thread_detach(ea.k);
+    kernel_thread_detach(e.k);
+    bench_close(&e);
     bench_close(&ea);
+
     dlclose(dl);
     return 0;
 }
