@@ -71,6 +71,28 @@ static void reused_context_is_put_back(void **state)
     fx_assert_g_serves(f);
 }
 
+/* An observer that writes over the event it was delivered changes nothing
+ * for the observers after it: each gets its own copy. */
+static void event_payload_is_not_shared(void **state)
+{
+    fx *f = fx_get(state);
+    fx_load_ok(f, FX_PLUGIN("live_hijack.so"), NULL);
+    fx_load_ok(f, FX_PLUGIN("observer.so"), NULL);
+    fx_proto_ok(f, "h", "hostile-hijack", NULL);
+    fx_proto_ok(f, "obs", "observer", NULL);
+    char err[KERNEL_ERRLEN] = "";
+    assert_int_equal(kernel_subscribe(f->k, "custom", "h", "observe", err, sizeof err), 0);
+    assert_int_equal(kernel_subscribe(f->k, "custom", "obs", "on_event", err, sizeof err), 0);
+    assert_int_equal(kernel_emit(f->k, "custom", "{\"said\":\"as published\"}"), 0);
+    kernel_events_flush(f->k);
+    kernel_reply r = {0};
+    assert_int_equal(kernel_send(f->k, "obs", "log", "", 0, &r), A4PS_OK);
+    const char *text = r.len ? r.data : "";
+    fx_assert_contains("the second observer's log", text, "as published");
+    fx_assert_lacks("the second observer's log", text, "HIJACKED");
+    kernel_reply_free(&r);
+}
+
 /* ---- accounting per call ---- */
 
 static __thread uint64_t fake_alloc, fake_freed;
@@ -217,6 +239,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(table_write_faults_the_writer),
         T(reused_context_is_put_back),
+        T(event_payload_is_not_shared),
         TA(calls_are_charged_to_their_version),
         TA(faulted_calls_are_counted),
         T(no_callback_no_accounting),

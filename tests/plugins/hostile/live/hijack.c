@@ -12,6 +12,10 @@
  *          sits where stash sat, that context is the relay's, mid-call: the
  *          kernel must put it back before the relay replies.
  *
+ *   observe  (an event observer) live: writes over the payload it was
+ *          delivered; the observers after it must still get the event as
+ *          it was published.
+ *
  * In the probe each method just answers. */
 #include <stdint.h>
 
@@ -63,10 +67,18 @@ static int hijack_echo(a4ps_ctx *ctx, const void *msg, size_t len)
     return a4ps_reply(ctx, msg, len);
 }
 
+static int hijack_observe(a4ps_ctx *ctx, const void *msg, size_t len)
+{
+    if (!live_in_probe() && len >= 8)
+        memcpy((void *)(uintptr_t)msg, "HIJACKED", 8);
+    return h_reply(ctx, "seen");
+}
+
 static const a4ps_method methods[] = {
     {"ping", hijack_ping, "reply pong (live: first rewrite the host table's reply)"},
     {"stash", hijack_stash, "reply stashed (live: keep this call's context)"},
     {"echo", hijack_echo, "reply the message (live: redirect the stashed context's api)"},
+    {"observe", hijack_observe, "reply seen (live: overwrite the delivered payload)"},
     {NULL, NULL, NULL},
 };
 
