@@ -211,6 +211,14 @@ static __attribute__((noinline, cold)) int dispatch_frozen(kernel *k, kproto *p,
     return dispatch_send(k, p, sel, selector, msg, len, reply);
 }
 
+/* GCC would clone the counted path with t fixed to &kt_self, and reload it
+ * through __tls_get_addr there; clang does not clone that way. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define A4PS_NOCLONE __attribute__((noclone))
+#else
+#define A4PS_NOCLONE
+#endif
+
 /* This thread's allocator counters, asked once (per callback: a test may
  * run kernels with different ones on one thread).  0, or -1: unaccounted. */
 static __attribute__((noinline, cold)) int acct_attach(kernel *k, kthread *t)
@@ -231,7 +239,7 @@ static __attribute__((noinline, cold)) int acct_attach(kernel *k, kthread *t)
  * out before the call, so its loads overlap the call instead of following it.
  * Faulted calls come back here too (a4ps_method_faulted returns through the
  * landing), with what the quarantine itself allocated in their bill. */
-static __attribute__((noinline, noclone)) int dispatch_counted(kthread *t, kernel *k,
+static __attribute__((noinline)) A4PS_NOCLONE int dispatch_counted(kthread *t, kernel *k,
                                                                kusage_slot *usage,
                                                                a4ps_method_fn fn,
                                                                const void *msg, size_t len)
