@@ -3,8 +3,8 @@
 # a4psd (issue 10): write the host table every plugin shares, or leak on
 # every call.  The hostile plugins (tests/plugins/hostile/live) behave in the
 # probe, so they pass verification in runsc, and attack once a4psd runs
-# them; each is delivered by a drop into the plugin directory, the hijacker
-# also through a forge task (the INBOX generator).
+# them; each is delivered by a drop into the plugin directory and through a
+# forge task (its source as a candidate counter, via the INBOX generator).
 #
 #   A4PSD=... A4PSCTL=... PLUGINS=... TEST_PLUGINS=... contain_hosttab.sh [TEST...]
 #
@@ -191,7 +191,46 @@ test_leak_accounted() {
     alive
 }
 
-ALL=(test_hijack_dropped test_hijack_forged test_leak_accounted)
+# The leaker's source as a candidate counter through the forge: adopted for
+# C (it behaves in the probe), its five live leaks are charged to the forged
+# version in history.  (Rolling a growing version back is the codex's
+# monitors' job, a later issue: here the numbers they will read.)
+test_leak_forged() {
+    start || return
+    if [ "$(json_get "$(ctl --json status)" '[p for p in j["protos"] if p["name"]=="C"][0]["usage"]')" = None ]; then
+        echo "SKIP $CURRENT: this a4psd keeps no accounting (not linked with jemalloc)"
+        return
+    fi
+    ctl forge C --selector leak --example '=>leaked 0 MiB' --iterations 1 --probation 30 > /dev/null ||
+        { fail "forge refused"; return; }
+    {
+        sed '/#include "live.h"/d; /#include "hostile.h"/d' "$LIVE/../hostile.h"
+        sed '/#include "live.h"/d; /#include "hostile.h"/d' "$LIVE/live.h"
+        sed -e '/#include "live.h"/d' \
+            -e 's/HOSTILE_PLUGIN("hostile-leak", methods)/HOSTILE_PLUGIN("counter", methods)/' "$LIVE/leak.c"
+    } > "$T/forge/1/.tmp"
+    # HOSTILE_PLUGIN's version, as a counter newer than C's 1.0.0.
+    sed -i 's/\.name = NAME, \.version = "1\.0\.0"/.name = NAME, .version = "1.4.0"/' "$T/forge/1/.tmp"
+    grep -q '"1.4.0"' "$T/forge/1/.tmp" || { fail "could not make the candidate"; return; }
+    mv "$T/forge/1/.tmp" "$T/forge/1/leak.c"
+    local v=""
+    for _ in $(seq 1200); do
+        v=$(json_get "$(ctl --json history C 2> /dev/null)" 'j["version"]' 2> /dev/null)
+        [ "$v" = 1.4.0 ] && break
+        sleep 0.05
+    done
+    [ "$v" = 1.4.0 ] || { fail "the forged leaker was never adopted: $(ctl task 1 2>&1 | tail -5)"; return; }
+    for i in 1 2 3 4 5; do
+        expect_reply C leak "" "leaked $i MiB"
+    done
+    local net
+    net=$(json_get "$(ctl --json history C)" '[v for v in j["versions"] if v["version"]=="1.4.0"][0]["usage"]["net"]')
+    [ "$net" -ge $((5 << 20)) ] || fail "history: the forged leaker's net allocation is $net bytes"
+    echo "  history: counter 1.4.0 (forged leaker) net $net bytes"
+    alive
+}
+
+ALL=(test_hijack_dropped test_hijack_forged test_leak_accounted test_leak_forged)
 for t in "${@:-${ALL[@]}}"; do
     CURRENT=$t
     before=$failures
