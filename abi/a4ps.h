@@ -36,7 +36,8 @@
  *     size").  Set it to sizeof(a4ps_plugin) -- A4PS_PLUGIN_HEADER does.
  * R6  Host table.  Entries of a4ps_host_api are only ever appended; its first
  *     field is its size in bytes.  A4PS_HOST_HAS(api, entry) is true when the
- *     running host provides the entry.
+ *     running host provides the entry.  Every plugin shares the one table, so
+ *     it is read-only: a write to it is a fault of the writer (R9).
  * R7  Hooks are optional.  A missing (NULL) hook means:
  *       init                  nothing to set up; the load proceeds.
  *       fini                  nothing to tear down; the generation is unloaded

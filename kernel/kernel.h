@@ -56,6 +56,16 @@ typedef void (*kernel_log_fn)(void *arg, int level, const char *line);
 typedef void (*kernel_event_fn)(void *arg, const char *event,
                                 const char *json, size_t len);
 
+/* Where the calling thread's allocator keeps its running totals of bytes
+ * allocated and freed (jemalloc: mallctl "thread.allocatedp" and
+ * "thread.deallocatedp").  The kernel asks once per thread, keeps the two
+ * pointers, and reads them before and after every method call to charge the
+ * call's allocations to the plugin version that ran it: two loads a call, no
+ * system call.  Return 0 with both set, or non-zero: that thread's calls go
+ * unaccounted.  Process-wide by nature (the counters are the thread's), so it
+ * takes no argument. */
+typedef int (*kernel_alloc_counters_fn)(const uint64_t **allocated, const uint64_t **freed);
+
 typedef struct kernel_config {
     const char *runtime_dir;      /* private dir for generations; created 0700 */
     size_t max_plugin_bytes;      /* refuse larger files; 0 = 64 MiB */
@@ -72,6 +82,7 @@ typedef struct kernel_config {
     void *on_event_arg;
     kernel_forge_fn forge;        /* NULL: the forge entry answers A4PS_ENOSYS */
     void *forge_arg;
+    kernel_alloc_counters_fn alloc_counters; /* NULL: no accounting per call */
 } kernel_config;
 
 /* The reply of a send.  Reused across calls to avoid allocation; free with
@@ -185,6 +196,24 @@ int kernel_proto_version(kernel *k, const char *proto, kernel_version_info *info
 int kernel_version_health(kernel *k, const char *plugin, const char *version,
                           int *quarantined, uint64_t *failed_calls, char *reason,
                           size_t reasonlen);
+
+/* What a loaded version cost, summed over the method calls it served since it
+ * was loaded (kernel_config.alloc_counters; all 0 without it).  Bytes a call
+ * allocated and freed, its callees' excluded (a nested send is charged to the
+ * version that served it); net = allocated - freed, what the version still
+ * holds if nothing it allocated was freed elsewhere -- a version whose net
+ * keeps growing leaks.  Hooks (init, migrate, ...) and does_not_understand
+ * are not counted.  What a monitor reads. */
+typedef struct kernel_version_usage {
+    int accounted;                /* the kernel has alloc_counters */
+    uint64_t calls;               /* method calls, faulted ones included */
+    uint64_t allocated;           /* bytes */
+    uint64_t freed;
+    int64_t net;                  /* allocated - freed */
+} kernel_version_usage;
+
+int kernel_version_usage_get(kernel *k, const char *plugin, const char *version,
+                             kernel_version_usage *out);
 
 /* The kernel's naming rules, for those who check names before they reach
  * it (the daemon's config): proto names [A-Za-z][A-Za-z0-9_.-]{0,62},

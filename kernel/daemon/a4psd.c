@@ -29,6 +29,10 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#ifdef A4PS_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
 /* One line per event with a syslog priority prefix, which journald reads. */
 void dlog(a4psd *d, int level, const char *fmt, ...)
 {
@@ -51,6 +55,25 @@ static void kernel_log_sink(void *arg, int level, const char *line)
     if (level <= __atomic_load_n(&d->level, __ATOMIC_RELAXED))
         fprintf(stderr, "<%d>a4ps: %s\n", level, line);
 }
+
+#ifdef A4PS_JEMALLOC
+/* The kernel's accounting per call (kernel_config.alloc_counters): where
+ * jemalloc keeps this thread's running totals of bytes allocated and freed.
+ * Asked once per thread; each call then costs the kernel four loads. */
+static int jemalloc_counters(const uint64_t **allocated, const uint64_t **freed)
+{
+    uint64_t *a = NULL, *f = NULL;
+    size_t sz = sizeof a;
+    if (mallctl("thread.allocatedp", &a, &sz, NULL, 0) != 0)
+        return -1;
+    sz = sizeof f;
+    if (mallctl("thread.deallocatedp", &f, &sz, NULL, 0) != 0)
+        return -1;
+    *allocated = a;
+    *freed = f;
+    return 0;
+}
+#endif
 
 static const dproto *config_proto(const dconfig *c, const char *name)
 {
@@ -560,7 +583,21 @@ int main(int argc, char **argv)
         .verify_arg = d,
         .forge = forge_hook,     /* plugins open forge tasks (forge.c) */
         .forge_arg = d,
+#ifdef A4PS_JEMALLOC
+        .alloc_counters = jemalloc_counters,   /* what each call allocates, per version */
+#endif
     };
+#ifdef A4PS_JEMALLOC
+    const uint64_t *ta, *tf;
+    if (jemalloc_counters(&ta, &tf) != 0) {
+        dlog(d, LOG_WARNING, "accounting per call is off: this jemalloc has no "
+             "thread.allocatedp (built without stats)");
+        kc.alloc_counters = NULL;
+    }
+#else
+    dlog(d, LOG_NOTICE, "accounting per call is off: this a4psd is not linked with jemalloc "
+         "(a sanitizer build)");
+#endif
     d->audit_on = cfg->image != NULL;
     d->k = kernel_create(&kc, err, sizeof err);
     if (!d->k) {

@@ -197,7 +197,7 @@ int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
     h->c = *c;
     if (h->c.proto)
         atomic_fetch_add(&h->c.proto->refs, 1);   /* outlives a destroy while the hook runs */
-    h->c.pub.api = &k->api;
+    h->c.pub.api = k->api;
     h->c.flags |= KCTX_NO_SEND | KCTX_NO_REPLY;
     h->c.reply = NULL;
 
@@ -283,7 +283,7 @@ static void entry_thunk(void *arg)
 {
     entry_call *ec = arg;
     kbeh *b = ec->b;
-    const a4ps_plugin *p = ec->entry(&ec->k->api);
+    const a4ps_plugin *p = ec->entry(ec->k->api);
     if (!p)
         FAIL("entry: entry returned NULL (%s refused to load the plugin)", A4PS_ENTRY_SYMBOL);
     if (p->abi_major != A4PS_ABI_MAJOR)
@@ -712,6 +712,10 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
         goto refused_stored;
     }
     kver *v = calloc(1, sizeof *v);
+    if (v && k->acct && !(v->usage = kusage_new())) {
+        free(v);
+        v = NULL;
+    }
     if (!v) {
         snprintf(msg, sizeof msg, "%s: out of memory", path);
         rc = A4PS_ENOMEM;
@@ -736,6 +740,7 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     v->parent = newest;
     v->loaded = b;
     b->ver = v;
+    b->disp->usage = v->usage;   /* before any proto publishes this table */
     v->next = k->versions;
     k->versions = v;
     b->next = k->behs;
@@ -838,6 +843,7 @@ int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen)
         return rc;
     }
     b->ver = v;
+    b->disp->usage = v->usage;
     v->loaded = b;
     v->status = KVER_LIVE;
     b->next = k->behs;
