@@ -52,6 +52,8 @@ typedef struct dconfig {
     size_t event_queue;
     size_t max_request_bytes;
     int max_clients;
+    char **allow_threads;        /* plugins that may import thread creation */
+    int nallow_threads;
     unsigned request_timeout_ms;
     /* sandbox { } (needs a restart) */
     int sandbox_none;            /* mode = "none": no verification, said loudly */
