@@ -147,12 +147,19 @@ static void plugin_exited(kthread *t, int d, int kind, int status, void *where)
     resume(t, d);
 }
 
+/* A forked child (a plugin that forks) has a copy of its parent's kthread,
+ * but no caller to go back to: its exit is its own. */
+static bool forked_child(void)
+{
+    return (pid_t)syscall(SYS_getpid) != exits_pid;
+}
+
 static void on_exit_handler(int status, void *arg)
 {
     (void)arg;
     kthread *t = &kt_self;
     int d = t->depth;
-    if (d <= 0)
+    if (d <= 0 || forked_child())
         return;                  /* the program's own exit: let it go on */
     /* Our entry is used up; without it the next exit() would end us.  If
      * this fails, the seccomp trap still catches that exit's end. */
@@ -165,7 +172,7 @@ static void on_quick_exit_handler(void *arg, int status)
     (void)arg;
     kthread *t = &kt_self;
     int d = t->depth;
-    if (d <= 0)
+    if (d <= 0 || forked_child())
         return;
     arm_quick_exit();
     plugin_exited(t, d, KFAULT_QUICK_EXIT, status, __builtin_return_address(0));
@@ -192,9 +199,8 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
         return;
     }
     int status = (int)g[REG_RDI];
-    /* A forked child (posix_spawn's before its exec, a plugin's fork) shares
-     * our code but not our calls: its exit is its own. */
-    if ((pid_t)syscall(SYS_getpid) != exits_pid)
+    /* posix_spawn's child before its exec, a plugin's fork: not our calls. */
+    if (forked_child())
         a4ps_exit_group(status);
     kthread *t = &kt_self;
     int d = t->depth;
@@ -338,6 +344,7 @@ int kernel_contain_exits(char *what, size_t whatlen)
     int rc = A4PS_OK;
     pthread_mutex_lock(&exits_mx);
     if (!handlers_on) {
+        exits_pid = getpid();
         /* libcrypto registers its clean-up (OPENSSL_cleanup) with atexit at
          * its first use: make that use now, so its handler runs after ours,
          * not before -- a plugin's exit() must not tear down the kernel's
@@ -358,7 +365,6 @@ int kernel_contain_exits(char *what, size_t whatlen)
         sa.sa_sigaction = on_sigsys;
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
         sigemptyset(&sa.sa_mask);
-        exits_pid = getpid();
         if (libc_text(&lo, &hi, err, sizeof err) != 0) {
             rc = A4PS_ENOSYS;
         } else if (sigaction(SIGSYS, &sa, &previous_sigsys) != 0) {

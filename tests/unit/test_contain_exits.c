@@ -84,6 +84,17 @@ static void raw_exit_group_is_a_fault(void **state)
     assert_exit_contained("exit_group", "exit_group (_exit, _Exit or the raw syscall)");
 }
 
+/* A plugin's forked child inherits the caller's call depth; its exit() must
+ * still end it, not send it back into a copy of the caller. */
+static void plugin_child_exits_as_it_says(void **state)
+{
+    fx *f = get(state);
+    fx_load_ok(f, FX_PLUGIN("exiter.so"), NULL);
+    fx_proto_ok(f, "x", "exiter", NULL);
+    fx_expect(f, "x", "fork_exit", "", A4PS_OK, "child exited 9");
+    fx_expect(f, "x", "ok", "", A4PS_OK, "ok 2.0.0");
+}
+
 /* An init hook (on its own thread) that calls exit(3): the load is refused,
  * nothing else is disturbed. */
 static void exit_in_init_refuses_the_load(void **state)
@@ -251,6 +262,7 @@ int main(void)
         T(raw_exit_group_is_a_fault),
         T(exit_in_init_refuses_the_load),
         T(children_exit_as_they_say),
+        T(plugin_child_exits_as_it_says),
         T(thread_import_refused_unless_permitted),
         T(permitted_thread_plugin_is_pinned),
     };
