@@ -133,9 +133,68 @@ test_permitted_thread_is_pinned() {
     [ "$failures" = 0 ] && echo "PASS $CURRENT"
 }
 
+# The same attack delivered through the forge: the inbox generator hands it
+# a counter candidate that passes the sandbox and calls exit(0) on its third
+# live `double boom`.  Probation sees the fault, C is rolled back to 1.0.0,
+# a4psd lives on.
+test_forged_exit_is_rolled_back() {
+    CURRENT=forged_exit
+    T=$(mktemp -d /tmp/a4ps-exits-XXXXXX)
+    chmod 755 "$T"
+    mkdir -p "$T/plugins"
+    for p in counter-1 inbox; do
+        install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"
+    done
+    cat > "$T/a4ps.cfg" <<CFG
+plugin_dir = "plugins";
+runtime_dir = "run";
+image = "a4ps.img";
+log_level = "debug";
+control = { socket = "a.sock"; };
+sandbox = { wall_ms = 20000; call_ms = 1000; };
+forge = { dir = "forge"; generator = "INBOX"; iterations = 1; wall_s = 120; probation_s = 30; };
+protos = (
+    { name = "C"; plugin = "counter"; state = { count = "100"; }; },
+    { name = "INBOX"; plugin = "inbox"; }
+);
+CFG
+    "$A4PSD" -c "$T/a4ps.cfg" > "$T/log" 2>&1 &
+    PID=$!
+    for _ in $(seq 300); do
+        [ -S "$T/a.sock" ] && ctl send C get > /dev/null 2>&1 && break
+        sleep 0.1
+    done
+    ctl forge C --selector double --example '=>200' > /dev/null || { fail "forge refused"; return; }
+    sed -e 's/"VERSION"/"1.2.0"/' -e 's/BODY/c * 2/' -e 's/CRASH_ON/3/' -e 's/FAILS/0/' \
+        -e 's/\*(volatile int \*)0 = 1;/exit(0);/' \
+        "$(dirname "${BASH_SOURCE[0]}")/forge/counter_double.c.in" > "$T/forge/1/.tmp"
+    grep -q 'exit(0);' "$T/forge/1/.tmp" || { fail "the candidate does not call exit"; return; }
+    mv "$T/forge/1/.tmp" "$T/forge/1/exit3.c"
+    local stage=""
+    for _ in $(seq 600); do
+        stage=$(ctl --json task 1 2> /dev/null | grep -o '"stage":"[a-z_]*"' | head -1)
+        [ "$stage" = '"stage":"probation"' ] && break
+        sleep 0.1
+    done
+    [ "$stage" = '"stage":"probation"' ] || { fail "never in probation: $(ctl --json task 1)"; return; }
+    expect_reply C double boom "200"
+    expect_reply C double boom "200"
+    local out
+    out=$(ctl send C double boom 2>&1) && fail "the third 'double boom' succeeded: $out"
+    expect_contains "$out" "exit() from plugin code" "the third call's reply"
+    kill -0 "$PID" 2> /dev/null || { fail "a4psd died: $(tail -5 "$T/log")"; return; }
+    for _ in $(seq 100); do
+        ctl --json task 1 | grep -q '"state":"failed"' && break
+        sleep 0.1
+    done
+    expect_contains "$(ctl --json task 1)" "rolled_back" "the task"
+    expect_reply C get "" "v1 count=100"
+    [ "$failures" = 0 ] && echo "PASS $CURRENT"
+}
+
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(test_late_exit_is_a_fault test_thread_refused_without_permission
-                                  test_permitted_thread_is_pinned)
+                                  test_permitted_thread_is_pinned test_forged_exit_is_rolled_back)
 for t in "${tests[@]}"; do
     before=$failures
     "$t"
