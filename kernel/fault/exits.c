@@ -70,10 +70,13 @@
 extern int __cxa_at_quick_exit(void (*fn)(void *), void *arg);
 
 static pthread_mutex_t exits_mx = PTHREAD_MUTEX_INITIALIZER;
-static bool handlers_on, filter_on;
+static bool handlers_on;
 static pid_t exits_pid;               /* the process that installed it */
+#if defined(__x86_64__)
+static bool filter_on;
 static struct sigaction previous_sigsys;
 static uintptr_t trap_lo, trap_hi;    /* libc's text: where exit_group traps */
+#endif
 
 #if defined(__x86_64__)
 #define A4PS_STR_(x) #x
