@@ -117,6 +117,7 @@ test_permitted_thread_is_pinned() {
     done
     [ "$out" = "thread started" ] || { fail "work: $out"; return; }
     expect_contains "$(ctl --json status)" '"pinned":[{"name":"live-thread"' "status"
+    expect_contains "$(ctl status)" "pinned (never unmapped)" "a4psctl status"
     out=$(ctl send X crash 2>&1) && fail "crash succeeded: $out"
     expect_contains "$out" "quarantined" "crash's reply"
     # 1.0.1 replaces it: X lets go of the 1.0.0 generation, which retires and
