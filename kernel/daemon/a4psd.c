@@ -590,7 +590,8 @@ int main(int argc, char **argv)
         .forge = forge_hook,     /* plugins open forge tasks (forge.c) */
         .forge_arg = d,
         .check_threads = 1,      /* thread imports need limits.allow_threads */
-        .may_thread = may_thread,
+        /* No list: such a file is refused before dlopen runs any of it. */
+        .may_thread = nallow_threads ? may_thread : NULL,
     };
     d->audit_on = cfg->image != NULL;
     d->k = kernel_create(&kc, err, sizeof err);

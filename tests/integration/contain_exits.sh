@@ -100,7 +100,20 @@ test_thread_refused_without_permission() {
     CURRENT=thread_refused
     start_with thread live-thread || return
     wait_for "imports pthread_create" || return
-    expect_contains "$(ctl --json status)" "not permitted to (limits.allow_threads)" "status"
+    # With no list at all, refused before dlopen: no plugin is permitted.
+    expect_contains "$(ctl --json status)" "no plugin is permitted to (limits.allow_threads)" "status"
+    ctl send X work > /dev/null 2>&1 && fail "proto X exists on a refused plugin"
+    expect_reply C get "" "v1 count=100"
+    [ "$failures" = 0 ] && echo "PASS $CURRENT"
+}
+
+# A list that names another plugin: refused once its descriptor names it.
+test_thread_refused_when_others_permitted() {
+    CURRENT=thread_refused_others
+    start_with thread live-thread 'limits = { allow_threads = [ "someone-else" ]; };' || return
+    wait_for "imports pthread_create" || return
+    expect_contains "$(ctl --json status)" "plugin live-thread imports pthread_create" "status"
+    expect_contains "$(ctl --json status)" "is not permitted to (limits.allow_threads)" "status"
     ctl send X work > /dev/null 2>&1 && fail "proto X exists on a refused plugin"
     expect_reply C get "" "v1 count=100"
     [ "$failures" = 0 ] && echo "PASS $CURRENT"
@@ -195,6 +208,7 @@ CFG
 
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(test_late_exit_is_a_fault test_thread_refused_without_permission
+                                  test_thread_refused_when_others_permitted
                                   test_permitted_thread_is_pinned test_forged_exit_is_rolled_back)
 for t in "${tests[@]}"; do
     before=$failures
