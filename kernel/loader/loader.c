@@ -9,7 +9,11 @@
  *   3. the verification hook (the sandbox probe) sees path and SHA-256;
  *   4. the bytes are stored once by hash (for reload and rollback) and
  *      written to a unique generation path, so glibc never hands back a
- *      cached older library, and dlopen'ed RTLD_NOW | RTLD_LOCAL;
+ *      cached older library, and dlopen'ed RTLD_NOW | RTLD_LOCAL -- unless
+ *      it imports thread or process creation (elfcheck.c) and the config's
+ *      may_thread does not permit it; a generation that imports it is
+ *      pinned once dlopened: never dlclosed, since a thread it started may
+ *      still run its code;
  *   5. the entry is called and the descriptor validated under a recovery
  *      point (rules R1-R8 of a4ps.h); init and self_test run bounded.
  * A refusal at any step leaves every loaded generation and proto untouched. */
