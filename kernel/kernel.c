@@ -259,6 +259,10 @@ void kernel_destroy(kernel *k)
         nx = b->next;
         loader_beh_forget(b);
     }
+    for (kbeh *b = atomic_load(&k->pinned), *nx; b; b = nx) {
+        nx = b->next;
+        loader_beh_forget(b);
+    }
     for (kver *v = k->versions, *nx; v; v = nx) {
         nx = v->next;
         free(v->stored_path);

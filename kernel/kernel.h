@@ -83,6 +83,19 @@ typedef struct kernel_config {
     kernel_forge_fn forge;        /* NULL: the forge entry answers A4PS_ENOSYS */
     void *forge_arg;
     kernel_alloc_counters_fn alloc_counters; /* NULL: no accounting per call */
+    /* Plugins that import what starts a thread or a process (pthread_create,
+     * clone, fork, posix_spawn*, system, timer_create, ...) or looks symbols
+     * up (dlopen, dlsym): with check_threads set, such a file is refused at
+     * load, naming the symbol, unless may_thread(arg, plugin) returns nonzero
+     * for its name.  With no may_thread the refusal comes before dlopen; with
+     * one, the name is the descriptor's, so its constructors have run.  Every
+     * generation of such a file that was dlopened -- permitted or not -- is
+     * pinned: never dlclosed while the process lives (status: pinned), since
+     * a thread it started may still run its code.  0: not checked (the probe,
+     * whose sandbox holds what it starts). */
+    int check_threads;
+    int (*may_thread)(void *arg, const char *plugin);
+    void *may_thread_arg;
 } kernel_config;
 
 /* The reply of a send.  Reused across calls to avoid allocation; free with
@@ -94,6 +107,21 @@ typedef struct kernel_reply {
 } kernel_reply;
 
 void kernel_reply_free(kernel_reply *r);
+
+/* Make exit(), quick_exit(), _exit(), _Exit() and the exit_group system
+ * call, made from plugin code (a thread inside a plugin call), a fault of
+ * that plugin -- its call returns A4PS_EFAULT and its version is quarantined,
+ * as after a SIGSEGV -- instead of the end of the process (fault/exits.c).
+ * Process-wide and for good; idempotent.  Installs exit handlers, a SIGSYS
+ * handler and a seccomp filter on every thread (with PR_SET_NO_NEW_PRIVS)
+ * that traps exit_group made from the C library's code; the process's own
+ * exit goes on as before.  Call it before creating a kernel and after
+ * forking helper processes (children inherit the filter; it is harmless to
+ * them, but no reason to give it).  Returns 0 and says what was installed
+ * in what, or a negative status saying what is missing (A4PS_ENOSYS: this
+ * machine cannot trap exit_group; exit() and quick_exit() are contained
+ * still). */
+int kernel_contain_exits(char *what, size_t whatlen);
 
 /* Create a kernel with cfg (copied).  On failure returns NULL and fills err. */
 kernel *kernel_create(const kernel_config *cfg, char *err, size_t errlen);

@@ -124,6 +124,8 @@ struct kbeh {
     enum kbeh_state state;
     bool quarantined;
     bool registry;               /* holds the registry's reference */
+    bool pinned;                 /* imports thread creation: never dlclosed */
+    char pin_why[48];            /* the import that pinned it */
     kernel *k;
     kbeh *next;                  /* k->behs (all generations not reclaimed) */
     kbeh *next_retired;
@@ -177,12 +179,16 @@ typedef struct kctx {
     uint32_t sel;                /* the selector id of a method call */
 } kctx;
 
-/* What the fault handler saw (fault/). */
+/* What the fault handler saw (fault/): a signal, or one of the KFAULT_*
+ * pseudo-signals below with the exit status in code (fault/exits.c). */
 typedef struct kfault {
     int sig;
     int code;
     void *addr;
 } kfault;
+#define KFAULT_EXIT 0x101        /* exit() from plugin code */
+#define KFAULT_QUICK_EXIT 0x102  /* quick_exit() */
+#define KFAULT_EXIT_GROUP 0x103  /* _exit(), _Exit(), syscall(SYS_exit_group) */
 
 /* Per-thread dispatch record, registered process-wide so a migration can see
  * which protos every thread is inside of.  Process-wide by nature, like
@@ -309,6 +315,8 @@ struct kernel {
     kdefer *deferred;            /* destructors to run after a grace period */
     size_t ndeferred, capdeferred;
     kbeh *hung;                  /* refused while a hook hung: mapped for ever (k->lock) */
+    kbeh *_Atomic pinned;        /* pinned generations unloaded: mapped for ever
+                                    (pushed lock-free, freed by kernel_destroy) */
     int draining;                /* retired + being reclaimed */
     bool rstop;
 };

@@ -721,6 +721,11 @@ static void show_status(const json_t *res)
     print_table("versions", json_object_get(res, "versions"), versions, 6);
     print_table("draining", json_object_get(res, "draining"), draining, 4);
     print_table("quarantined", json_object_get(res, "quarantined"), quarantined, 3);
+    /* Generations that may have started a thread: mapped for good. */
+    static const column pinned[] = {{"name", "PLUGIN", 0}, {"version", "VERSION", 0},
+                                    {"generation", "GEN", 0}, {"imports", "IMPORTS", 0}};
+    if (json_array_size(json_object_get(res, "pinned")))
+        print_table("pinned (never unmapped)", json_object_get(res, "pinned"), pinned, 4);
 
     const json_t *errs = json_object_get(res, "last_errors");
     size_t i;

@@ -476,6 +476,20 @@ static int add_fd(a4psd *d, int fd, int *slot)
     return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
+/* limits.allow_threads as the daemon started with it (a reload does not
+ * change it: a pinned generation cannot be unpinned anyway). */
+static char **allow_threads;
+static int nallow_threads;
+
+static int may_thread(void *arg, const char *plugin)
+{
+    (void)arg;
+    for (int i = 0; i < nallow_threads; i++)
+        if (allow_threads[i] && strcmp(allow_threads[i], plugin) == 0)
+            return 1;
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: a4psd -c FILE            run the daemon in the foreground\n"
@@ -567,6 +581,26 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    /* Plugin code that calls exit(), _exit() or exit_group faults instead
+     * of ending a4psd.  Process-wide and inherited by children: after any
+     * helper process is forked, before the kernel and its threads. */
+    char what[KERNEL_ERRLEN];
+    if (kernel_contain_exits(what, sizeof what) == 0)
+        dlog(d, LOG_NOTICE, "plugin exits contained: %s", what);
+    else
+        dlog(d, LOG_ERR, "plugin exits NOT fully contained: %s", what);
+    allow_threads = cfg->allow_threads;
+    nallow_threads = cfg->nallow_threads;
+    cfg->allow_threads = NULL;   /* ours now: a reload keeps this list */
+    cfg->nallow_threads = 0;
+    if (nallow_threads > 0) {
+        char names[512] = "";
+        for (int i = 0; i < nallow_threads; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                     i ? ", " : "", allow_threads[i] ? allow_threads[i] : "?");
+        dlog(d, LOG_NOTICE, "limits.allow_threads: %s may import thread and process "
+             "creation (their generations are never unmapped)", names);
+    }
     kernel_config kc = {
         .runtime_dir = cfg->runtime_dir,
         .max_plugin_bytes = cfg->max_plugin_bytes,
@@ -586,6 +620,9 @@ int main(int argc, char **argv)
 #ifdef A4PS_JEMALLOC
         .alloc_counters = jemalloc_counters,   /* what each call allocates, per version */
 #endif
+        .check_threads = 1,      /* thread imports need limits.allow_threads */
+        /* No list: such a file is refused before dlopen runs any of it. */
+        .may_thread = nallow_threads ? may_thread : NULL,
     };
 #ifdef A4PS_JEMALLOC
     const uint64_t *ta, *tf;
@@ -732,6 +769,9 @@ int main(int argc, char **argv)
         free(d->audit[i]);
     free(d->audit);
     dconfig_free(d->cfg);
+    for (int i = 0; i < nallow_threads; i++)
+        free(allow_threads[i]);
+    free(allow_threads);
     close(d->epfd);
     close(d->sigfd);
     close(d->jobfd);

@@ -89,7 +89,7 @@ static void setting_path(const config_setting_t *s, char *buf, size_t len)
     }
 }
 
-typedef enum { K_STRING, K_INT, K_GROUP, K_LIST, K_INTS, K_ANY } ktype;
+typedef enum { K_STRING, K_INT, K_GROUP, K_LIST, K_INTS, K_STRINGS, K_ANY } ktype;
 
 typedef struct keyspec {
     const char *name;
@@ -108,6 +108,7 @@ static int type_ok(const config_setting_t *s, ktype t)
     case K_GROUP: return st == CONFIG_TYPE_GROUP;
     case K_LIST: return st == CONFIG_TYPE_LIST;
     case K_INTS: return st == CONFIG_TYPE_ARRAY || st == CONFIG_TYPE_LIST;
+    case K_STRINGS: return st == CONFIG_TYPE_ARRAY || st == CONFIG_TYPE_LIST;
     case K_ANY: return 1;
     }
     return 0;
@@ -121,6 +122,7 @@ static const char *want_name(ktype t)
     case K_GROUP: return "a group { }";
     case K_LIST: return "a list ( )";
     case K_INTS: return "an array of integers [ ]";
+    case K_STRINGS: return "an array of strings [ ]";
     case K_ANY: return "anything";
     }
     return "?";
@@ -341,6 +343,7 @@ static const keyspec limits_spec[] = {
     {"max_clients", K_INT, 1, 4096, 0, 64},
     {"request_timeout_ms", K_INT, 100, 3600000, 0, 10000},
     {"idle_timeout_ms", K_INT, 0, 86400000, 0, 60000},
+    {"allow_threads", K_STRINGS, 0, 0, 0, 0},
     {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec proto_spec[] = {
@@ -561,6 +564,22 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->max_clients = (int)spec_int(lim, limits_spec, "max_clients");
     c->request_timeout_ms = (unsigned)spec_int(lim, limits_spec, "request_timeout_ms");
     c->idle_timeout_ms = (unsigned)spec_int(lim, limits_spec, "idle_timeout_ms");
+    const config_setting_t *at = lim ? config_setting_get_member(lim, "allow_threads") : NULL;
+    if (at && type_ok(at, K_STRINGS)) {
+        int n = config_setting_length(at);
+        c->allow_threads = calloc((size_t)(n ? n : 1), sizeof *c->allow_threads);
+        for (int i = 0; c->allow_threads && i < n; i++) {
+            config_setting_t *a = config_setting_get_elem(at, (unsigned)i);
+            const char *nm = config_setting_type(a) == CONFIG_TYPE_STRING
+                                 ? config_setting_get_string(a) : NULL;
+            if (!nm || !kernel_valid_plugin_name(nm)) {
+                errf(&e, a, "limits.allow_threads[%d]: expected a plugin name "
+                     "([a-z][a-z0-9_-]{0,63})", i);
+                continue;
+            }
+            c->allow_threads[c->nallow_threads++] = strdup(nm);
+        }
+    }
 
     const config_setting_t *sbx = checked_group(&e, root, "sandbox", sandbox_spec);
     if ((s = str_member(sbx, "mode"))) {
@@ -651,6 +670,9 @@ void dconfig_free(dconfig *c)
     }
     free(c->subs);
     free(c->uids);
+    for (int i = 0; i < c->nallow_threads; i++)
+        free(c->allow_threads[i]);
+    free(c->allow_threads);
     free(c->path);
     free(c->plugin_dir);
     free(c->runtime_dir);

@@ -54,6 +54,8 @@ typedef struct dconfig {
     int max_clients;
     unsigned request_timeout_ms; /* from a request line's first byte */
     unsigned idle_timeout_ms;    /* a connection with no request; 0: never */
+    char **allow_threads;        /* plugins that may import thread creation */
+    int nallow_threads;
     /* sandbox { } (needs a restart) */
     int sandbox_none;            /* mode = "none": no verification, said loudly */
     char *runsc;                 /* NULL: found on PATH */

@@ -9,7 +9,11 @@
  *   3. the verification hook (the sandbox probe) sees path and SHA-256;
  *   4. the bytes are stored once by hash (for reload and rollback) and
  *      written to a unique generation path, so glibc never hands back a
- *      cached older library, and dlopen'ed RTLD_NOW | RTLD_LOCAL;
+ *      cached older library, and dlopen'ed RTLD_NOW | RTLD_LOCAL -- unless
+ *      it imports thread or process creation (elfcheck.c) and the config's
+ *      may_thread does not permit it; a generation that imports it is
+ *      pinned once dlopened: never dlclosed, since a thread it started may
+ *      still run its code;
  *   5. the entry is called and the descriptor validated under a recovery
  *      point (rules R1-R8 of a4ps.h); init and self_test run bounded.
  * A refusal at any step leaves every loaded generation and proto untouched. */
@@ -419,6 +423,21 @@ static int generation_load(kernel *k, const unsigned char *bytes, size_t len,
         return A4PS_ENOMEM;
     }
     b->k = k;
+    /* Thread and process creation, read from the bytes before any of their
+     * code runs. */
+    char imp[sizeof b->pin_why];
+    int ti = elf_thread_import(bytes, len, imp, sizeof imp);
+    if (ti < 0) {
+        snprintf(err, errlen, "%s: .dynsym: malformed or truncated", label);
+        free(b);
+        return A4PS_EINVAL;
+    }
+    if (ti > 0 && k->cfg.check_threads && !k->cfg.may_thread) {
+        snprintf(err, errlen, "%s: imports %s, which starts threads or processes or reaches "
+                 "what does; no plugin is permitted to (limits.allow_threads)", label, imp);
+        free(b);
+        return A4PS_EPERM;
+    }
     b->gen = ++k->next_gen;
     if (asprintf(&b->path, "%s/%llu-%.16s.so", k->gen_dir, (unsigned long long)b->gen, sha_hex) < 0) {
         b->path = NULL;
@@ -438,6 +457,12 @@ static int generation_load(kernel *k, const unsigned char *bytes, size_t len,
         snprintf(err, errlen, "%s: dlopen: %s", label, e ? e : "unknown error");
         rc = A4PS_ERROR;
         goto fail;
+    }
+    if (ti > 0) {
+        /* Its constructors may have started a thread already: from now on
+         * this mapping is never taken away. */
+        b->pinned = true;
+        snprintf(b->pin_why, sizeof b->pin_why, "%s", imp);
     }
     entry_call ec = {.k = k, .dl = b->dl, .b = b};
     *(void **)&ec.entry = dlsym(b->dl, A4PS_ENTRY_SYMBOL);
@@ -461,11 +486,19 @@ static int generation_load(kernel *k, const unsigned char *bytes, size_t len,
         rc = A4PS_EINVAL;
         goto fail_close;
     }
+    if (ti > 0 && k->cfg.check_threads && !k->cfg.may_thread(k->cfg.may_thread_arg, b->d.name)) {
+        snprintf(err, errlen, "%s: plugin %s imports %s, which starts threads or processes or "
+                 "reaches what does, and is not permitted to (limits.allow_threads); its code "
+                 "stays mapped", label, b->d.name, imp);
+        rc = A4PS_EPERM;
+        goto fail_close;
+    }
     *out = b;
     return A4PS_OK;
 
 fail_close:
-    dlclose(b->dl);
+    if (!b->pinned)
+        dlclose(b->dl);          /* pinned: left mapped, handle and all */
 fail:
     unlink(b->path);
 fail_nofile:
@@ -543,6 +576,17 @@ void loader_beh_free(kbeh *b)
          * record where kernel_destroy finds it.  Caller holds k->lock. */
         b->next = b->k->hung;
         b->k->hung = b;
+        return;
+    }
+    if (b->pinned) {
+        /* A thread it started may run its code at any time: keep the
+         * mapping and a record for status (kernel_destroy frees it). */
+        if (b->path)
+            unlink(b->path);
+        kbeh *top = atomic_load(&b->k->pinned);
+        do
+            b->next = top;
+        while (!atomic_compare_exchange_weak(&b->k->pinned, &top, b));
         return;
     }
     if (b->dl)

@@ -612,6 +612,16 @@ char *kernel_status(kernel *k)
                                                       b->ver->name, "version", b->ver->version,
                                                       "generation", (json_int_t)b->gen,
                                                       "state", beh_state_name(b->state)));
+    /* Generations mapped for good because they may have started a thread:
+     * loaded ones, then unloaded ones (their descriptor is still mapped). */
+    json_t *pinned = json_array();
+    for (int pass = 0; pass < 2; pass++)
+        for (kbeh *b = pass ? atomic_load(&k->pinned) : k->behs; b; b = b->next)
+            if (b->pinned)
+                json_array_append_new(pinned, json_pack(
+                    "{s:s, s:s, s:I, s:s, s:b}", "name", b->ver ? b->ver->name : b->d.name,
+                    "version", b->ver ? b->ver->version : b->d.version, "generation",
+                    (json_int_t)b->gen, "imports", b->pin_why, "loaded", !pass));
     pthread_mutex_unlock(&k->lock);
 
     json_t *errors = json_array();
@@ -627,12 +637,12 @@ char *kernel_status(kernel *k)
 
     kernel_stats *s = &k->stats;
     json_t *j = json_pack(
-        "{s:I, s:s, s:o, s:o, s:o, s:o, s:o,"
+        "{s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:o,"
         " s:{s:I, s:I, s:I, s:I, s:I},"
         " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
         "uptime_s", (json_int_t)(time(NULL) - k->started), "abi", A4PS_ABI_VERSION_STRING,
         "protos", protos, "versions", versions, "draining", draining, "quarantined",
-        quarantined, "last_errors", errors,
+        quarantined, "pinned", pinned, "last_errors", errors,
         "events", "published", (json_int_t)bs.published, "delivered", (json_int_t)bs.delivered,
         "dropped", (json_int_t)bs.dropped, "failed", (json_int_t)bs.failed, "queued",
         (json_int_t)bs.queued,

@@ -51,6 +51,8 @@ log_level = "debug";
 control = { socket = "a.sock"; };
 sandbox = { wall_ms = 20000; call_ms = 1000; };
 forge = { dir = "forge"; generator = "INBOX"; iterations = 5; wall_s = 120; probation_s = 1; };
+# command.so runs its generator with posix_spawn (until it goes through a host entry).
+limits = { allow_threads = [ "command" ]; };
 ${2:-}
 protos = (
     { name = "C"; plugin = "counter"; state = { count = "100"; }; },
