@@ -468,6 +468,78 @@ static void probe_defences_hold(void **state)
     json_decref(r);
 }
 
+/* A candidate that forges the report (tests/plugins/hostile/forge_report.c):
+ * in its constructor it writes a passing report on itself to every
+ * descriptor and /proc path it can reach, answers in advance every step
+ * the probe would ask, and _exits.  The report fails, says why, names the
+ * real file, and holds nothing of the forgery. */
+static void forged_report_fails(void **state)
+{
+    env *e = *state;
+    probe_request rq = {.so_path = PLUGIN("hostile_forge_report"), .call_ms = 2000,
+                        .hook_ms = 1000,
+                        .cases_json = "[{\"selector\":\"ping\",\"input\":\"\",\"expect\":\"x\"}]"};
+    char *rep = NULL, err[1024], why[600];
+    assert_int_equal(sandbox_probe(e->sb, &rq, &lim, &rep, err, sizeof err), 0);
+    assert_null(strstr(rep, "FORGED-BY-THE-CANDIDATE"));
+    json_t *r = json_loads(rep, 0, NULL);
+    assert_non_null(r);
+    assert_false(composed(r));
+    assert_string_equal(json_string_value(json_object_get(r, "verdict")), "fail");
+    assert_string_equal(json_string_value(json_object_get(r, "file")), "hostile_forge_report.so");
+    /* The answers it wrote ahead are data nobody asked for. */
+    assert_reason(r, "the plugin's process sent data nobody asked for before stage describe");
+    json_t *c0 = json_array_get(json_object_get(r, "cases"), 0);
+    assert_false(json_is_true(json_object_get(c0, "ran")));
+    assert_int_equal(probe_report_accept(rep, rq.cases_json, "ping", why, sizeof why), 0);
+    json_decref(r);
+    free(rep);
+}
+
+/* The host accepts a pass only for what it asked: every case, matched by
+ * index, selector, input, expectation and status, run and passed; the
+ * task's selector among the methods and called; the child ended cleanly. */
+static void host_matches_every_case(void **state)
+{
+    env *e = *state;
+    const char *cases = "[{\"selector\":\"ping\",\"input\":\"\",\"expect\":\"pong\"},"
+                        " {\"selector\":\"echo\",\"input\":\"hi\",\"expect\":\"hi\"}]";
+    probe_request rq = {.so_path = PLUGIN("good"), .cases_json = cases, .call_ms = 2000,
+                        .hook_ms = 1000};
+    char *rep = NULL, err[1024], why[600];
+    assert_int_equal(sandbox_probe(e->sb, &rq, &lim, &rep, err, sizeof err), 1);
+    assert_int_equal(probe_report_accept(rep, cases, NULL, why, sizeof why), 1);
+    assert_int_equal(probe_report_accept(rep, cases, "echo", why, sizeof why), 1);
+    assert_int_equal(probe_report_accept(rep, cases, "nope", why, sizeof why), 0);
+    assert_non_null(strstr(why, "has no method 'nope'"));
+    /* Not by count: the same number of cases, one input changed. */
+    assert_int_equal(probe_report_accept(rep, "[{\"selector\":\"ping\",\"input\":\"\",\"expect\":"
+                                              "\"pong\"}, {\"selector\":\"echo\",\"input\":\"ho\","
+                                              "\"expect\":\"hi\"}]", NULL, why, sizeof why), 0);
+    assert_non_null(strstr(why, "case 1 is not the case 1 asked"));
+    assert_int_equal(probe_report_accept(rep, "[{\"selector\":\"ping\",\"input\":\"\",\"expect\":"
+                                              "\"pong\"}, {\"selector\":\"echo\",\"input\":\"hi\","
+                                              "\"expect\":\"hi\",\"status\":-1}]", NULL, why,
+                                         sizeof why), 0);
+    assert_int_equal(probe_report_accept(rep, NULL, NULL, why, sizeof why), 0);
+    assert_non_null(strstr(why, "lists 2 cases; 0 were asked"));
+    /* Doctored reports: a case not run, a child that did not end cleanly. */
+    json_t *r = json_loads(rep, 0, NULL);
+    json_object_set_new(json_array_get(json_object_get(r, "cases"), 1), "ran", json_false());
+    char *s = json_dumps(r, 0);
+    assert_int_equal(probe_report_accept(s, cases, NULL, why, sizeof why), 0);
+    assert_non_null(strstr(why, "case 1 (echo) did not run"));
+    free(s);
+    json_object_set_new(json_array_get(json_object_get(r, "cases"), 1), "ran", json_true());
+    json_object_set_new(json_object_get(r, "child"), "end", json_pack("{s:i}", "status", 3));
+    s = json_dumps(r, 0);
+    assert_int_equal(probe_report_accept(s, cases, NULL, why, sizeof why), 0);
+    assert_non_null(strstr(why, "status 0"));
+    free(s);
+    json_decref(r);
+    free(rep);
+}
+
 /* ---- The caller's mistakes ---- */
 
 static void bad_inputs_are_refused(void **state)
@@ -505,6 +577,8 @@ int main(void)
         cmocka_unit_test(crashing_constructor_is_reported),
         cmocka_unit_test(exit_in_init_is_reported),
         cmocka_unit_test(probe_defences_hold),
+        cmocka_unit_test(forged_report_fails),
+        cmocka_unit_test(host_matches_every_case),
         cmocka_unit_test(bad_inputs_are_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
