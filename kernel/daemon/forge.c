@@ -494,6 +494,12 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
             snprintf(err, sizeof err, "the kernel read %s %s from the binary, but the probe's "
                      "report names %s %s: not adopted", info.name, info.version, name, version);
             rc = A4PS_EINVAL;
+        } else if (t->selector &&
+                   kernel_version_has_method(d->k, info.name, info.version, t->selector) != 1) {
+            snprintf(err, sizeof err, "the kernel finds no method '%s' in %s %s as loaded, "
+                     "though the probe's report lists one: not adopted", t->selector, info.name,
+                     info.version);
+            rc = A4PS_EINVAL;
         }
     }
     if (rc == A4PS_OK) {
