@@ -242,6 +242,12 @@ typedef struct kernel_version_usage {
 
 int kernel_version_usage_get(kernel *k, const char *plugin, const char *version,
                              kernel_version_usage *out);
+/* Does loaded version plugin/version have a method named selector, as the
+ * kernel read it from the binary?  1 yes, 0 no, A4PS_ENOENT no such loaded
+ * version.  For the forge, which believes nothing the probe's child said
+ * about the candidate's methods. */
+int kernel_version_has_method(kernel *k, const char *plugin, const char *version,
+                              const char *selector);
 
 /* The kernel's naming rules, for those who check names before they reach
  * it (the daemon's config): proto names [A-Za-z][A-Za-z0-9_.-]{0,62},

@@ -696,3 +696,16 @@ int kernel_version_health(kernel *k, const char *plugin, const char *version,
     pthread_mutex_unlock(&k->lock);
     return v ? A4PS_OK : A4PS_ENOENT;
 }
+
+int kernel_version_has_method(kernel *k, const char *plugin, const char *version,
+                              const char *selector)
+{
+    int found = 0;
+    pthread_mutex_lock(&k->lock);
+    kver *v = plugin && version ? loader_find(k, plugin, version) : NULL;
+    kbeh *b = v ? v->loaded : NULL;
+    for (uint32_t i = 0; b && selector && i < b->nmethods; i++)
+        found |= !strcmp(b->d.methods[i].selector, selector);
+    pthread_mutex_unlock(&k->lock);
+    return b ? found : A4PS_ENOENT;
+}
