@@ -1461,6 +1461,10 @@ helper_main(int kind, const outside_policy *p, int ctl, pid_t parent, uid_t uid,
             if (v && asprintf(&keep[k], "%s=%s", p->run[i].env[j], v) >= 0)
                 k++;
         }
+    /* The strings a4psd started with stay in memory (and in /proc/PID/
+     * environ) after clearenv: wipe them; what is kept lives in copies. */
+    for (char **e = environ; e && *e; e++)
+        explicit_bzero(*e, strlen(*e));
     clearenv();
     for (int i = 0; i < k; i++) {
         putenv(keep[i]);         /* the environment owns them now */
@@ -1597,9 +1601,16 @@ int outside_start(const outside_policy *p, outside **out, char *err, size_t errl
 
 void outside_scrub_environment(const outside_policy *p)
 {
+    /* unsetenv alone would leave the value where the process started with
+     * it (its stack, shown by /proc/PID/environ, readable by any plugin):
+     * wipe the bytes first. */
     for (int i = 0; i < p->nhttp; i++)
-        for (int j = 0; j < p->http[i].ncredentials; j++)
+        for (int j = 0; j < p->http[i].ncredentials; j++) {
+            char *v = getenv(p->http[i].credentials[j]);
+            if (v)
+                explicit_bzero(v, strlen(v));
             unsetenv(p->http[i].credentials[j]);
+        }
 }
 
 pid_t outside_http_pid(const outside *o)
