@@ -1479,12 +1479,18 @@ helper_main(int kind, const outside_policy *p, int ctl, pid_t parent, uid_t uid,
                 kind == KIND_HTTP ? "http" : "run", (unsigned)uid, strerror(errno));
         _exit(1);
     }
+    /* A change of credentials clears the parent-death signal: set it again,
+     * and make sure a4psd did not die in between. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(0);
     /* Nothing it starts gains privileges (setuid programs). */
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    if (kind == KIND_HTTP && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        _exit(1);
-    if (kind == KIND_HTTP)
+    if (kind == KIND_HTTP) {
         pthread_once(&curl_once, curl_init_once);
+        if (curl_init_rc != CURLE_OK)
+            _exit(1);
+    }
 
     for (;;) {
         int fd = recv_fd(3);

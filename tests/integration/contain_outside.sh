@@ -203,6 +203,19 @@ EOF
     [ "$state" = adopted ] || { fail "forge X: task 2 ended '$state': $(ctl task 2 2>&1 | tail -5)"; return; }
     expect_contains "$(ctl --json explain X)" '"version":"1.1.0"' "explain X"
     expect_contained "through the forge"
+
+    # The helpers die with a4psd, even by SIGKILL.
+    local rp
+    rp=$(sed -n 's/.*run helper pid \([0-9]*\).*/\1/p' "$T/log" | head -1)
+    kill -KILL "$PID"
+    wait "$PID" 2> /dev/null
+    PID=""
+    for _ in $(seq 100); do
+        kill -0 "$hp" 2> /dev/null || kill -0 "$rp" 2> /dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$hp" 2> /dev/null && fail "the http helper $hp outlived a4psd"
+    kill -0 "$rp" 2> /dev/null && fail "the run helper $rp outlived a4psd"
 }
 
 ALL=(test_exfil_refused_llm_served)
