@@ -1356,27 +1356,72 @@ static void serve_run(const outside_policy *p, const fmsg *m, fbuf *ans)
 }
 
 /* One call on its own channel (a helper thread). */
+int outside_serve_message(const outside_policy *p, int http, const void *msg, size_t len,
+                          void **answer, size_t *anslen)
+{
+    *answer = NULL;
+    *anslen = 0;
+    fmsg *m = calloc(1, sizeof *m);
+    if (!m)
+        return -1;
+    m->data = (unsigned char *)msg;
+    m->len = len;
+    fbuf ans = {0};
+    char why[128];
+    int rc = -1;
+    if (fm_parse(m, http ? HQ_LAST : RQ_LAST, why, sizeof why) == 0) {
+        if (http)
+            serve_http(p, m, &ans);
+        else
+            serve_run(p, m, &ans);
+        if (!ans.bad) {
+            *answer = ans.data;
+            *anslen = ans.len;
+            ans.data = NULL;
+            rc = 0;
+        }
+    }
+    free(ans.data);
+    free(m);
+    return rc;
+}
+
+static void copy_error(const fmsg *m, unsigned tag, char *out, size_t cap);
+
+int outside_answer_status(int http, const void *answer, size_t len, char *error, size_t cap)
+{
+    fmsg *m = calloc(1, sizeof *m);
+    if (!m || len < 4 || get_u32(answer) != len - 4) {
+        free(m);
+        return A4PS_EINVAL;
+    }
+    m->data = (unsigned char *)answer + 4;
+    m->len = len - 4;
+    bool bad = false;
+    int rc = fm_parse(m, http ? HA_LAST : RA_LAST, NULL, 0) == 0
+                 ? (int)fm_int(m, http ? HA_RC : RA_RC, A4PS_EINVAL, &bad)
+                 : A4PS_EINVAL;
+    if (error && cap) {
+        error[0] = '\0';
+        copy_error(m, http ? HA_ERROR : RA_ERROR, error, cap);
+    }
+    free(m);
+    return bad ? A4PS_EINVAL : rc;
+}
+
 static void *serve_conn(void *arg)
 {
     conn *c = arg;
-    fmsg *m = calloc(1, sizeof *m);
-    fbuf ans = {0};
-    char why[128];
+    fmsg m = {0};
+    void *ans = NULL;
+    size_t alen = 0;
     /* The request is complete long before this; a4psd sends it at once. */
     uint64_t deadline = mono_ms() + 60000u;
-    if (m && recv_msg(c->fd, m, FRAME_MAX, deadline) == 0 &&
-        fm_parse(m, c->kind == KIND_HTTP ? HQ_LAST : RQ_LAST, why, sizeof why) == 0) {
-        if (c->kind == KIND_HTTP)
-            serve_http(c->p, m, &ans);
-        else
-            serve_run(c->p, m, &ans);
-        if (!ans.bad)
-            send_all(c->fd, ans.data, ans.len, mono_ms() + 60000u);
-    }
-    free(ans.data);
-    if (m)
-        free(m->data);
-    free(m);
+    if (recv_msg(c->fd, &m, FRAME_MAX, deadline) == 0 &&
+        outside_serve_message(c->p, c->kind == KIND_HTTP, m.data, m.len, &ans, &alen) == 0)
+        send_all(c->fd, ans, alen, mono_ms() + 60000u);
+    free(ans);
+    free(m.data);
     close(c->fd);
     free(c);
     pthread_mutex_lock(&active_mx);

@@ -78,6 +78,16 @@ int outside_http_local(void *arg, const char *plugin, const a4ps_http_request *r
 int outside_run_local(void *arg, const char *plugin, const a4ps_run_request *rq,
                       a4ps_run_result *rs);
 
+/* The helper's handling of one request message (the bytes after its u32
+ * length): every field checked, then served under p.  0 and *answer (the
+ * answer message, length first; malloc'd) of *anslen bytes; -1 when msg is
+ * not a well-formed message (the helper closes the channel unanswered). */
+int outside_serve_message(const outside_policy *p, int http, const void *msg, size_t len,
+                          void **answer, size_t *anslen);
+/* The status (and error text) an answer message carries; A4PS_EINVAL when
+ * it is not one. */
+int outside_answer_status(int http, const void *answer, size_t len, char *error, size_t cap);
+
 /* ---- the helpers ---- */
 
 typedef struct outside outside;

@@ -432,6 +432,104 @@ static void program_limits(void **state)
     free(rs.err);
 }
 
+/* ---- the helper's decoding: what a4psd (or anything in it) sends ---- */
+
+typedef struct msg {
+    unsigned char b[65536];
+    size_t n;
+} msg;
+
+static void field(msg *m, unsigned tag, const void *p, size_t len, uint32_t claimed)
+{
+    assert_true(m->n + 5 + len <= sizeof m->b);
+    m->b[m->n] = (unsigned char)tag;
+    for (int i = 0; i < 4; i++)
+        m->b[m->n + 1 + i] = (unsigned char)(claimed >> (8 * i));
+    memcpy(m->b + m->n + 5, p, len);
+    m->n += 5 + len;
+}
+
+static void sfield(msg *m, unsigned tag, const char *s)
+{
+    field(m, tag, s, strlen(s), (uint32_t)strlen(s));
+}
+
+/* -1: no answer (closed unanswered); otherwise the answer's status. */
+static int serve(int http, const msg *m, char *error, size_t cap)
+{
+    void *ans;
+    size_t len;
+    error[0] = '\0';
+    if (outside_serve_message(&pol, http, m->b, m->n, &ans, &len) != 0)
+        return -1;
+    int rc = outside_answer_status(http, ans, len, error, cap);
+    free(ans);
+    return rc;
+}
+
+static void helper_checks_every_field(void **state)
+{
+    (void)state;
+    char err[256], url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", B.port);
+    size_t b_before = atomic_load(&B.received);
+    /* Tags: 1 plugin, 2 method, 3 url, 4 header, 5/6 credential, 7 body,
+     * 8 timeout, 9 max_response (kernel/daemon/outside.c). */
+    msg m = {0};
+    assert_int_equal(serve(1, &m, err, sizeof err), A4PS_EINVAL);   /* nothing at all */
+    m = (msg){0};
+    field(&m, 1, "gen", 3, 100);                                     /* overlong length */
+    assert_int_equal(serve(1, &m, err, sizeof err), -1);
+    m = (msg){0};
+    sfield(&m, 99, "x");                                             /* unknown tag */
+    assert_int_equal(serve(1, &m, err, sizeof err), -1);
+    m = (msg){0};
+    sfield(&m, 0, "x");
+    assert_int_equal(serve(1, &m, err, sizeof err), -1);
+    m = (msg){0};
+    sfield(&m, 1, "gen"), sfield(&m, 2, "GET"), sfield(&m, 3, url), sfield(&m, 3, url);
+    assert_int_equal(serve(1, &m, err, sizeof err), A4PS_EINVAL);   /* a repeated field */
+    assert_non_null(strstr(err, "malformed"));
+    m = (msg){0};
+    field(&m, 1, "gen\0x", 5, 5), sfield(&m, 2, "GET"), sfield(&m, 3, url);
+    assert_int_equal(serve(1, &m, err, sizeof err), A4PS_EINVAL);   /* NUL in a string */
+    m = (msg){0};
+    sfield(&m, 1, "gen"), sfield(&m, 2, "GET"), sfield(&m, 3, url), sfield(&m, 8, "abc");
+    assert_int_equal(serve(1, &m, err, sizeof err), A4PS_EINVAL);   /* a 3-byte integer */
+    /* Well formed, straight to the helper: the policy still decides. */
+    m = (msg){0};
+    sfield(&m, 1, "gen"), sfield(&m, 2, "GET"), sfield(&m, 3, url);
+    assert_int_equal(serve(1, &m, err, sizeof err), A4PS_EPERM);
+    assert_non_null(strstr(err, "plugin gen may not reach"));
+    /* run: tags 1 plugin, 2 argument (repeated), 3 input, 4-6 limits. */
+    m = (msg){0};
+    sfield(&m, 1, "gen");
+    assert_int_equal(serve(0, &m, err, sizeof err), A4PS_EINVAL);   /* no argv */
+    m = (msg){0};
+    sfield(&m, 1, "gen"), sfield(&m, 2, "/bin/sh"), sfield(&m, 2, "-c"), sfield(&m, 2, "id");
+    assert_int_equal(serve(0, &m, err, sizeof err), A4PS_EPERM);
+    assert_non_null(strstr(err, "plugin gen may not run /bin/sh"));
+    m = (msg){0};
+    sfield(&m, 1, "gen");
+    for (int i = 0; i < 300; i++)
+        sfield(&m, 2, prog_env);
+    assert_int_equal(serve(0, &m, err, sizeof err), A4PS_EINVAL);   /* too many arguments */
+    /* Random bytes: refused one way or the other, never served. */
+    unsigned seed = 77;
+    for (int round = 0; round < 2000; round++) {
+        m = (msg){0};
+        m.n = (size_t)(rand_r(&seed) % 256);
+        for (size_t i = 0; i < m.n; i++)
+            m.b[i] = (unsigned char)rand_r(&seed);
+        if (round % 2)
+            m.b[0] = (unsigned char)(1 + rand_r(&seed) % 9);          /* a plausible tag */
+        int rc = serve(round % 3 != 0, &m, err, sizeof err);
+        if (rc >= 0)
+            fail_msg("random message %d was served (%d)", round, rc);
+    }
+    assert_int_equal(atomic_load(&B.received), b_before);
+}
+
 /* ---- the forked helpers ---- */
 
 static char *proc_file(pid_t pid, const char *what, size_t *len)
@@ -590,6 +688,7 @@ int main(void)
         cmocka_unit_test(http_limits),
         cmocka_unit_test(programs_only_as_listed),
         cmocka_unit_test(program_limits),
+        cmocka_unit_test(helper_checks_every_field),
         cmocka_unit_test(helpers_keep_only_what_they_need),
         cmocka_unit_test(helpers_serve_and_refuse),
         cmocka_unit_test(helpers_serve_threads_at_once),
