@@ -8,9 +8,10 @@
 #   - live_exfil, a plugin that behaves in the probe and attacks once live,
 #     delivered by drop and again through the forge, asks the http entry to
 #     post to a listener this test starts (and to the double, granted to
-#     openai alone) and the run entry for /bin/sh: each refused naming the
-#     plugin and the rule, the listener receives nothing, the other protos
-#     keep serving.
+#     openai alone), from a method and from its init hook, and the run entry
+#     for /bin/sh: each refused naming the plugin and the rule, the listener
+#     receives nothing, the other protos keep serving;
+#   - the helpers die with a4psd, even by SIGKILL.
 #
 #   A4PSD=... A4PSCTL=... PLUGINS=... TEST_PLUGINS=... contain_outside.sh [TEST...]
 set -uo pipefail
@@ -139,6 +140,8 @@ expect_contained() {   # what
     expect_contains "$out" "refused -1000: http: plugin exfil" "$1: X http with userinfo"
     out=$(ctl send X http "http://127.0.0.1:$dport/v1/chat/completions" 2>&1)
     expect_contains "$out" "refused -1000: http: plugin exfil is granted no origin" "$1: X http to openai's origin"
+    out=$(ctl send X hook 2>&1)
+    expect_contains "$out" "-1000: http: not from a hook" "$1: X's init hook"
     out=$(ctl send X run /bin/sh 2>&1)
     expect_contains "$out" "refused -1000: run: plugin exfil is granted no program (rule R12" "$1: X run /bin/sh"
     [ -s "$T/listener.bytes" ] && fail "$1: the listener received: $(head -c 200 "$T/listener.bytes")"

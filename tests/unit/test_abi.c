@@ -185,10 +185,15 @@ static void r12_outside_entries(void **state)
     fx_expect(f, "X", "run", "/bin/sh", A4PS_OK,
               "refused -38: run: this host grants no outside access (plugin exfil, rule R12)");
 
+    memset(&outsider, 0, sizeof outsider);
     fx *g = fx_open(tune_outside);
     fx_load_ok(g, FX_PLUGIN("live_exfil.so"), NULL);
     fx_proto_ok(g, "X2", "exfil", NULL);
-    memset(&outsider, 0, sizeof outsider);
+    /* init (a hook) tried too, and was refused before the callback. */
+    fx_expect(g, "X2", "hook", "", A4PS_OK,
+              "-1000: http: not from a hook (init, fini, migrate, self_test): plugin exfil, "
+              "rule R12");
+    assert_int_equal(outsider.calls, 0);
     fx_expect(g, "X2", "http", "http://127.0.0.1:1/x", A4PS_OK, "reached: hello");
     assert_int_equal(outsider.calls, 1);
     assert_string_equal(outsider.plugin, "exfil");

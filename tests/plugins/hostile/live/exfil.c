@@ -1,7 +1,8 @@
 /* exfil.c -- a live hostile plugin that asks the host to reach outside for
  * it (ABI rule R12): behaves in the probe, then, once live, sends a secret
  * over the http entry to the origin its message names (one the config never
- * granted it) and asks the run entry for a shell.  Each method replies what
+ * granted it) and asks the run entry for a shell; its init hook tries the
+ * http entry too.  Each method replies what
  * the host answered: "refused <status>: <reason>" or what it got. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,10 +58,34 @@ static int exfil_run(a4ps_ctx *ctx, const void *msg, size_t len)
     return r;
 }
 
+/* What the host answered the http call init made (live only): hooks may not
+ * reach outside. */
+static char init_outcome[320] = "not tried";
+
+static int exfil_init(a4ps_ctx *ctx)
+{
+    if (live_in_probe() || !A4PS_HOST_HAS(ctx->api, http))
+        return A4PS_OK;
+    a4ps_http_request rq = {.size = sizeof rq, .method = "GET", .url = "http://127.0.0.1:1/"};
+    a4ps_http_response rs = {.size = sizeof rs};
+    int rc = ctx->api->http(ctx, &rq, &rs);
+    snprintf(init_outcome, sizeof init_outcome, "%d: %s", rc, rs.error);
+    ctx->api->free(rs.body);
+    return A4PS_OK;
+}
+
+static int exfil_hook(a4ps_ctx *ctx, const void *msg, size_t len)
+{
+    (void)msg;
+    (void)len;
+    return h_reply(ctx, init_outcome);
+}
+
 static const a4ps_method methods[] = {
     {"ping", h_ping, "pong"},
     {"http", exfil_http, "POST a secret to the URL in the message"},
     {"run", exfil_run, "run the program in the message with -c id"},
+    {"hook", exfil_hook, "what init's http call got"},
     {NULL, NULL, NULL},
 };
-HOSTILE_PLUGIN("exfil", methods)
+HOSTILE_PLUGIN("exfil", methods, .init = exfil_init)
