@@ -48,6 +48,16 @@ typedef int (*kernel_verify_fn)(void *arg, const char *path, const char *sha256,
 typedef int (*kernel_forge_fn)(void *arg, const char *proto, const char *plugin,
                                const char *request, char **reply);
 
+/* Carry out a plugin's http / run host entry (rule R12) outside the kernel:
+ * plugin names the calling plugin, whose grant decides.  rq has been checked
+ * for readable pointers; rs is the kernel's own, zeroed (size set, error
+ * empty).  Returns an A4PS_* status as the entry documents; on failure
+ * rs->error says why.  Buffers set in rs are malloc'd. */
+typedef int (*kernel_http_fn)(void *arg, const char *plugin, const a4ps_http_request *rq,
+                              a4ps_http_response *rs);
+typedef int (*kernel_run_fn)(void *arg, const char *plugin, const a4ps_run_request *rq,
+                             a4ps_run_result *rs);
+
 /* Receives every log line the kernel writes (level is a syslog priority). */
 typedef void (*kernel_log_fn)(void *arg, int level, const char *line);
 
@@ -96,6 +106,10 @@ typedef struct kernel_config {
     int check_threads;
     int (*may_thread)(void *arg, const char *plugin);
     void *may_thread_arg;
+    kernel_http_fn http;          /* NULL: the http entry answers A4PS_ENOSYS */
+    void *http_arg;
+    kernel_run_fn run;            /* NULL: the run entry answers A4PS_ENOSYS */
+    void *run_arg;
 } kernel_config;
 
 /* The reply of a send.  Reused across calls to avoid allocation; free with

@@ -158,6 +158,7 @@ static void apply(a4psd *d, dconfig *nc)
                       oc->forge_iterations != nc->forge_iterations ||
                       oc->forge_wall_s != nc->forge_wall_s ||
                       oc->forge_probation_s != nc->forge_probation_s},
+        {"outside", !outside_policy_equal(&oc->outside, &nc->outside)},
         {"limits (kernel)", oc->max_plugin_bytes != nc->max_plugin_bytes ||
                                 oc->hook_timeout_ms != nc->hook_timeout_ms ||
                                 oc->migrate_timeout_ms != nc->migrate_timeout_ms ||
@@ -537,6 +538,21 @@ int main(int argc, char **argv)
                  .sigfd = -1, .inofd = -1, .wd = -1, .lfd = -1, .tickfd = -1,
                  .jobfd = -1, .evfd = -1, .vfd = -1};
     a4psd *d = &dd;
+    /* The helpers that reach outside first: forked while a4psd is one thread
+     * and still holds the credentials in its environment, before it drops
+     * its user and confines itself (which forbids exec and network sockets
+     * here); then the credentials leave a4psd's environment. */
+    char err[KERNEL_ERRLEN];
+    if (outside_start(&cfg->outside, &d->outside, err, sizeof err) != 0) {
+        dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
+        return 1;
+    }
+    outside_scrub_environment(&cfg->outside);
+    if (cfg->outside.nhttp || cfg->outside.nrun)
+        dlog(d, LOG_NOTICE, "outside: http helper pid %d (%d plugin%s), run helper pid %d (%d "
+             "plugin%s)", (int)outside_http_pid(d->outside), cfg->outside.nhttp,
+             cfg->outside.nhttp == 1 ? "" : "s", (int)outside_run_pid(d->outside),
+             cfg->outside.nrun, cfg->outside.nrun == 1 ? "" : "s");
     d->started = time(NULL);
     d->last_snapshot = d->started;   /* the interval counts from the start */
     pthread_mutex_init(&d->mx, NULL);
@@ -573,7 +589,6 @@ int main(int argc, char **argv)
     add_fd(d, d->evfd, &d->evfd);
     add_fd(d, d->tickfd, &d->tickfd);
 
-    char err[KERNEL_ERRLEN];
     struct stat st;
     if (stat(cfg->plugin_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         if (mkdir(cfg->plugin_dir, 0755) != 0) {
@@ -623,6 +638,10 @@ int main(int argc, char **argv)
         .check_threads = 1,      /* thread imports need limits.allow_threads */
         /* No list: such a file is refused before dlopen runs any of it. */
         .may_thread = nallow_threads ? may_thread : NULL,
+        .http = outside_http_call, /* plugins reach outside through the helpers */
+        .http_arg = d->outside,
+        .run = outside_run_call,
+        .run_arg = d->outside,
     };
 #ifdef A4PS_JEMALLOC
     const uint64_t *ta, *tf;
@@ -756,6 +775,7 @@ int main(int argc, char **argv)
     }
     kernel_destroy(d->k);
     forge_free(d);               /* workers and plugins may have used it until now */
+    outside_stop(d->outside);
     verify_close(d);
     dlog(d, LOG_NOTICE, "stopped");
     for (unsigned i = 0; i < EVENT_RING; i++)

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "daemon/outside.h"
+
 typedef struct dstate {
     char *key;
     char *value;
@@ -67,6 +69,8 @@ typedef struct dconfig {
     char *forge_generator;       /* proto asked for candidates; NULL: none */
     char *forge_dir;             /* task directories (inboxes, attempts) */
     unsigned forge_iterations, forge_wall_s, forge_probation_s;
+    /* outside { } (needs a restart): what plugins may reach (ABI rule R12) */
+    outside_policy outside;
     dproto *protos;
     int nprotos;
     dsub *subs;

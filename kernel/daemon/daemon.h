@@ -35,6 +35,7 @@ typedef struct a4psd {
     kernel *k;
     dverify *ver;                /* the sandbox and what passed it (verify.c) */
     dforge *forge;               /* forge tasks and their thread (forge.c) */
+    outside *outside;            /* the http and run helpers (outside.c) */
     struct image *img;           /* NULL when the config names none */
     time_t last_snapshot;
     char *snapshot_error;        /* of the last failed snapshot; under mx */

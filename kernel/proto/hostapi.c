@@ -260,6 +260,90 @@ static int h_forge(a4ps_ctx *ctx, const char *request, void **reply, size_t *rep
     return rc;
 }
 
+/* The http and run entries (rule R12).  The plugin's structs are copied
+ * by their declared size (appended fields of a newer plugin are ignored;
+ * a struct older than minor 3 cannot exist) and the outcome is written back
+ * no further than the plugin's own size; the daemon's callback does the
+ * rest, outside the kernel and with no kernel lock held. */
+#define OUTSIDE_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+static int outside_refuse(char *error, size_t cap, int rc, const char *fmt, const char *what,
+                          const char *plugin)
+{
+    snprintf(error, cap, fmt, what, plugin ? plugin : "?");
+    return rc;
+}
+
+static int h_http(a4ps_ctx *ctx, const a4ps_http_request *rq, a4ps_http_response *rs)
+{
+    kctx *c = KC(ctx);
+    if (!rs || rs->size < sizeof(a4ps_http_response))
+        return A4PS_EINVAL;
+    size_t rsize = rs->size;
+    a4ps_http_response out = {.size = sizeof out, .retry_after_s = -1};
+    const char *plugin = c->beh ? c->beh->d.name : NULL;
+    int rc;
+    if (!rq || rq->size < sizeof(a4ps_http_request)) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_EINVAL,
+                            "%s: the request is NULL or smaller than at ABI 1.3 (plugin %s)",
+                            "http", plugin);
+    } else if (c->flags & KCTX_NO_SEND) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_EPERM,
+                            "%s: not from a hook (init, fini, migrate, self_test): plugin %s, "
+                            "rule R12", "http", plugin);
+    } else if (!c->k->cfg.http) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_ENOSYS,
+                            "%s: this host grants no outside access (plugin %s, rule R12)",
+                            "http", plugin);
+    } else {
+        a4ps_http_request in;
+        memcpy(&in, rq, sizeof in);
+        in.size = sizeof in;
+        rc = c->k->cfg.http(c->k->cfg.http_arg, plugin, &in, &out);
+    }
+    out.error[sizeof out.error - 1] = '\0';
+    if (rc != A4PS_OK && !out.error[0])
+        snprintf(out.error, sizeof out.error, "http: failed (%d)", rc);
+    memcpy(rs, &out, OUTSIDE_MIN(rsize, sizeof out));
+    rs->size = rsize;
+    return rc;
+}
+
+static int h_run(a4ps_ctx *ctx, const a4ps_run_request *rq, a4ps_run_result *rs)
+{
+    kctx *c = KC(ctx);
+    if (!rs || rs->size < sizeof(a4ps_run_result))
+        return A4PS_EINVAL;
+    size_t rsize = rs->size;
+    a4ps_run_result out = {.size = sizeof out};
+    const char *plugin = c->beh ? c->beh->d.name : NULL;
+    int rc;
+    if (!rq || rq->size < sizeof(a4ps_run_request)) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_EINVAL,
+                            "%s: the request is NULL or smaller than at ABI 1.3 (plugin %s)",
+                            "run", plugin);
+    } else if (c->flags & KCTX_NO_SEND) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_EPERM,
+                            "%s: not from a hook (init, fini, migrate, self_test): plugin %s, "
+                            "rule R12", "run", plugin);
+    } else if (!c->k->cfg.run) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_ENOSYS,
+                            "%s: this host grants no outside access (plugin %s, rule R12)",
+                            "run", plugin);
+    } else {
+        a4ps_run_request in;
+        memcpy(&in, rq, sizeof in);
+        in.size = sizeof in;
+        rc = c->k->cfg.run(c->k->cfg.run_arg, plugin, &in, &out);
+    }
+    out.error[sizeof out.error - 1] = '\0';
+    if (rc != A4PS_OK && !out.error[0])
+        snprintf(out.error, sizeof out.error, "run: failed (%d)", rc);
+    memcpy(rs, &out, OUTSIDE_MIN(rsize, sizeof out));
+    rs->size = rsize;
+    return rc;
+}
+
 static size_t table_bytes(void)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -284,6 +368,8 @@ static void fill(a4ps_host_api *api)
     api->state_list = h_state_list;
     api->proto_name = h_proto_name;
     api->forge = h_forge;
+    api->http = h_http;
+    api->run = h_run;
 }
 
 const a4ps_host_api *hostapi_create(void)

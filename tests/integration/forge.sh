@@ -51,8 +51,6 @@ log_level = "debug";
 control = { socket = "a.sock"; };
 sandbox = { wall_ms = 20000; call_ms = 1000; };
 forge = { dir = "forge"; generator = "INBOX"; iterations = 5; wall_s = 120; probation_s = 1; };
-# command.so runs its generator with posix_spawn (until it goes through a host entry).
-limits = { allow_threads = [ "command" ]; };
 ${2:-}
 protos = (
     { name = "C"; plugin = "counter"; state = { count = "100"; }; },
@@ -130,7 +128,9 @@ EOF
     local keep=$T; T=""
     start_forge ",
     { name = \"LLM\"; plugin = \"openai\"; state = { base_url = \"http://127.0.0.1:$port\";
-      model = \"test-double\"; api_key_env = \"A4PS_TEST_LLM_KEY\"; timeout_ms = \"10000\"; }; }" || { T=$keep; return; }
+      model = \"test-double\"; api_key_env = \"A4PS_TEST_LLM_KEY\"; timeout_ms = \"10000\"; }; }" \
+        "outside = { http = ( { plugin = \"openai\"; origins = [ \"http://127.0.0.1:$port\" ];
+                               credentials = [ \"A4PS_TEST_LLM_KEY\" ]; } ); };" || { T=$keep; return; }
     local out
     out=$(ctl forge C --selector double --example '=>200' --generator LLM --wait 2>&1) ||
         fail "forge --wait did not end adopted: $out"
