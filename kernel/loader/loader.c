@@ -126,19 +126,23 @@ typedef struct hookrun {
     kstate *orphan;              /* migrate copy abandoned by a timed-out waiter */
 } hookrun;
 
-static void hookrun_put(hookrun *h)
+static void hookrun_free(hookrun *h)
 {
-    pthread_mutex_lock(&h->lock);
-    int left = --h->refs;
-    pthread_mutex_unlock(&h->lock);
-    if (left)
-        return;
     kstate_free(h->orphan);
     if (h->c.proto)
         proto_put(h->c.proto);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cv);
     free(h);
+}
+
+static void hookrun_put(hookrun *h)
+{
+    pthread_mutex_lock(&h->lock);
+    int left = --h->refs;
+    pthread_mutex_unlock(&h->lock);
+    if (!left)
+        hookrun_free(h);
 }
 
 static void hook_thunk(void *arg)
@@ -161,11 +165,17 @@ static void *hook_main(void *arg)
     kfault f;
     h->sig = fault_guard(t, &f, hook_thunk, h);
     fault_thread_fini(t);
+    /* Our reference goes in the same critical section as "done": a waiter
+     * that saw done holds the last one, so the proto is released before
+     * it returns -- never by this thread after the kernel is gone (a
+     * reclaim_defer after reclaim_stop leaked the proto). */
     pthread_mutex_lock(&h->lock);
     h->done = true;
+    int left = --h->refs;
     pthread_cond_signal(&h->cv);
     pthread_mutex_unlock(&h->lock);
-    hookrun_put(h);
+    if (!left)
+        hookrun_free(h);
     return NULL;
 }
 
