@@ -32,7 +32,6 @@ struct sandbox {
     size_t nro;
     unsigned long seq;
     unsigned long inst;          /* several sandboxes in one process never share an id */
-    unsigned index;              /* open order in this process, from 0 */
 };
 
 static const sandbox_runner *runner;   /* NULL: fork and exec runsc here */
@@ -40,11 +39,6 @@ static const sandbox_runner *runner;   /* NULL: fork and exec runsc here */
 void sandbox_set_runner(const sandbox_runner *r)
 {
     runner = r;
-}
-
-unsigned sandbox_index(const sandbox *sb)
-{
-    return sb->index;
 }
 
 static uint64_t now_ms(void)
@@ -147,7 +141,6 @@ int sandbox_open(const char *runtime_dir, const char *runsc, const char *const *
     }
     static _Atomic unsigned long instances;
     sb->inst = ++instances;
-    sb->index = (unsigned)(sb->inst - 1);
     for (size_t i = 0; ro_dirs && ro_dirs[i] && ro_dirs[i + 1]; i += 2)
         sb->nro += 2;
     sb->ro = calloc(sb->nro + 1, sizeof *sb->ro);

@@ -80,10 +80,6 @@ typedef struct sandbox_runner {
 } sandbox_runner;
 void sandbox_set_runner(const sandbox_runner *r);
 
-/* Which of a process's sandboxes sb is (its open order, from 0): the helper
- * knows them by number. */
-unsigned sandbox_index(const sandbox *sb);
-
 /* ---- For the process that execs runsc (the helper, or this one) ---- */
 /* "a4ps-PID-N-N", as sandbox_run names its runs. */
 int sandbox_valid_id(const char *id);

@@ -474,8 +474,7 @@ static int helper_start(a4psd *d, uid_t uid, gid_t gid, char *err, size_t errlen
     if (slash)
         *slash = 0;
     snprintf(forge_rt, sizeof forge_rt, "%s/forge-sandbox", c->runtime_dir);
-    /* The order verify_open opens its sandboxes in: the helper knows them by
-     * number. */
+    /* The runtime dirs of verify_open's two sandboxes (dropped files, forge). */
     static const char *dirs[3];
     static const char *ro[5];
     dirs[0] = c->runtime_dir;

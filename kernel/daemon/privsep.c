@@ -150,6 +150,17 @@ worker(helper *h, sandbox *sb, const privsep_req *rq, const char *const *argv, i
     _exit(0);
 }
 
+/* The sandbox whose work directory this is (a real directory of a4psd's
+ * user, or of nobody's when a4psd is root and a run handed it over). */
+static sandbox *workdir_sandbox(helper *h, const char *workdir)
+{
+    for (size_t i = 0; i < h->nsb; i++)
+        if (sandbox_valid_workdir(h->sb[i], workdir, h->pc->daemon_uid) ||
+            (h->pc->daemon_uid == 0 && sandbox_valid_workdir(h->sb[i], workdir, NOBODY)))
+            return h->sb[i];
+    return NULL;
+}
+
 /* One message from a4psd: checked field by field; every descriptor it
  * carried is closed here or handed to the worker. */
 static void handle(helper *h, int fd)
@@ -161,7 +172,10 @@ static void handle(helper *h, int fd)
                        .msg_controllen = sizeof cbuf};
     ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
     if (n == 0) {
-        _exit(0);                /* a4psd closed the channel: it stops, so do we */
+        /* An empty record reads as 0 too: only a hung-up channel ends us. */
+        struct pollfd p = {fd, POLLRDHUP, 0};
+        if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP)))
+            _exit(0);            /* a4psd closed the channel: it stops, so do we */
     }
     if (n < 0) {
         if (errno == EINTR || errno == EAGAIN)
@@ -178,6 +192,7 @@ static void handle(helper *h, int fd)
             memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
     int ctl = -1;
+    sandbox *sb = NULL;
     const char *why = NULL;
     char whybuf[256];
     struct stat st;
@@ -192,15 +207,12 @@ static void handle(helper *h, int fd)
     else if (fstat(fds[0], &st) != 0 || !S_ISFIFO(st.st_mode) || fstat(fds[1], &st) != 0 ||
              !S_ISFIFO(st.st_mode))
         why = "stdout and stderr must be pipes";
-    else if (rq.sandbox >= h->nsb)
-        why = "no such sandbox";
+    else if (rq.reserved != 0)
+        why = "reserved field set";
     else if (!memchr(rq.id, 0, sizeof rq.id) || !sandbox_valid_id(rq.id))
         why = "the run's id is not a4ps-PID-N-N";
-    else if (!memchr(rq.workdir, 0, sizeof rq.workdir) ||
-             !(sandbox_valid_workdir(h->sb[rq.sandbox], rq.workdir, h->pc->daemon_uid) ||
-               (h->pc->daemon_uid == 0 &&
-                sandbox_valid_workdir(h->sb[rq.sandbox], rq.workdir, NOBODY))))
-        why = "the work directory is not one of the sandbox's own";
+    else if (!memchr(rq.workdir, 0, sizeof rq.workdir) || !(sb = workdir_sandbox(h, rq.workdir)))
+        why = "the work directory is not one of a sandbox's own";
     else if (!limit_ok(rq.cpu_s, h->pc->max.cpu_s) || !limit_ok(rq.mem_bytes, h->pc->max.mem_bytes) ||
              !limit_ok(rq.nproc, h->pc->max.nproc) ||
              !limit_ok(rq.file_bytes, h->pc->max.file_bytes))
@@ -235,7 +247,7 @@ static void handle(helper *h, int fd)
     pid_t w = fork();
     if (w == 0) {
         close(fd);
-        worker(h, h->sb[rq.sandbox], &rq, argv, fds[0], fds[1], ctl);
+        worker(h, sb, &rq, argv, fds[0], fds[1], ctl);
     }
     if (w < 0)
         reply(ctl, 0, 0, "the helper cannot fork: %s", strerror(errno));
@@ -309,8 +321,8 @@ static int client_start(void *arg, sandbox *sb, const char *id, const char *work
         snprintf(err, errlen, "sandbox: out of memory");
         return -1;
     }
-    *rq = (privsep_req){.magic = PRIVSEP_MAGIC, .op = PRIVSEP_OP_RUN,
-                        .sandbox = sandbox_index(sb), .cpu_s = lim->cpu_s,
+    (void)sb;                    /* the helper knows it by the work directory */
+    *rq = (privsep_req){.magic = PRIVSEP_MAGIC, .op = PRIVSEP_OP_RUN, .cpu_s = lim->cpu_s,
                         .mem_bytes = lim->mem_bytes, .nproc = lim->nproc,
                         .file_bytes = lim->file_bytes};
     size_t off = 0;

@@ -48,7 +48,7 @@ void privsep_stop(privsep *ps);
 typedef struct privsep_req {
     uint32_t magic;
     uint32_t op;
-    uint32_t sandbox;            /* index into sandbox_dirs */
+    uint32_t reserved;           /* 0 (the work directory says which sandbox) */
     uint32_t nargs;
     uint64_t cpu_s, mem_bytes, nproc, file_bytes;
     char id[64];

@@ -24,7 +24,7 @@ PID=""                            # the current daemon
 # extra config lines may be passed as $1.
 start() {
     T=$(mktemp -d /tmp/a4ps-it-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     for p in brick robin babs alfred counter-1; do
         install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"
@@ -175,6 +175,7 @@ test_image_restart() {
     # A new directory with the image and a config, and nothing else.
     local N
     N=$(mktemp -d /tmp/a4ps-it-XXXXXX)
+    daemon_dir "$N"
     cp "$T/a4ps.img" "$N/"
     cp "$T/a4ps.cfg" "$N/a4ps.cfg"
     rm -rf "$T"

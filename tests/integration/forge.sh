@@ -33,11 +33,19 @@ candidate() {   # out version body crash_on [fails]
         "$HERE/forge/counter_double.c.in" > "$1"
 }
 
+# ADAPTATION UNTIL THE `outside` BRANCH MERGES (issue 10): the openai
+# generator still speaks HTTP from inside a4psd, which the confinement
+# forbids (seccomp: AF_UNIX sockets only; Landlock: no TCP connect).  The
+# tests that drive it through a4psd run their daemon unconfined, said in its
+# config; once HTTP goes through the host entry served by its own helper,
+# drop this and the argument that passes it.
+UNCONFINED_FOR_HTTP='daemon = { confine = false; };'
+
 # Start a4psd with counter 1.0.0 (proto C, count = 100) and the generator
 # plugins; $1: extra protos, $2: extra top-level config.
 start_forge() {
     T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     for p in counter-1 inbox command openai; do
         install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"
@@ -72,7 +80,7 @@ EOF
 # config lines, $2 the PATH it runs with (default: ours).  Returns at once.
 start_minimal() {
     T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
     cat > "$T/a4ps.cfg" <<EOF
@@ -128,7 +136,8 @@ EOF
     local keep=$T; T=""
     start_forge ",
     { name = \"LLM\"; plugin = \"openai\"; state = { base_url = \"http://127.0.0.1:$port\";
-      model = \"test-double\"; api_key_env = \"A4PS_TEST_LLM_KEY\"; timeout_ms = \"10000\"; }; }" || { T=$keep; return; }
+      model = \"test-double\"; api_key_env = \"A4PS_TEST_LLM_KEY\"; timeout_ms = \"10000\"; }; }" \
+        "$UNCONFINED_FOR_HTTP" || { T=$keep; return; }
     local out
     out=$(ctl forge C --selector double --example '=>200' --generator LLM --wait 2>&1) ||
         fail "forge --wait did not end adopted: $out"

@@ -34,7 +34,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # A fresh temp dir with the given plugin files in its plugin directory.
 new_dir() {
     T=$(mktemp -d /tmp/a4ps-if-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     local f
     for f in "$@"; do install -m 644 "$f" "$T/plugins/$(basename "$f")"; done
