@@ -500,7 +500,7 @@ static int helper_start(a4psd *d, uid_t uid, gid_t gid, char *err, size_t errlen
     else
         dlog(d, LOG_INFO, "privileged helper: pid %d, starts runsc for the sandbox",
              (int)privsep_pid(d->ps));
-    free(why);
+    d->helper_error = why;       /* the sandbox is unavailable for this reason */
     return 0;
 }
 
@@ -771,6 +771,7 @@ int main(int argc, char **argv)
     forge_free(d);               /* workers and plugins may have used it until now */
     verify_close(d);
     privsep_stop(d->ps);         /* the helper ends with its channel */
+    free(d->helper_error);
     dlog(d, LOG_NOTICE, "stopped");
     for (unsigned i = 0; i < EVENT_RING; i++)
         free(d->ring[i]);

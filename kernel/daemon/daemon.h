@@ -44,6 +44,7 @@ typedef struct a4psd {
     time_t started;
     uid_t start_uid;             /* who started a4psd: may always control it */
     struct privsep *ps;          /* the privileged helper; NULL without a sandbox */
+    char *helper_error;          /* why the helper cannot run the sandbox; NULL: it can */
     dconfine conf;               /* the user and each confinement layer, for status */
     bool stopping;
     bool stuck;                  /* calls still running when we gave up waiting */

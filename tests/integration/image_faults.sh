@@ -295,7 +295,7 @@ test_full_disk() {
 1
 kept by the last good snapshot" ] || fail "the image does not hold the last good snapshot: $check"
     # The limit raised on the running process: the next snapshot succeeds.
-    prlimit --pid "$PID" --fsize=unlimited || { fail "prlimit --pid failed"; return; }
+    as_daemon prlimit --pid "$PID" --fsize=unlimited || { fail "prlimit --pid failed"; return; }
     r=$(ctl snapshot 2>&1) || fail "the snapshot after raising the limit failed: $r"
     st=$(ctl --json status)
     expect_contains "$st" '"snapshot_error":null' "status after the good snapshot"
