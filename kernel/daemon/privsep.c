@@ -124,8 +124,10 @@ worker(helper *h, sandbox *sb, const privsep_req *rq, const char *const *argv, i
         int n = poll(fds, pfd >= 0 ? 2 : 1, killed ? 1000 : pfd >= 0 ? -1 : 100);
         if (n < 0 && errno != EINTR)
             break;
-        if (pfd < 0 && waitpid(pid, NULL, WNOHANG | WNOWAIT) == pid)
-            break;
+        siginfo_t si = {0};
+        if (pfd < 0 && waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            si.si_pid == pid)
+            break;               /* no pidfd (an old kernel): polled */
         if (n == 0 && killed) {
             kill(pid, SIGKILL);  /* runsc itself did not end with its container */
             continue;
