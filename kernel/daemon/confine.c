@@ -287,7 +287,7 @@ static int seccomp_apply(a4psd *d, dconfine *out)
         if (!rc)
             rc = sc_deny(ctx, EPERM, "clone", 1, &b);
     }
-    struct scmp_arg_cmp notunix = SCMP_A0(SCMP_CMP_NE, AF_UNIX);
+    struct scmp_arg_cmp notunix = SCMP_A0(SCMP_CMP_NE, AF_UNIX, 0);
     if (!rc)
         rc = sc_deny(ctx, EAFNOSUPPORT, "socket", 1, &notunix);
     if (!rc)

@@ -3,6 +3,7 @@
  * did.  a4psd's seccomp filter (no AF_INET socket) and Landlock's TCP rule
  * (no connect) must refuse it; the reply says where it failed ("socket
  * errno N", "connect errno N") or "sent". */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>

@@ -3,6 +3,7 @@
  * (uid=0(root)).  a4psd's seccomp filter must refuse each: the reply says
  * what every way came to ("system -1 errno N; popen ...; execve ...") and
  * "uid=" appears in it only if a shell ran. */
+#define _GNU_SOURCE
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
