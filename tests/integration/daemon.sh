@@ -327,7 +327,7 @@ test_downgrade_refused() {
     expect_reply C get "" "v2 count=100"
     rm "$T/plugins/counter-1.so"
     install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
-    for _ in $(seq 200); do           # verified, then recognised by its hash
+    for _ in $(seq 600); do           # verified (in runsc), then recognised by its hash
         grep -q "counter-1.so: already loaded as counter 1.0.0" "$T/log" && break
         sleep 0.05
     done
