@@ -106,10 +106,10 @@ reply_of() { ctl send "$@" 2>&1; }
 
 # ---- the tests ----
 
-# Who a4psd is once up: a4ps, no new privileges, a seccomp filter; status
-# names each layer.
+# Who a4psd is once up: a4ps, no new privileges, a seccomp filter, the
+# config's rlimits; status names each layer.
 test_identity() {
-    start || return
+    start 'daemon = { open_files = 512; };' || return
     local user st
     user=$(ps -o user= -p "$PID" | tr -d ' ')
     [ "$user" = a4ps ] || fail "a4psd runs as '$user', expected a4ps"
@@ -124,6 +124,10 @@ test_identity() {
     else
         expect_contains "$s" "UNAVAILABLE" "status' landlock (this kernel has none)"
     fi
+    # rlimits from the config.
+    grep -qE '^Max open files +512 +512 ' "/proc/$PID/limits" ||
+        fail "daemon.open_files = 512 not in force: $(grep 'open files' "/proc/$PID/limits")"
+    expect_contains "$s" "open_files=512" "status' rlimits"
     # The helper keeps root, a4psd cannot signal it.
     local hp; hp=$(grep -o 'privileged helper: pid [0-9]*' "$T/log" | grep -o '[0-9]*$')
     [ -n "$hp" ] && [ "$(ps -o user= -p "$hp" | tr -d ' ')" = root ] ||
