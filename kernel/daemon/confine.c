@@ -163,6 +163,16 @@ static int landlock_apply(a4psd *d, dconfine *out)
              "whatever its user can", why);
         return 0;
     }
+    if (abi < 2) {
+        /* ABI 1 cannot allow a rename or link across directories (REFER
+         * came with ABI 2): a4psd's own file moves would fail, so the
+         * layer is left out, said as loudly as a missing one. */
+        snprintf(out->landlock, sizeof out->landlock, "NOT APPLIED: ABI 1 forbids renames "
+                 "across directories, which a4psd needs");
+        dlog(d, LOG_WARNING, "confine: LANDLOCK NOT APPLIED: this kernel's ABI 1 refuses every "
+             "rename across directories -- a4psd can read and write whatever its user can");
+        return 0;
+    }
     struct ll_ruleset_attr ra = {.handled_access_fs = ll_handled_fs(abi)};
     size_t rasize = sizeof ra;
     if (abi >= 4)
