@@ -212,7 +212,7 @@ static int landlock_apply(a4psd *d, dconfine *out)
      * the name service read while running: no write, no execute. */
     static const char *const ro[] = {
         "/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
-        "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf",
+        "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/ssl",
         "/sys/devices/system/cpu", "/dev/urandom", NULL};
     for (int i = 0; ro[i]; i++)
         rc |= ll_allow(d, rfd, ro[i], LL_RO, h, false);
