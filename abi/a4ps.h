@@ -36,7 +36,8 @@
  *     size").  Set it to sizeof(a4ps_plugin) -- A4PS_PLUGIN_HEADER does.
  * R6  Host table.  Entries of a4ps_host_api are only ever appended; its first
  *     field is its size in bytes.  A4PS_HOST_HAS(api, entry) is true when the
- *     running host provides the entry.
+ *     running host provides the entry.  Every plugin shares the one table, so
+ *     it is read-only: a write to it is a fault of the writer (R9).
  * R7  Hooks are optional.  A missing (NULL) hook means:
  *       init                  nothing to set up; the load proceeds.
  *       fini                  nothing to tear down; the generation is unloaded
@@ -65,6 +66,17 @@
  * R11 Memory.  Buffers the host hands out (send's reply) are freed with
  *     api->free.  Pointers the host passes in (msg, key, ctx) are valid only
  *     until the call returns.  Nothing the plugin returns is freed by the host.
+ * R12 Outside.  A plugin reaches outside a4psd only through the host: http
+ *     (one HTTP request) and run (one program), both from methods only (a
+ *     hook gets A4PS_EPERM).  The host carries them out in helper processes,
+ *     allowed per calling plugin by its configuration: http only to the
+ *     listed origins (scheme://host:port, matched exactly; no userinfo, no
+ *     redirects followed), run only the listed programs (absolute paths,
+ *     matched exactly; no shell, a clean environment).  Anything else is
+ *     A4PS_EPERM with the reason naming the plugin and the rule; a host that
+ *     grants nothing (a bare kernel, the probe) answers A4PS_ENOSYS.  A
+ *     credential is passed by the NAME of an environment variable of the
+ *     helper, read at each call: the plugin never sees its value.
  *
  * ------------------------------------------------------------------------
  * Messages and replies are byte strings; by convention text or JSON.  A method
@@ -141,6 +153,67 @@ typedef int (*a4ps_method_fn)(a4ps_ctx *ctx, const void *msg, size_t len);
 /* Called by state_list once per key; returning non-zero stops the walk. */
 typedef int (*a4ps_key_fn)(void *arg, const char *key, size_t value_len);
 
+/* One HTTP request (rule R12).  size is sizeof(a4ps_http_request) as the
+ * plugin built it (fields are only ever appended). */
+typedef struct a4ps_http_request {
+    size_t size;
+    const char *method;          /* "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD" */
+    const char *url;             /* http:// or https://, on an allowed origin */
+    /* "Name: value" lines, NULL-terminated (may be NULL).  Host, Authorization,
+     * Proxy-Authorization, Cookie, Content-Length, Transfer-Encoding and
+     * Connection are the host's to set and are refused. */
+    const char *const *headers;
+    /* Optional credential: when credential_env is not NULL, the helper sends
+     * the header line credential_header (e.g. "Authorization: Bearer ")
+     * followed by the value of the environment variable credential_env,
+     * read at this call.  The variable must be granted to the plugin. */
+    const char *credential_header;
+    const char *credential_env;
+    const void *body;
+    size_t body_len;
+    unsigned timeout_ms;         /* whole request; 0: the host's limit */
+    size_t max_response;         /* body cap in bytes; 0: the host's limit */
+} a4ps_http_request;
+
+/* Its outcome.  size is sizeof(a4ps_http_response) as the plugin built it;
+ * the host writes no byte past it. */
+typedef struct a4ps_http_response {
+    size_t size;
+    long status;                 /* the HTTP status; 0 when none came */
+    void *body;                  /* NUL-terminated, free with api->free */
+    size_t body_len;
+    long retry_after_s;          /* Retry-After in seconds, or -1 */
+    int transient;               /* no answer, but trying again may get one */
+    char error[256];             /* why the call failed (status < 0) */
+} a4ps_http_response;
+
+/* One program run (rule R12).  argv[0] is the program, an absolute path as
+ * the configuration lists it; it gets input on stdin, and a clean
+ * environment. */
+typedef struct a4ps_run_request {
+    size_t size;
+    const char *const *argv;     /* NULL-terminated, at most 256 entries */
+    const void *input;
+    size_t input_len;
+    unsigned timeout_ms;         /* wall limit; 0: the host's limit */
+    size_t stdout_max;           /* more ends the run; 0: the host's limit */
+    size_t stderr_max;           /* more is dropped; 0: the host's limit */
+} a4ps_run_request;
+
+typedef struct a4ps_run_result {
+    size_t size;
+    int exited;                  /* 1: exit_code holds its exit status */
+    int exit_code;
+    int signal;                  /* the signal that ended it, or 0 */
+    int timed_out;               /* killed (with its process group) at the limit */
+    int stdout_overflow;         /* killed for writing more than stdout_max */
+    void *out;                   /* stdout, NUL-terminated; free with api->free */
+    size_t out_len;
+    void *err;                   /* stderr (cut at stderr_max); free with api->free */
+    size_t err_len;
+    char error[256];             /* why it could not run (status < 0) */
+} a4ps_run_result;
+
 /* The host's API table (rule R6: append only, size first). */
 typedef struct a4ps_host_api {
     size_t size;                 /* sizeof(a4ps_host_api) as the host built it */
@@ -203,6 +276,22 @@ typedef struct a4ps_host_api {
      * A4PS_ENOSYS when the host has no forge (a bare kernel, the probe);
      * A4PS_EPERM from a hook (methods only). */
     int (*forge)(a4ps_ctx *ctx, const char *request, void **reply, size_t *reply_len);
+
+    /* ---- minor 3 ---- */
+
+    /* One HTTP request through the host's helper (rule R12).  A4PS_OK when
+     * an answer came (any status: see rs->status), with rs->body set;
+     * otherwise a negative status and rs->error: A4PS_EPERM not granted to
+     * this plugin, A4PS_ENOSYS no helper, A4PS_ETIMEDOUT, A4PS_ERANGE the
+     * answer passed max_response, A4PS_EINVAL a malformed request,
+     * A4PS_ERROR the transfer failed (rs->transient when a retry may help). */
+    int (*http)(a4ps_ctx *ctx, const a4ps_http_request *rq, a4ps_http_response *rs);
+
+    /* Run one program through the host's helper (rule R12).  A4PS_OK when it
+     * ran (whatever its exit: see rs), with rs->out and rs->err set;
+     * otherwise a negative status and rs->error (A4PS_EPERM, A4PS_ENOSYS,
+     * A4PS_EINVAL, A4PS_ERROR: it could not be started). */
+    int (*run)(a4ps_ctx *ctx, const a4ps_run_request *rq, a4ps_run_result *rs);
 } a4ps_host_api;
 
 /* True when the running host provides `entry` (rule R4/R6). */
@@ -252,11 +341,13 @@ typedef struct a4ps_plugin {
     const char *description;
 } a4ps_plugin;
 
-/* Size of the descriptor at each minor (rule R5).  Minor 2 appended a host
- * entry (forge) and nothing to the descriptor, so its size is minor 1's. */
+/* Size of the descriptor at each minor (rule R5).  Minors 2 and 3 appended
+ * host entries (forge; http and run) and nothing to the descriptor, so their
+ * size is minor 1's. */
 #define A4PS_PLUGIN_SIZE_1_0 ((uint32_t)offsetof(a4ps_plugin, self_test))
 #define A4PS_PLUGIN_SIZE_1_1 ((uint32_t)sizeof(a4ps_plugin))
 #define A4PS_PLUGIN_SIZE_1_2 A4PS_PLUGIN_SIZE_1_1
+#define A4PS_PLUGIN_SIZE_1_3 A4PS_PLUGIN_SIZE_1_1
 
 /* The first four fields of every descriptor. */
 #define A4PS_PLUGIN_HEADER                                           \

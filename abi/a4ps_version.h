@@ -7,9 +7,9 @@
 #define A4PS_VERSION_H
 
 #define A4PS_ABI_MAJOR 1
-#define A4PS_ABI_MINOR 2
+#define A4PS_ABI_MINOR 3
 
-/* "1.2" as a string, for messages and pkg-config. */
+/* "1.3" as a string, for messages and pkg-config. */
 #define A4PS_ABI_STR_(x) #x
 #define A4PS_ABI_STR2_(a, b) A4PS_ABI_STR_(a) "." A4PS_ABI_STR_(b)
 #define A4PS_ABI_VERSION_STRING A4PS_ABI_STR2_(A4PS_ABI_MAJOR, A4PS_ABI_MINOR)

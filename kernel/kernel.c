@@ -163,13 +163,20 @@ kernel *kernel_create(const kernel_config *cfg, char *err, size_t errlen)
     k->started = time(NULL);
     pthread_mutex_init(&k->lock, NULL);
     pthread_mutex_init(&k->err_lock, NULL);
-    hostapi_init(&k->api);
+    k->acct = cfg->alloc_counters;
+    k->api = hostapi_create();
+    if (!k->api) {
+        snprintf(err, errlen, "host table: cannot map a read-only page: %s", strerror(errno));
+        free(k);
+        return NULL;
+    }
     k->gate = calloc(1, sizeof *k->gate);
     k->tomb = calloc(1, sizeof *k->tomb);
     if (!k->gate || !k->tomb) {
         snprintf(err, errlen, "out of memory");
         free(k->gate);
         free(k->tomb);
+        hostapi_destroy(k->api);
         free(k);
         return NULL;
     }
@@ -203,8 +210,8 @@ kernel *kernel_create(const kernel_config *cfg, char *err, size_t errlen)
     k->bus = bus_create(k, k->cfg.event_queue_len, err, errlen);
     if (!k->bus)
         goto fail;
-    kernel_log(k, A4PS_LOG_INFO, "kernel up: ABI %s, runtime %s", A4PS_ABI_VERSION_STRING,
-               k->gen_dir);
+    kernel_log(k, A4PS_LOG_INFO, "kernel up: ABI %s, runtime %s, accounting per call %s",
+               A4PS_ABI_VERSION_STRING, k->gen_dir, k->acct ? "on" : "off");
     return k;
 
 fail:
@@ -214,6 +221,7 @@ fail:
 fail_early:
     free(k->gate);
     free(k->tomb);
+    hostapi_destroy(k->api);
     free(k->runtime_dir);
     free(k->gen_dir);
     free(k->store_dir);
@@ -242,11 +250,16 @@ void kernel_destroy(kernel *k)
     reclaim_stop(k);
     /* Left: generations whose hook hung (their thread may still run their
      * code, so they stay mapped); free only our bookkeeping. */
+    bool mapped_left = k->behs || k->hung;
     for (kbeh *b = k->behs, *nx; b; b = nx) {
         nx = b->next;
         loader_beh_forget(b);
     }
     for (kbeh *b = k->hung, *nx; b; b = nx) {
+        nx = b->next;
+        loader_beh_forget(b);
+    }
+    for (kbeh *b = atomic_load(&k->pinned), *nx; b; b = nx) {
         nx = b->next;
         loader_beh_forget(b);
     }
@@ -256,6 +269,7 @@ void kernel_destroy(kernel *k)
         free(v->origin);
         free(v->source);
         free(v->report);
+        free(v->usage);
         free(v);
     }
     free(k->deferred);
@@ -269,6 +283,11 @@ void kernel_destroy(kernel *k)
     rmtree_files(k->gen_dir);
     pthread_mutex_destroy(&k->lock);
     pthread_mutex_destroy(&k->err_lock);
+    /* Generations whose hook hung stay mapped and may still run: they keep
+     * the table, as the ABI promises it lives as long as the kernel -- and
+     * longer, for them. */
+    if (!mapped_left)
+        hostapi_destroy(k->api);
     free(k->runtime_dir);
     free(k->gen_dir);
     free(k->store_dir);

@@ -18,6 +18,7 @@
 #ifndef A4PS_KERNEL_H
 #define A4PS_KERNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,16 @@ typedef int (*kernel_verify_fn)(void *arg, const char *path, const char *sha256,
 typedef int (*kernel_forge_fn)(void *arg, const char *proto, const char *plugin,
                                const char *request, char **reply);
 
+/* Carry out a plugin's http / run host entry (rule R12) outside the kernel:
+ * plugin names the calling plugin, whose grant decides.  rq has been checked
+ * for readable pointers; rs is the kernel's own, zeroed (size set, error
+ * empty).  Returns an A4PS_* status as the entry documents; on failure
+ * rs->error says why.  Buffers set in rs are malloc'd. */
+typedef int (*kernel_http_fn)(void *arg, const char *plugin, const a4ps_http_request *rq,
+                              a4ps_http_response *rs);
+typedef int (*kernel_run_fn)(void *arg, const char *plugin, const a4ps_run_request *rq,
+                             a4ps_run_result *rs);
+
 /* Receives every log line the kernel writes (level is a syslog priority). */
 typedef void (*kernel_log_fn)(void *arg, int level, const char *line);
 
@@ -54,6 +65,16 @@ typedef void (*kernel_log_fn)(void *arg, int level, const char *line);
  * event stream and for logging); runs on the bus thread. */
 typedef void (*kernel_event_fn)(void *arg, const char *event,
                                 const char *json, size_t len);
+
+/* Where the calling thread's allocator keeps its running totals of bytes
+ * allocated and freed (jemalloc: mallctl "thread.allocatedp" and
+ * "thread.deallocatedp").  The kernel asks once per thread, keeps the two
+ * pointers, and reads them before and after every method call to charge the
+ * call's allocations to the plugin version that ran it: two loads a call, no
+ * system call.  Return 0 with both set, or non-zero: that thread's calls go
+ * unaccounted.  Process-wide by nature (the counters are the thread's), so it
+ * takes no argument. */
+typedef int (*kernel_alloc_counters_fn)(const uint64_t **allocated, const uint64_t **freed);
 
 typedef struct kernel_config {
     const char *runtime_dir;      /* private dir for generations; created 0700 */
@@ -71,6 +92,24 @@ typedef struct kernel_config {
     void *on_event_arg;
     kernel_forge_fn forge;        /* NULL: the forge entry answers A4PS_ENOSYS */
     void *forge_arg;
+    kernel_alloc_counters_fn alloc_counters; /* NULL: no accounting per call */
+    /* Plugins that import what starts a thread or a process (pthread_create,
+     * clone, fork, posix_spawn*, system, timer_create, ...) or looks symbols
+     * up (dlopen, dlsym): with check_threads set, such a file is refused at
+     * load, naming the symbol, unless may_thread(arg, plugin) returns nonzero
+     * for its name.  With no may_thread the refusal comes before dlopen; with
+     * one, the name is the descriptor's, so its constructors have run.  Every
+     * generation of such a file that was dlopened -- permitted or not -- is
+     * pinned: never dlclosed while the process lives (status: pinned), since
+     * a thread it started may still run its code.  0: not checked (the probe,
+     * whose sandbox holds what it starts). */
+    int check_threads;
+    int (*may_thread)(void *arg, const char *plugin);
+    void *may_thread_arg;
+    kernel_http_fn http;          /* NULL: the http entry answers A4PS_ENOSYS */
+    void *http_arg;
+    kernel_run_fn run;            /* NULL: the run entry answers A4PS_ENOSYS */
+    void *run_arg;
 } kernel_config;
 
 /* The reply of a send.  Reused across calls to avoid allocation; free with
@@ -82,6 +121,21 @@ typedef struct kernel_reply {
 } kernel_reply;
 
 void kernel_reply_free(kernel_reply *r);
+
+/* Make exit(), quick_exit(), _exit(), _Exit() and the exit_group system
+ * call, made from plugin code (a thread inside a plugin call), a fault of
+ * that plugin -- its call returns A4PS_EFAULT and its version is quarantined,
+ * as after a SIGSEGV -- instead of the end of the process (fault/exits.c).
+ * Process-wide and for good; idempotent.  Installs exit handlers, a SIGSYS
+ * handler and a seccomp filter on every thread (with PR_SET_NO_NEW_PRIVS)
+ * that traps exit_group made from the C library's code; the process's own
+ * exit goes on as before.  Call it before creating a kernel and after
+ * forking helper processes (children inherit the filter; it is harmless to
+ * them, but no reason to give it).  Returns 0 and says what was installed
+ * in what, or a negative status saying what is missing (A4PS_ENOSYS: this
+ * machine cannot trap exit_group; exit() and quick_exit() are contained
+ * still). */
+int kernel_contain_exits(char *what, size_t whatlen);
 
 /* Create a kernel with cfg (copied).  On failure returns NULL and fills err. */
 kernel *kernel_create(const kernel_config *cfg, char *err, size_t errlen);
@@ -128,13 +182,26 @@ int kernel_load_ex(kernel *k, const char *path, unsigned flags,
 int kernel_version_annotate(kernel *k, const char *name, const char *version,
                             const char *source, const char *report, const char *origin);
 
+/* Open path for reading only if it is a regular file (nofollow: and not a
+ * symbolic link), never blocking on a FIFO nor taking a terminal: the file is
+ * looked at through an O_PATH descriptor before it is opened for reading,
+ * then opened O_NONBLOCK | O_NOCTTY | O_CLOEXEC and checked to be the same
+ * file.  The descriptor (*st filled), or -1 with errno set (EINVAL: not a
+ * regular file, or it changed meanwhile) and why in err, without the path:
+ * e.g. "a FIFO (named pipe), not a regular file". */
+struct stat;
+int kernel_open_regular(const char *path, bool nofollow, struct stat *st, char *err,
+                        size_t errlen);
+
 /* SHA-256, a binary's identity: of buf (out and hex may each be NULL), or
- * of the file at path, refused past max bytes (-1 with err). */
+ * of the file at path, refused past max bytes or if not a regular file (-1
+ * with err). */
 void kernel_sha256(const void *buf, size_t len, unsigned char out[32], char hex[65]);
 int kernel_sha256_file(const char *path, size_t max, char hex[65], char *err, size_t errlen);
 /* The whole regular file at path, at most max bytes, NUL-terminated, in a
  * malloc'd *out of *len bytes: 0, or a negative errno (-EFBIG: too large or
- * not a regular file). */
+ * not a regular file).  Opened as kernel_open_regular does: a FIFO never
+ * blocks it. */
 int kernel_read_file(const char *path, size_t max, void **out, size_t *len);
 
 /* Change the log level (a syslog priority) of a running kernel. */
@@ -171,6 +238,30 @@ int kernel_proto_version(kernel *k, const char *proto, kernel_version_info *info
 int kernel_version_health(kernel *k, const char *plugin, const char *version,
                           int *quarantined, uint64_t *failed_calls, char *reason,
                           size_t reasonlen);
+
+/* What a loaded version cost, summed over the method calls it served since it
+ * was loaded (kernel_config.alloc_counters; all 0 without it).  Bytes a call
+ * allocated and freed, its callees' excluded (a nested send is charged to the
+ * version that served it); net = allocated - freed, what the version still
+ * holds if nothing it allocated was freed elsewhere -- a version whose net
+ * keeps growing leaks.  Hooks (init, migrate, ...) and does_not_understand
+ * are not counted.  What a monitor reads. */
+typedef struct kernel_version_usage {
+    int accounted;                /* the kernel has alloc_counters */
+    uint64_t calls;               /* method calls, faulted ones included */
+    uint64_t allocated;           /* bytes */
+    uint64_t freed;
+    int64_t net;                  /* allocated - freed */
+} kernel_version_usage;
+
+int kernel_version_usage_get(kernel *k, const char *plugin, const char *version,
+                             kernel_version_usage *out);
+/* Does loaded version plugin/version have a method named selector, as the
+ * kernel read it from the binary?  1 yes, 0 no, A4PS_ENOENT no such loaded
+ * version.  For the forge, which believes nothing the probe's child said
+ * about the candidate's methods. */
+int kernel_version_has_method(kernel *k, const char *plugin, const char *version,
+                              const char *selector);
 
 /* The kernel's naming rules, for those who check names before they reach
  * it (the daemon's config): proto names [A-Za-z][A-Za-z0-9_.-]{0,62},

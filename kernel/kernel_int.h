@@ -78,7 +78,22 @@ struct kver {
      * what the forge's probation watches. */
     _Atomic uint64_t failed_calls;
     kver *next;                  /* k->versions */
+    /* What its method calls allocated and freed, when the kernel keeps
+     * accounts (k->acct; NULL otherwise): KUSAGE_SLOTS lines, one per
+     * thread slot (kthread.acct_slot), summed when read. */
+    struct kusage_slot *usage;
 };
+
+/* One thread's share of a version's accounting, on a line of its own.
+ * Slots 1..KUSAGE_SLOTS-1 each belong to one registered thread at a time,
+ * which adds with a plain load and store (no locked instruction on the
+ * send path); slot 0 is shared by the threads that found none free, and
+ * takes atomic adds. */
+#define KUSAGE_SLOTS 64
+typedef struct kusage_slot {
+    _Atomic uint64_t calls, allocated, freed;
+} __attribute__((aligned(64))) kusage_slot;
+kusage_slot *kusage_new(void);   /* zeroed; NULL on ENOMEM */
 
 /* What a proto's dispatch pointer points at: one generation's method
  * table indexed by selector id, or the gate/tomb stand-ins (nsel 0).  Kept
@@ -88,6 +103,7 @@ typedef struct kdisp {
     _Atomic uint32_t nsel;       /* table length; 0 fences every selector */
     uint32_t flags;
     kbeh *beh;                   /* NULL for the gate and the tomb */
+    struct kusage_slot *usage;   /* beh->ver->usage, one load from the send */
     a4ps_method_fn fn[];         /* NULL = not understood */
 } kdisp;
 
@@ -108,6 +124,8 @@ struct kbeh {
     enum kbeh_state state;
     bool quarantined;
     bool registry;               /* holds the registry's reference */
+    bool pinned;                 /* imports thread creation: never dlclosed */
+    char pin_why[48];            /* the import that pinned it */
     kernel *k;
     kbeh *next;                  /* k->behs (all generations not reclaimed) */
     kbeh *next_retired;
@@ -161,12 +179,16 @@ typedef struct kctx {
     uint32_t sel;                /* the selector id of a method call */
 } kctx;
 
-/* What the fault handler saw (fault/). */
+/* What the fault handler saw (fault/): a signal, or one of the KFAULT_*
+ * pseudo-signals below with the exit status in code (fault/exits.c). */
 typedef struct kfault {
     int sig;
     int code;
     void *addr;
 } kfault;
+#define KFAULT_EXIT 0x101        /* exit() from plugin code */
+#define KFAULT_QUICK_EXIT 0x102  /* quick_exit() */
+#define KFAULT_EXIT_GROUP 0x103  /* _exit(), _Exit(), syscall(SYS_exit_group) */
 
 /* Per-thread dispatch record, registered process-wide so a migration can see
  * which protos every thread is inside of.  Process-wide by nature, like
@@ -188,6 +210,13 @@ typedef struct kthread {
     void *jb[KERNEL_MAX_DEPTH][8];            /* offset 8 + 8 * KERNEL_MAX_DEPTH */
     kfault fault;
     void *altstack;
+    /* Accounting per call (dispatch.c): the allocator's counters of this
+     * thread, as acct_fn gave them, and the bytes already charged to calls
+     * nested inside the ones still running (so each is charged once). */
+    kernel_alloc_counters_fn acct_fn;
+    const uint64_t *acct_alloc, *acct_freed;
+    uint64_t acct_inner_alloc, acct_inner_freed;
+    int acct_slot;               /* its kusage_slot; 0: the shared one */
     struct kthread *next;
     kctx ctx[KERNEL_MAX_DEPTH];               /* the context of method call d */
 } kthread;
@@ -197,6 +226,40 @@ _Static_assert(offsetof(kthread, slot) == 8, "asm: slot");
 _Static_assert(offsetof(kthread, jb) == 8 + 8 * KERNEL_MAX_DEPTH, "asm: jb");
 
 extern __thread kthread kt_self;
+
+/* Accounting per call: kernel bookkeeping done inside a plugin's call (the
+ * growth of a reply buffer the caller frees later, an event queued for the
+ * bus thread) is hidden from the call's bill by adding it to the bytes
+ * "already charged to nested calls"; acct_charge bills the call for a host
+ * buffer it now owns (send's reply, freed with api->free).  No-ops on a
+ * thread without counters. */
+typedef struct acct_mark {
+    uint64_t alloc, freed;
+} acct_mark;
+
+static inline acct_mark acct_hide_begin(const kthread *t)
+{
+    acct_mark m = {0, 0};
+    if (t->acct_alloc) {
+        m.alloc = *t->acct_alloc;
+        m.freed = *t->acct_freed;
+    }
+    return m;
+}
+
+static inline void acct_hide_end(kthread *t, acct_mark m)
+{
+    if (t->acct_alloc) {
+        t->acct_inner_alloc += *t->acct_alloc - m.alloc;
+        t->acct_inner_freed += *t->acct_freed - m.freed;
+    }
+}
+
+static inline void acct_charge(kthread *t, uint64_t bytes)
+{
+    if (t->acct_alloc)
+        t->acct_inner_alloc -= bytes;
+}
 
 typedef struct kdefer {
     void (*fn)(void *);
@@ -212,6 +275,10 @@ typedef struct kernel_stats {
 } kernel_stats;
 
 struct kernel {
+    /* First, on the line every send reads: the host table (its own
+     * read-only page, hostapi.c) and accounting's switch (cfg.alloc_counters). */
+    const a4ps_host_api *api;
+    kernel_alloc_counters_fn acct;
     kernel_config cfg;
     char *runtime_dir;
     char *gen_dir;
@@ -229,7 +296,6 @@ struct kernel {
     kdisp *gate;                 /* dispatch stand-in while migrating */
     kdisp *tomb;                 /* dispatch stand-in once destroyed */
     char *instance;              /* unique per kernel: names its gen dir */
-    a4ps_host_api api;
     bus *bus;
     kernel_stats stats;
     time_t started;
@@ -249,6 +315,8 @@ struct kernel {
     kdefer *deferred;            /* destructors to run after a grace period */
     size_t ndeferred, capdeferred;
     kbeh *hung;                  /* refused while a hook hung: mapped for ever (k->lock) */
+    kbeh *_Atomic pinned;        /* pinned generations unloaded: mapped for ever
+                                    (pushed lock-free, freed by kernel_destroy) */
     int draining;                /* retired + being reclaimed */
     bool rstop;
 };
@@ -312,7 +380,11 @@ int dispatch_send(kernel *k, kproto *p, uint32_t sel, const char *selector,
                   const void *msg, size_t len, kernel_reply *reply);
 uint32_t selector_intern(kernel *k, const char *sel);   /* under k->lock */
 uint32_t selector_find(kernel *k, const char *sel);     /* RCU; UINT32_MAX if none */
-void hostapi_init(a4ps_host_api *api);
+/* The host table in a page of its own, filled and then made read-only: a
+ * plugin that writes to it faults (and only it is quarantined).  NULL with
+ * errno set on failure.  hostapi_destroy unmaps it. */
+const a4ps_host_api *hostapi_create(void);
+void hostapi_destroy(const a4ps_host_api *api);
 int reply_set(kernel_reply *r, const void *data, size_t len, bool append);
 int reply_printf(kernel_reply *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -326,6 +326,157 @@ out:
     return rc;
 }
 
+/* ---- Accepting a pass ---- */
+
+static int step_ok(json_t *rep, const char *name)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(rep, "steps"), i, s) {
+        const char *n = json_string_value(json_object_get(s, "step"));
+        if (n && !strcmp(n, name))
+            return json_is_true(json_object_get(s, "ok"));
+    }
+    return 0;
+}
+
+static int test_ok(json_t *rep, const char *name)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(rep, "tests"), i, t) {
+        const char *n = json_string_value(json_object_get(t, "name"));
+        if (n && !strcmp(n, name))
+            return json_is_true(json_object_get(t, "ok"));
+    }
+    return 0;
+}
+
+/* The checks of probe_report_accept on a parsed report. */
+static int accept_report(json_t *rep, json_t *asked, const char *selector, char *why,
+                         size_t whylen)
+{
+    const char *verdict = json_string_value(json_object_get(rep, "verdict"));
+    if (!json_is_object(rep) || json_integer_value(json_object_get(rep, "probe")) != 1 ||
+        !verdict || strcmp(verdict, "pass")) {
+        snprintf(why, whylen, "the report is not a probe's pass");
+        return 0;
+    }
+    if (json_object_get(rep, "composed")) {
+        snprintf(why, whylen, "a composed report is never a pass");
+        return 0;
+    }
+    static const char *const steps[] = {"load", "self_test", "describe", "contract", "unload"};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        if (!step_ok(rep, steps[i])) {
+            snprintf(why, whylen, "the report does not show step %s run and ok", steps[i]);
+            return 0;
+        }
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(rep, "steps"), i, e)
+        if (!json_is_true(json_object_get(e, "ok"))) {
+            snprintf(why, whylen, "the report passes with a failed step");
+            return 0;
+        }
+    json_array_foreach(json_object_get(rep, "tests"), i, e)
+        if (!json_is_true(json_object_get(e, "ok"))) {
+            snprintf(why, whylen, "the report passes with a failed test");
+            return 0;
+        }
+    json_t *end = json_object_get(json_object_get(rep, "child"), "end");
+    if (!json_is_object(end) || json_object_size(end) != 1 ||
+        !json_is_integer(json_object_get(end, "status")) ||
+        json_integer_value(json_object_get(end, "status")) != 0) {
+        snprintf(why, whylen, "the report does not show the candidate's process ending with "
+                 "status 0 after its last answer");
+        return 0;
+    }
+    json_t *pl = json_object_get(rep, "plugin");
+    const char *name = json_string_value(json_object_get(pl, "name"));
+    if (!name || !json_is_string(json_object_get(pl, "version"))) {
+        snprintf(why, whylen, "the report names no plugin and version");
+        return 0;
+    }
+    json_t *got = json_object_get(rep, "cases");
+    size_t n = json_array_size(asked);
+    if (!json_is_array(got) || json_array_size(got) != n) {
+        snprintf(why, whylen, "the report lists %zu case%s; %zu were asked",
+                 json_array_size(got), json_array_size(got) == 1 ? "" : "s", n);
+        return 0;
+    }
+    json_array_foreach(asked, i, e) {
+        json_t *c = json_array_get(got, i);
+        json_t *sel = json_object_get(e, "selector"), *in = json_object_get(e, "input");
+        json_t *ex = json_object_get(e, "expect"), *st = json_object_get(e, "status");
+        char in_sha[65], ex_sha[65];
+        sha256_hex(in ? json_string_value(in) : "", in ? json_string_length(in) : 0, in_sha);
+        if (ex)
+            sha256_hex(json_string_value(ex), json_string_length(ex), ex_sha);
+        const char *gs = json_string_value(json_object_get(c, "selector"));
+        const char *gi = json_string_value(json_object_get(c, "input_sha256"));
+        json_t *ge = json_object_get(c, "expect_sha256");
+        if (!json_is_integer(json_object_get(c, "case")) ||
+            json_integer_value(json_object_get(c, "case")) != (json_int_t)i || !gs ||
+            strcmp(gs, json_string_value(sel)) || !gi || strcmp(gi, in_sha) ||
+            (ex ? !json_is_string(ge) || strcmp(json_string_value(ge), ex_sha)
+                : !json_is_null(ge)) ||
+            !json_is_integer(json_object_get(c, "status")) ||
+            json_integer_value(json_object_get(c, "status")) !=
+                (st ? json_integer_value(st) : 0)) {
+            snprintf(why, whylen, "the report's case %zu is not the case %zu asked (selector "
+                     "%s)", i, i, json_string_value(sel));
+            return 0;
+        }
+        if (!json_is_true(json_object_get(c, "ran")) || !json_is_true(json_object_get(c, "passed"))) {
+            snprintf(why, whylen, "case %zu (%s) %s", i, json_string_value(sel),
+                     json_is_true(json_object_get(c, "ran")) ? "did not pass" : "did not run");
+            return 0;
+        }
+    }
+    if (selector) {
+        int has = 0;
+        json_array_foreach(json_object_get(pl, "methods"), i, e)
+            has |= json_is_string(e) && !strcmp(json_string_value(e), selector);
+        char contract[300];
+        snprintf(contract, sizeof contract, "contract %s/empty", selector);
+        if (!has) {
+            snprintf(why, whylen, "plugin %s has no method '%s', the selector the task is about",
+                     name, selector);
+            return 0;
+        }
+        if (!test_ok(rep, contract)) {
+            snprintf(why, whylen, "the report does not show '%s' called and passing", selector);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int probe_report_accept(const char *report, const char *cases_json, const char *selector,
+                        char *why, size_t whylen)
+{
+    json_t *asked = cases_json ? json_loads(cases_json, JSON_ALLOW_NUL, NULL) : json_array();
+    size_t i;
+    json_t *e;
+    int bad = !json_is_array(asked);
+    json_array_foreach(asked, i, e)
+        bad |= !json_is_string(json_object_get(e, "selector")) ||
+               (json_object_get(e, "input") && !json_is_string(json_object_get(e, "input"))) ||
+               (json_object_get(e, "expect") && !json_is_string(json_object_get(e, "expect"))) ||
+               (json_object_get(e, "status") && !json_is_integer(json_object_get(e, "status")));
+    if (bad) {
+        snprintf(why, whylen, "the cases asked are not a JSON array of cases");
+        json_decref(asked);
+        return -1;
+    }
+    json_t *rep = report ? json_loads(report, 0, NULL) : NULL;
+    int rc = accept_report(rep, asked, selector, why, whylen);
+    json_decref(rep);
+    json_decref(asked);
+    return rc;
+}
+
 /* ---- Preparing a probe run ---- */
 
 /* The name the candidate keeps in the work directory: its own basename when

@@ -10,7 +10,12 @@
  * or the probe died and it was composed here:
  *   {"probe":1, "file", "sha256", "verdict":"pass"|"fail", "reason",
  *    "plugin", "steps":[{"step","ok","ms","error"}], "tests":[...],
+ *    "cases":[{"case","selector","input_sha256","expect_sha256","status",
+ *              "ran","passed"}], "child":{"pid","answered","end","stage"},
  *    "denied_syscalls":[{"syscall","count"}], "passed", "failed", "ms"}
+ * "cases" lists every case asked, in order, run or not; "child" is how the
+ * process that loaded the candidate ended ("end": {"status"}, {"signal",
+ * "name"} or {"killed","why"}), as the reporting process saw it.
  * and, when composed here, "composed":true plus "stage" (where the probe
  * was when it died) and "exit" ({"status"}, {"signal","name"} or
  * {"timed_out":true}). */
@@ -54,6 +59,17 @@ typedef struct probe_request {
  * smaller: the report of a plugin with many methods is that long. */
 int sandbox_probe(sandbox *sb, const probe_request *rq, const sandbox_limits *lim,
                   char **report, char *err, size_t errlen);
+
+/* Does a report show a pass for exactly what was asked?  Only a report
+ * that a4ps-probe wrote (not composed) with verdict pass, every step ok,
+ * every test ok, the child ended with status 0 after its last answer, and
+ * "cases" listing each case of cases_json (NULL: none) by index with its
+ * selector, input, expectation and status, as run and passed -- matched
+ * one by one, not counted.  selector (or NULL): a method the candidate must
+ * have, whose contract calls ran.  1 accepted; 0 not, with why; -1
+ * cases_json is not a JSON array of cases (why). */
+int probe_report_accept(const char *report, const char *cases_json, const char *selector,
+                        char *why, size_t whylen);
 
 /* Is the probe where a sandbox would find it: probe_dir/a4ps-probe, an
  * executable regular file?  0, or -1 with err saying what is wrong.  Cheap:

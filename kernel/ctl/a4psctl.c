@@ -57,12 +57,14 @@ static const char usage_text[] =
     "Drives a4psd, the A4PS daemon, through its control socket.\n"
     "\n"
     "commands:\n"
-    "  status               uptime, protos, versions with hashes, draining and\n"
+    "  status               uptime, protos (with their version's calls and net\n"
+    "                       bytes allocated), versions with hashes, draining and\n"
     "                       quarantined versions, last errors, event-bus counters\n"
     "  list                 the protos: name, plugin, version\n"
     "  explain PROTO        one proto in full: plugin, methods, state, lineage\n"
     "  history PROTO        the versions of the proto's plugin: status, hash,\n"
-    "                       parent; which one it runs and which it ran before\n"
+    "                       parent, calls, bytes allocated/freed/net in them;\n"
+    "                       which one it runs and which it ran before\n"
     "  rollback PROTO [VERSION]\n"
     "                       go back to the previous version, or to VERSION, from\n"
     "                       the daemon's stored binary (no file needed)\n"
@@ -560,15 +562,25 @@ static int put_json(const json_t *v)
     return CTL_OK;
 }
 
-/* A table column: which member of each row object, its heading, and how
- * many bytes of it to show (0: all; hashes are cut to 12 hex digits, enough
- * to tell versions apart at a glance). */
+/* A table column: which member of each row object ("a.b": member b of
+ * member a), its heading, and how many bytes of it to show (0: all; hashes
+ * are cut to 12 hex digits, enough to tell versions apart at a glance). */
 typedef struct column {
     const char *key, *head;
     size_t max;
 } column;
 
-#define MAX_COLUMNS 8
+static const json_t *column_value(const json_t *row, const column *c)
+{
+    const char *dot = strchr(c->key, '.');
+    if (!dot)
+        return json_object_get(row, c->key);
+    char outer[64];
+    snprintf(outer, sizeof outer, "%.*s", (int)(dot - c->key), c->key);
+    return json_object_get(json_object_get(row, outer), dot + 1);
+}
+
+#define MAX_COLUMNS 10
 
 /* Prints the objects of rows as a table under its title, columns aligned
  * two spaces apart; "title: none" when there are none. */
@@ -585,7 +597,7 @@ static void print_table(const char *title, const json_t *rows, const column *col
         width[j] = strlen(cols[j].head);
     json_array_foreach(rows, i, row) {
         for (j = 0; j < ncols; j++) {
-            size_t w = put_value(NULL, json_object_get(row, cols[j].key), cols[j].max);
+            size_t w = put_value(NULL, column_value(row, &cols[j]), cols[j].max);
             width[j] = w > width[j] ? w : width[j];
         }
     }
@@ -598,7 +610,7 @@ static void print_table(const char *title, const json_t *rows, const column *col
         fputc(' ', stdout);
         for (j = 0; j < ncols; j++) {
             fputc(' ', stdout);
-            size_t w = put_value(stdout, json_object_get(row, cols[j].key), cols[j].max);
+            size_t w = put_value(stdout, column_value(row, &cols[j]), cols[j].max);
             if (j + 1 < ncols)
                 printf("%*s", (int)(width[j] - w + 1), "");
         }
@@ -655,6 +667,21 @@ static void show_status(const json_t *res)
         print_field("CONFIG ERROR", cerr);
         printf("  %-13s(not applied: the previous config keeps running)\n", "");
     }
+    const json_t *cc = json_object_get(d, "control");
+    if (json_is_object(cc)) {
+        /* What the control socket turned away or closed, so a flood of
+         * connections shows here rather than as thousands of log lines. */
+        static const char *const keys[][2] = {
+            {"accepted", "accepted"},         {"refused_full", "refused (all busy)"},
+            {"refused_uid", "refused (uid)"}, {"evicted", "evicted (idle, for a newcomer)"},
+            {"idle_closed", "closed idle"},   {"timed_out", "requests cut off"}};
+        printf("  %-13sat most %" JSON_INTEGER_FORMAT, "connections",
+               json_integer_value(json_object_get(cc, "max_clients")));
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            printf(", %" JSON_INTEGER_FORMAT " %s",
+                   json_integer_value(json_object_get(cc, keys[i][0])), keys[i][1]);
+        fputc('\n', stdout);
+    }
     const json_t *sb = json_object_get(res, "sandbox");
     if (json_is_object(sb)) {
         const char *mode = jstr(sb, "mode");
@@ -686,8 +713,12 @@ static void show_status(const json_t *res)
                json_integer_value(json_object_get(ev, counters[i])));
     fputc('\n', stdout);
 
-    static const column protos[] = {{"name", "NAME", 0}, {"plugin", "PLUGIN", 0},
-                                    {"version", "VERSION", 0}, {"state_keys", "STATE KEYS", 0}};
+    /* usage: what the version serving the proto allocated in its calls
+     * ("-" when a4psd keeps no accounting). */
+    static const column protos[] = {{"name", "NAME", 0},         {"plugin", "PLUGIN", 0},
+                                    {"version", "VERSION", 0},   {"state_keys", "STATE KEYS", 0},
+                                    {"usage.calls", "CALLS", 0},
+                                    {"usage.net", "NET BYTES", 0}};
     static const column versions[] = {{"name", "PLUGIN", 0},      {"version", "VERSION", 0},
                                       {"sha256", "SHA256", 12},   {"status", "STATUS", 0},
                                       {"state_version", "LAYOUT", 0}, {"generation", "GEN", 0}};
@@ -695,10 +726,15 @@ static void show_status(const json_t *res)
                                       {"generation", "GEN", 0}, {"state", "STATE", 0}};
     static const column quarantined[] = {{"name", "PLUGIN", 0}, {"version", "VERSION", 0},
                                          {"reason", "REASON", 0}};
-    print_table("protos", json_object_get(res, "protos"), protos, 4);
+    print_table("protos", json_object_get(res, "protos"), protos, 6);
     print_table("versions", json_object_get(res, "versions"), versions, 6);
     print_table("draining", json_object_get(res, "draining"), draining, 4);
     print_table("quarantined", json_object_get(res, "quarantined"), quarantined, 3);
+    /* Generations that may have started a thread: mapped for good. */
+    static const column pinned[] = {{"name", "PLUGIN", 0}, {"version", "VERSION", 0},
+                                    {"generation", "GEN", 0}, {"imports", "IMPORTS", 0}};
+    if (json_array_size(json_object_get(res, "pinned")))
+        print_table("pinned (never unmapped)", json_object_get(res, "pinned"), pinned, 4);
 
     const json_t *errs = json_object_get(res, "last_errors");
     size_t i;
@@ -1049,10 +1085,16 @@ static int show_result(const ctl_opts *o, const json_t *res)
                 printf(" %s", json_string_value(v));
         }
         fputc('\n', stdout);
-        static const column cols[] = {{"version", "VERSION", 0}, {"status", "STATUS", 0},
-                                      {"sha256", "SHA256", 12}, {"parent", "PARENT", 0},
+        static const column cols[] = {{"version", "VERSION", 0},
+                                      {"status", "STATUS", 0},
+                                      {"sha256", "SHA256", 12},
+                                      {"parent", "PARENT", 0},
+                                      {"usage.calls", "CALLS", 0},
+                                      {"usage.allocated", "ALLOCATED", 0},
+                                      {"usage.freed", "FREED", 0},
+                                      {"usage.net", "NET BYTES", 0},
                                       {"origin", "ORIGIN", 0}};
-        print_table("versions", json_object_get(res, "versions"), cols, 5);
+        print_table("versions", json_object_get(res, "versions"), cols, 9);
     } else if (!strcmp(cmd, "rollback")) {
         printf("%s now runs %s\n", json_string_value(json_object_get(res, "proto")),
                json_string_value(json_object_get(res, "version")));

@@ -15,6 +15,7 @@
 #include "probe.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <getopt.h>
 #include <signal.h>
@@ -29,6 +30,10 @@
 #include <sys/timerfd.h>
 #include <syslog.h>
 #include <unistd.h>
+
+#ifdef A4PS_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 
 /* One line per event with a syslog priority prefix, which journald reads. */
 void dlog(a4psd *d, int level, const char *fmt, ...)
@@ -52,6 +57,25 @@ static void kernel_log_sink(void *arg, int level, const char *line)
     if (level <= __atomic_load_n(&d->level, __ATOMIC_RELAXED))
         fprintf(stderr, "<%d>a4ps: %s\n", level, line);
 }
+
+#ifdef A4PS_JEMALLOC
+/* The kernel's accounting per call (kernel_config.alloc_counters): where
+ * jemalloc keeps this thread's running totals of bytes allocated and freed.
+ * Asked once per thread; each call then costs the kernel four loads. */
+static int jemalloc_counters(const uint64_t **allocated, const uint64_t **freed)
+{
+    uint64_t *a = NULL, *f = NULL;
+    size_t sz = sizeof a;
+    if (mallctl("thread.allocatedp", &a, &sz, NULL, 0) != 0)
+        return -1;
+    sz = sizeof f;
+    if (mallctl("thread.deallocatedp", &f, &sz, NULL, 0) != 0)
+        return -1;
+    *allocated = a;
+    *freed = f;
+    return 0;
+}
+#endif
 
 static const dproto *config_proto(const dconfig *c, const char *name)
 {
@@ -142,6 +166,7 @@ static void apply(a4psd *d, dconfig *nc)
                        oc->daemon_as_mb != nc->daemon_as_mb ||
                        oc->daemon_open_files != nc->daemon_open_files ||
                        oc->daemon_threads != nc->daemon_threads},
+        {"outside", !outside_policy_equal(&oc->outside, &nc->outside)},
         {"limits (kernel)", oc->max_plugin_bytes != nc->max_plugin_bytes ||
                                 oc->hook_timeout_ms != nc->hook_timeout_ms ||
                                 oc->migrate_timeout_ms != nc->migrate_timeout_ms ||
@@ -336,9 +361,13 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
     return 0;
 }
 
+/* The copy is an image: born 0600 like the one it replaces. */
 static int copy_file(const char *from, const char *to)
 {
-    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    int ofd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *in = fopen(from, "rb"), *out = in && ofd >= 0 ? fdopen(ofd, "wb") : NULL;
+    if (!out && ofd >= 0)
+        close(ofd);
     char buf[65536];
     size_t n;
     int rc = in && out ? 0 : -1;
@@ -504,6 +533,20 @@ static int helper_start(a4psd *d, uid_t uid, gid_t gid, char *err, size_t errlen
     return 0;
 }
 
+/* limits.allow_threads as the daemon started with it (a reload does not
+ * change it: a pinned generation cannot be unpinned anyway). */
+static char **allow_threads;
+static int nallow_threads;
+
+static int may_thread(void *arg, const char *plugin)
+{
+    (void)arg;
+    for (int i = 0; i < nallow_threads; i++)
+        if (allow_threads[i] && strcmp(allow_threads[i], plugin) == 0)
+            return 1;
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: a4psd -c FILE            run the daemon in the foreground\n"
@@ -551,6 +594,21 @@ int main(int argc, char **argv)
                  .sigfd = -1, .inofd = -1, .wd = -1, .lfd = -1, .tickfd = -1,
                  .jobfd = -1, .evfd = -1, .vfd = -1};
     a4psd *d = &dd;
+    /* The helpers that reach outside first: forked while a4psd is one thread
+     * and still holds the credentials in its environment, before it drops
+     * its user and confines itself (which forbids exec and network sockets
+     * here); then the credentials leave a4psd's environment. */
+    char err[KERNEL_ERRLEN];
+    if (outside_start(&cfg->outside, &d->outside, err, sizeof err) != 0) {
+        dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
+        return 1;
+    }
+    outside_scrub_environment(&cfg->outside);
+    if (cfg->outside.nhttp || cfg->outside.nrun)
+        dlog(d, LOG_NOTICE, "outside: http helper pid %d (%d plugin%s), run helper pid %d (%d "
+             "plugin%s)", (int)outside_http_pid(d->outside), cfg->outside.nhttp,
+             cfg->outside.nhttp == 1 ? "" : "s", (int)outside_run_pid(d->outside),
+             cfg->outside.nrun, cfg->outside.nrun == 1 ? "" : "s");
     d->started = time(NULL);
     d->start_uid = getuid();
     d->last_snapshot = d->started;   /* the interval counts from the start */
@@ -559,7 +617,6 @@ int main(int argc, char **argv)
     pthread_cond_init(&d->qcv, NULL);
     pthread_mutex_init(&d->evlock, NULL);
     setvbuf(stderr, NULL, _IOLBF, 0);
-    char err[KERNEL_ERRLEN];
 
     /* Privilege separation (DESIGN.md §9): the helper first, while we have
      * every right; then what the user needs; the socket; the drop. */
@@ -634,6 +691,26 @@ int main(int argc, char **argv)
              "confinement off, loudly)");
         return 1;
     }
+    /* Plugin code that calls exit(), _exit() or exit_group faults instead
+     * of ending a4psd.  Process-wide and inherited by children: after any
+     * helper process is forked, before the kernel and its threads. */
+    char what[KERNEL_ERRLEN];
+    if (kernel_contain_exits(what, sizeof what) == 0)
+        dlog(d, LOG_NOTICE, "plugin exits contained: %s", what);
+    else
+        dlog(d, LOG_ERR, "plugin exits NOT fully contained: %s", what);
+    allow_threads = cfg->allow_threads;
+    nallow_threads = cfg->nallow_threads;
+    cfg->allow_threads = NULL;   /* ours now: a reload keeps this list */
+    cfg->nallow_threads = 0;
+    if (nallow_threads > 0) {
+        char names[512] = "";
+        for (int i = 0; i < nallow_threads; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                     i ? ", " : "", allow_threads[i] ? allow_threads[i] : "?");
+        dlog(d, LOG_NOTICE, "limits.allow_threads: %s may import thread and process "
+             "creation (their generations are never unmapped)", names);
+    }
     kernel_config kc = {
         .runtime_dir = cfg->runtime_dir,
         .max_plugin_bytes = cfg->max_plugin_bytes,
@@ -650,7 +727,28 @@ int main(int argc, char **argv)
         .verify_arg = d,
         .forge = forge_hook,     /* plugins open forge tasks (forge.c) */
         .forge_arg = d,
+#ifdef A4PS_JEMALLOC
+        .alloc_counters = jemalloc_counters,   /* what each call allocates, per version */
+#endif
+        .check_threads = 1,      /* thread imports need limits.allow_threads */
+        /* No list: such a file is refused before dlopen runs any of it. */
+        .may_thread = nallow_threads ? may_thread : NULL,
+        .http = outside_http_call, /* plugins reach outside through the helpers */
+        .http_arg = d->outside,
+        .run = outside_run_call,
+        .run_arg = d->outside,
     };
+#ifdef A4PS_JEMALLOC
+    const uint64_t *ta, *tf;
+    if (jemalloc_counters(&ta, &tf) != 0) {
+        dlog(d, LOG_WARNING, "accounting per call is off: this jemalloc has no "
+             "thread.allocatedp (built without stats)");
+        kc.alloc_counters = NULL;
+    }
+#else
+    dlog(d, LOG_NOTICE, "accounting per call is off: this a4psd is not linked with jemalloc "
+         "(a sanitizer build)");
+#endif
     d->audit_on = cfg->image != NULL;
     d->k = kernel_create(&kc, err, sizeof err);
     if (!d->k) {
@@ -676,6 +774,9 @@ int main(int argc, char **argv)
             kernel_destroy(d->k);
             return 1;
         }
+        if (image_notice(d->img))
+            dlog(d, LOG_WARNING, "image modes (it holds every proto's state and every plugin "
+                 "binary, so only a4psd's user may read it): %s", image_notice(d->img));
         verify_seed(d, d->img);
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s/restore", cfg->runtime_dir);
@@ -769,6 +870,7 @@ int main(int argc, char **argv)
     }
     kernel_destroy(d->k);
     forge_free(d);               /* workers and plugins may have used it until now */
+    outside_stop(d->outside);
     verify_close(d);
     privsep_stop(d->ps);         /* the helper ends with its channel */
     free(d->helper_error);
@@ -784,6 +886,9 @@ int main(int argc, char **argv)
         free(d->audit[i]);
     free(d->audit);
     dconfig_free(d->cfg);
+    for (int i = 0; i < nallow_threads; i++)
+        free(allow_threads[i]);
+    free(allow_threads);
     close(d->epfd);
     close(d->sigfd);
     close(d->jobfd);

@@ -6,6 +6,7 @@
  * everything that is wrong with the file. */
 #define _GNU_SOURCE
 #include "daemon/config.h"
+#include "daemon/outside.h"
 #include "kernel.h"
 
 #include <errno.h>
@@ -89,7 +90,7 @@ static void setting_path(const config_setting_t *s, char *buf, size_t len)
     }
 }
 
-typedef enum { K_STRING, K_INT, K_GROUP, K_LIST, K_INTS, K_ANY } ktype;
+typedef enum { K_STRING, K_INT, K_GROUP, K_LIST, K_INTS, K_STRINGS, K_ANY } ktype;
 
 typedef struct keyspec {
     const char *name;
@@ -108,6 +109,7 @@ static int type_ok(const config_setting_t *s, ktype t)
     case K_GROUP: return st == CONFIG_TYPE_GROUP;
     case K_LIST: return st == CONFIG_TYPE_LIST;
     case K_INTS: return st == CONFIG_TYPE_ARRAY || st == CONFIG_TYPE_LIST;
+    case K_STRINGS: return st == CONFIG_TYPE_ARRAY || st == CONFIG_TYPE_LIST;
     case K_ANY: return 1;
     }
     return 0;
@@ -121,6 +123,7 @@ static const char *want_name(ktype t)
     case K_GROUP: return "a group { }";
     case K_LIST: return "a list ( )";
     case K_INTS: return "an array of integers [ ]";
+    case K_STRINGS: return "an array of strings [ ]";
     case K_ANY: return "anything";
     }
     return "?";
@@ -303,6 +306,7 @@ static const keyspec root_spec[] = {
     {"sandbox", K_GROUP, 0, 0, 0, 0},
     {"forge", K_GROUP, 0, 0, 0, 0},
     {"daemon", K_GROUP, 0, 0, 0, 0},
+    {"outside", K_GROUP, 0, 0, 0, 0},
     {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec daemon_spec[] = {
@@ -312,6 +316,31 @@ static const keyspec daemon_spec[] = {
     {"address_space_mb", K_INT, 0, 1 << 24, 0, 0},
     {"open_files", K_INT, 0, 1 << 20, 0, 0},
     {"threads", K_INT, 0, 1 << 20, 0, 0},
+    {NULL, 0, 0, 0, 0, 0},
+};
+/* outside { user; http = ( {...} ); run = ( {...} ); }: what each plugin may
+ * reach outside a4psd (ABI rule R12; kernel/daemon/outside.c). */
+static const keyspec outside_spec[] = {
+    {"user", K_STRING, 0, 0, 0, 0},
+    {"http", K_LIST, 0, 0, 0, 0},
+    {"run", K_LIST, 0, 0, 0, 0},
+    {NULL, 0, 0, 0, 0, 0},
+};
+static const keyspec outside_http_spec[] = {
+    {"plugin", K_STRING, 0, 0, 1, 0},
+    {"origins", K_STRINGS, 0, 0, 1, 0},
+    {"credentials", K_STRINGS, 0, 0, 0, 0},
+    {"timeout_ms", K_INT, 10, 86400000, 0, 120000},
+    {"max_response_kb", K_INT, 1, 1 << 20, 0, 4096},
+    {"max_request_kb", K_INT, 1, 1 << 20, 0, 8192},
+    {NULL, 0, 0, 0, 0, 0},
+};
+static const keyspec outside_run_spec[] = {
+    {"plugin", K_STRING, 0, 0, 1, 0},
+    {"programs", K_STRINGS, 0, 0, 1, 0},
+    {"env", K_STRINGS, 0, 0, 0, 0},
+    {"timeout_ms", K_INT, 10, 86400000, 0, 60000},
+    {"max_output_kb", K_INT, 1, 1 << 20, 0, 1024},
     {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec sandbox_spec[] = {
@@ -350,6 +379,8 @@ static const keyspec limits_spec[] = {
     {"max_request_bytes", K_INT, 1024, 64L << 20, 0, 1 << 20},
     {"max_clients", K_INT, 1, 4096, 0, 64},
     {"request_timeout_ms", K_INT, 100, 3600000, 0, 10000},
+    {"idle_timeout_ms", K_INT, 0, 86400000, 0, 60000},
+    {"allow_threads", K_STRINGS, 0, 0, 0, 0},
     {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec proto_spec[] = {
@@ -366,6 +397,147 @@ static const keyspec sub_spec[] = {
     {"selector", K_STRING, 0, 0, 1, 0},
     {NULL, 0, 0, 0, 0, 0},
 };
+
+/* The strings of array key of g, each checked by ok (which writes why)
+ * and transformed into a malloc'd copy; *n of them. */
+static char **str_array(errs *e, const config_setting_t *g, const char *key, int *n,
+                        char *(*ok)(const char *v, char *why, size_t whylen))
+{
+    const config_setting_t *a = config_setting_get_member(g, key);
+    *n = 0;
+    if (!a)
+        return NULL;
+    int len = config_setting_length(a);
+    char **out = calloc((size_t)len + 1, sizeof *out);
+    char path[256], why[300];
+    for (int i = 0; out && i < len; i++) {
+        const config_setting_t *v = config_setting_get_elem(a, (unsigned)i);
+        setting_path(v, path, sizeof path);
+        if (config_setting_type(v) != CONFIG_TYPE_STRING) {
+            errf(e, v, "%s: expected a string, found %s", path, type_name(config_setting_type(v)));
+            continue;
+        }
+        char *s = ok(config_setting_get_string(v), why, sizeof why);
+        if (!s) {
+            errf(e, v, "%s: %s", path, why);
+            continue;
+        }
+        for (int j = 0; j < *n; j++)
+            if (!strcmp(out[j], s)) {
+                errf(e, v, "%s: '%s' is listed twice", path, s);
+                free(s);
+                s = NULL;
+                break;
+            }
+        if (s)
+            out[(*n)++] = s;
+    }
+    return out;
+}
+
+static char *origin_ok(const char *v, char *why, size_t whylen)
+{
+    char o[8300];
+    return outside_origin_of(v, 1, o, sizeof o, why, whylen) == 0 ? strdup(o) : NULL;
+}
+
+static char *program_ok(const char *v, char *why, size_t whylen)
+{
+    return outside_program_valid(v, why, whylen) ? strdup(v) : NULL;
+}
+
+static char *env_ok(const char *v, char *why, size_t whylen)
+{
+    if (outside_env_name_valid(v))
+        return strdup(v);
+    snprintf(why, whylen, "'%.64s' is not an environment variable name", v);
+    return NULL;
+}
+
+/* The plugin of one outside.http / outside.run entry, checked; NULL when
+ * wrong or already granted by an earlier entry of the same list. */
+static const char *outside_plugin(errs *e, const config_setting_t *g, const char *path,
+                                  char **seen, int nseen)
+{
+    const char *plugin = str_member(g, "plugin");
+    if (!kernel_valid_plugin_name(plugin)) {
+        errf(e, config_setting_get_member(g, "plugin"),
+             "%s.plugin: '%s' is not a plugin name ([a-z][a-z0-9_-]{0,63})", path, plugin);
+        return NULL;
+    }
+    for (int i = 0; i < nseen; i++)
+        if (!strcmp(seen[i], plugin)) {
+            errf(e, config_setting_get_member(g, "plugin"),
+                 "%s.plugin: '%s' has an earlier entry in this list", path, plugin);
+            return NULL;
+        }
+    return plugin;
+}
+
+static void parse_outside(errs *e, dconfig *c, const config_setting_t *og)
+{
+    outside_policy *p = &c->outside;
+    const char *user = str_member(og, "user");
+    if (user)
+        p->user = strdup(user);
+    char path[256];
+    const config_setting_t *list = config_setting_get_member(og, "http");
+    int n = list && config_setting_type(list) == CONFIG_TYPE_LIST ? config_setting_length(list) : 0;
+    p->http = calloc((size_t)n + 1, sizeof *p->http);
+    char *seen[256];
+    int nseen = 0;
+    for (int i = 0; p->http && i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        setting_path(g, path, sizeof path);
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+            errf(e, g, "%s: expected a group { plugin = ...; origins = [ ... ]; }", path);
+            continue;
+        }
+        if (check_group(e, g, outside_http_spec))
+            continue;
+        const char *plugin = outside_plugin(e, g, path, seen, nseen);
+        if (!plugin || nseen == 256)
+            continue;
+        outside_http_rule *r = &p->http[p->nhttp++];
+        r->plugin = strdup(plugin);
+        seen[nseen++] = r->plugin;
+        r->line = config_setting_source_line(g);
+        r->origins = str_array(e, g, "origins", &r->norigins, origin_ok);
+        r->credentials = str_array(e, g, "credentials", &r->ncredentials, env_ok);
+        r->timeout_ms = (unsigned)spec_int(g, outside_http_spec, "timeout_ms");
+        r->max_response = (size_t)spec_int(g, outside_http_spec, "max_response_kb") << 10;
+        r->max_request = (size_t)spec_int(g, outside_http_spec, "max_request_kb") << 10;
+        if (!r->norigins)
+            errf(e, g, "%s.origins: lists no origin", path);
+    }
+    list = config_setting_get_member(og, "run");
+    n = list && config_setting_type(list) == CONFIG_TYPE_LIST ? config_setting_length(list) : 0;
+    p->run = calloc((size_t)n + 1, sizeof *p->run);
+    nseen = 0;
+    for (int i = 0; p->run && i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        setting_path(g, path, sizeof path);
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+            errf(e, g, "%s: expected a group { plugin = ...; programs = [ ... ]; }", path);
+            continue;
+        }
+        if (check_group(e, g, outside_run_spec))
+            continue;
+        const char *plugin = outside_plugin(e, g, path, seen, nseen);
+        if (!plugin || nseen == 256)
+            continue;
+        outside_run_rule *r = &p->run[p->nrun++];
+        r->plugin = strdup(plugin);
+        seen[nseen++] = r->plugin;
+        r->line = config_setting_source_line(g);
+        r->programs = str_array(e, g, "programs", &r->nprograms, program_ok);
+        r->env = str_array(e, g, "env", &r->nenv, env_ok);
+        r->timeout_ms = (unsigned)spec_int(g, outside_run_spec, "timeout_ms");
+        r->max_output = (size_t)spec_int(g, outside_run_spec, "max_output_kb") << 10;
+        if (!r->nprograms)
+            errf(e, g, "%s.programs: lists no program", path);
+    }
+}
 
 static void parse_protos(errs *e, dconfig *c, const config_setting_t *list)
 {
@@ -569,6 +741,23 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->max_request_bytes = (size_t)spec_int(lim, limits_spec, "max_request_bytes");
     c->max_clients = (int)spec_int(lim, limits_spec, "max_clients");
     c->request_timeout_ms = (unsigned)spec_int(lim, limits_spec, "request_timeout_ms");
+    c->idle_timeout_ms = (unsigned)spec_int(lim, limits_spec, "idle_timeout_ms");
+    const config_setting_t *at = lim ? config_setting_get_member(lim, "allow_threads") : NULL;
+    if (at && type_ok(at, K_STRINGS)) {
+        int n = config_setting_length(at);
+        c->allow_threads = calloc((size_t)(n ? n : 1), sizeof *c->allow_threads);
+        for (int i = 0; c->allow_threads && i < n; i++) {
+            config_setting_t *a = config_setting_get_elem(at, (unsigned)i);
+            const char *nm = config_setting_type(a) == CONFIG_TYPE_STRING
+                                 ? config_setting_get_string(a) : NULL;
+            if (!nm || !kernel_valid_plugin_name(nm)) {
+                errf(&e, a, "limits.allow_threads[%d]: expected a plugin name "
+                     "([a-z][a-z0-9_-]{0,63})", i);
+                continue;
+            }
+            c->allow_threads[c->nallow_threads++] = strdup(nm);
+        }
+    }
 
     const config_setting_t *sbx = checked_group(&e, root, "sandbox", sandbox_spec);
     if ((s = str_member(sbx, "mode"))) {
@@ -622,6 +811,10 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->daemon_as_mb = (unsigned long)spec_int(dm, daemon_spec, "address_space_mb");
     c->daemon_open_files = (unsigned long)spec_int(dm, daemon_spec, "open_files");
     c->daemon_threads = (unsigned long)spec_int(dm, daemon_spec, "threads");
+
+    const config_setting_t *og = checked_group(&e, root, "outside", outside_spec);
+    if (og)
+        parse_outside(&e, c, og);
 
     const config_setting_t *protos = config_setting_get_member(root, "protos");
     if (protos && config_setting_type(protos) == CONFIG_TYPE_LIST)
@@ -677,6 +870,9 @@ void dconfig_free(dconfig *c)
     }
     free(c->subs);
     free(c->uids);
+    for (int i = 0; i < c->nallow_threads; i++)
+        free(c->allow_threads[i]);
+    free(c->allow_threads);
     free(c->path);
     free(c->plugin_dir);
     free(c->runtime_dir);
@@ -688,6 +884,7 @@ void dconfig_free(dconfig *c)
     free(c->forge_dir);
     free(c->daemon_user);
     free(c->daemon_group);
+    outside_policy_free(&c->outside);
     free(c->socket);
     free(c->group);
     free(c);

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "daemon/outside.h"
+
 typedef struct dstate {
     char *key;
     char *value;
@@ -52,7 +54,10 @@ typedef struct dconfig {
     size_t event_queue;
     size_t max_request_bytes;
     int max_clients;
-    unsigned request_timeout_ms;
+    unsigned request_timeout_ms; /* from a request line's first byte */
+    unsigned idle_timeout_ms;    /* a connection with no request; 0: never */
+    char **allow_threads;        /* plugins that may import thread creation */
+    int nallow_threads;
     /* sandbox { } (needs a restart) */
     int sandbox_none;            /* mode = "none": no verification, said loudly */
     char *runsc;                 /* NULL: found on PATH */
@@ -71,6 +76,8 @@ typedef struct dconfig {
     unsigned long daemon_as_mb;  /* RLIMIT_AS; 0: unchanged */
     unsigned long daemon_open_files; /* RLIMIT_NOFILE; 0: unchanged */
     unsigned long daemon_threads;    /* RLIMIT_NPROC; 0: unchanged */
+    /* outside { } (needs a restart): what plugins may reach (ABI rule R12) */
+    outside_policy outside;
     dproto *protos;
     int nprotos;
     dsub *subs;

@@ -5,9 +5,19 @@
  * that run kernel code (send above all, whose method may take its time) go
  * to the worker threads, so one slow call never holds up the others; a
  * client's requests are answered in order, one at a time.  A line that is not
- * JSON, too long, or left half-sent past request_timeout_ms gets an error
- * reply; the daemon never waits for a client.  The protocol is documented in
- * README.md. */
+ * JSON, too long, or not complete within request_timeout_ms of its first byte
+ * gets an error reply; the daemon never waits for a client.  The protocol is
+ * documented in README.md.
+ *
+ * Connections are a bounded resource (limits.max_clients), so no client may
+ * keep one for nothing: a connection without a request for idle_timeout_ms
+ * is closed, and when every slot is taken the one idle the longest gives way
+ * to the newcomer (nginx reuses its keep-alive connections so).  Only idle
+ * ones: a request being sent or run, and an event stream (`events
+ * --follow`, never idle, as redis exempts its subscribers), keep theirs; if
+ * none is idle the newcomer is refused with a line saying why.  Refusals and
+ * closings are counted for status and logged rate-limited, so a flood of
+ * connections cannot flood the log. */
 #define _GNU_SOURCE
 #include "daemon/daemon.h"
 
@@ -36,6 +46,7 @@
 #define AUDIT_PENDING_MAX 10000        /* audit events waiting for a snapshot */
 #define WBUF_PAUSE (1u << 20)          /* stop reading a client this far behind */
 #define SHUTDOWN_WAIT_S 20             /* for calls in flight at SIGTERM */
+#define RATELOG_MS 10000               /* one line per kind of refusal per this */
 
 struct client {
     client *next;
@@ -51,7 +62,9 @@ struct client {
     bool closing;                /* close once wbuf is written */
     bool draining;               /* written and shut down: discarding input until EOF */
     bool hup;                    /* hung up while busy: out of epoll until the job ends */
-    uint64_t last_ms;
+    uint64_t last_ms;            /* last sign of life: accepted, a request, a reply
+                                    written (draining: since it began) */
+    uint64_t req_ms;             /* the first byte of the partial request in rbuf */
 };
 
 struct job {
@@ -184,6 +197,7 @@ static void client_flush(a4psd *d, client *c)
             return;
         }
         c->woff += (size_t)w;
+        c->last_ms = now_ms();   /* a reply being read is no idleness */
     }
     if (c->woff == c->wlen) {
         c->woff = c->wlen = 0;
@@ -254,6 +268,16 @@ static json_t *status_json(a4psd *d)
                              "image", d->cfg->image, "last_snapshot",
                              (json_int_t)d->last_snapshot, "snapshot_error", d->snapshot_error);
     pthread_mutex_unlock(&d->mx);
+#define CTLCOUNT(f) (json_int_t) __atomic_load_n(&d->ctlcount.f, __ATOMIC_RELAXED)
+    json_object_set_new(info, "control",
+                        json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "max_clients",
+                                  d->cfg->max_clients, "idle_timeout_ms",
+                                  (json_int_t)d->cfg->idle_timeout_ms, "accepted",
+                                  CTLCOUNT(accepted), "refused_full", CTLCOUNT(refused_full),
+                                  "refused_uid", CTLCOUNT(refused_uid), "evicted",
+                                  CTLCOUNT(evicted), "idle_closed", CTLCOUNT(idle_closed),
+                                  "timed_out", CTLCOUNT(timed_out)));
+#undef CTLCOUNT
     json_object_set_new(j, "daemon", info);
     json_object_set_new(j, "sandbox", verify_status(d));
     json_object_set_new(j, "confinement", confine_status(&d->conf));
@@ -575,12 +599,18 @@ static void process_lines(a4psd *d, client *c)
             len--;
         char *line = c->rbuf;
         size_t consumed = (size_t)(nl - c->rbuf) + 1;
-        if (len)
+        /* Empty lines are no request: they do not keep a connection alive. */
+        if (len) {
+            c->last_ms = now_ms();
             handle_line(d, c, line, len);
+        }
         if (c->fd < 0)
             return;
         memmove(c->rbuf, c->rbuf + consumed, c->rlen - consumed);
         c->rlen -= consumed;
+        /* What follows is the next request: its clock starts now, not when
+         * its bytes arrived behind the one just taken. */
+        c->req_ms = now_ms();
     }
     if (c->fd >= 0)
         client_want(d, c);
@@ -664,8 +694,11 @@ void ctl_client_event(a4psd *d, client *c, uint32_t events)
                 c->closing = true;
             return;
         }
+        /* The request's clock starts at its first byte and is not reset by
+         * the next ones: one byte a second does not keep a request open. */
+        if (!c->rlen)
+            c->req_ms = now_ms();
         c->rlen += (size_t)r;
-        c->last_ms = now_ms();
         char *nl = memchr(c->rbuf + c->rlen - (size_t)r, '\n', (size_t)r);
         if (!nl && c->rlen > max) {
             client_write(d, c, err_line("bad_request",
@@ -707,6 +740,7 @@ void ctl_jobs_done(a4psd *d)
         }
         if (c) {
             c->busy = false;
+            c->last_ms = now_ms();
             client_write(d, c, j->line);
             j->line = NULL;
             if (c->fd >= 0)
@@ -730,6 +764,102 @@ static bool permitted(a4psd *d, uid_t uid)
         if (d->cfg->uids[i] == uid)
             return true;
     return false;
+}
+
+/* ---- Refusals, closings, and their log ---- */
+
+/* Write a held-back summary of r once RATELOG_MS has passed since its last
+ * line. */
+static void rl_flush(a4psd *d, struct ratelog *r, int level, const char *what, uint64_t now)
+{
+    if (!r->held || now - r->last_ms < RATELOG_MS)
+        return;
+    dlog(d, level, "control socket: %lu more %s in the last %llu s (logged at most once per "
+         "%d s; `a4psctl status` counts them all)", r->held, what,
+         (unsigned long long)((now - r->last_ms + 500) / 1000), RATELOG_MS / 1000);
+    r->held = 0;
+    r->last_ms = now;
+}
+
+/* The first of a kind is logged in full; the next ones within RATELOG_MS
+ * are only counted, and summed up in one line by the tick: 5,000 refused
+ * connections write a few lines, not 5,000. */
+static void rl_log(a4psd *d, struct ratelog *r, int level, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void rl_log(a4psd *d, struct ratelog *r, int level, const char *what, const char *fmt, ...)
+{
+    uint64_t now = now_ms();
+    rl_flush(d, r, level, what, now);
+    if (r->last_ms && now - r->last_ms < RATELOG_MS) {
+        r->held++;
+        return;
+    }
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    dlog(d, level, "%s", line);
+    r->last_ms = now;
+}
+
+static void count(uint64_t *counter)
+{
+    __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
+}
+
+/* Each kind: what its summary line counts, at which level. */
+#define RL_FULL_WHAT "connections refused (every connection busy)"
+#define RL_FULL_LEVEL LOG_WARNING
+#define RL_UID_WHAT "connections refused (uid not permitted)"
+#define RL_UID_LEVEL LOG_WARNING
+#define RL_EVICTED_WHAT "idle connections closed for newcomers"
+#define RL_EVICTED_LEVEL LOG_NOTICE
+#define RL_IDLE_WHAT "idle connections closed"
+#define RL_IDLE_LEVEL LOG_INFO
+#define RL_TIMEOUT_WHAT "incomplete requests cut off"
+#define RL_TIMEOUT_LEVEL LOG_NOTICE
+
+/* No request being sent or run, not following events: a connection that
+ * may be closed after idle_timeout_ms or for a newcomer.  One that stopped
+ * reading its replies (and so is not read from) counts too. */
+static bool client_idle(const client *c)
+{
+    return c->fd >= 0 && !c->busy && !c->hup && !c->follow && !c->draining &&
+           (c->rlen == 0 || c->wlen > c->woff);
+}
+
+/* Tell c why (best effort: never waiting, never between the bytes of a
+ * reply) and close it. */
+static void close_saying(a4psd *d, client *c, char *line)
+{
+    if (line && c->wlen == c->woff && !c->draining) {
+        ssize_t w = send(c->fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+    free(line);
+    client_close(d, c);
+}
+
+/* Every slot is taken: close the connection idle the longest, if any. */
+static bool evict_idlest(a4psd *d, uid_t newcomer)
+{
+    client *v = NULL;
+    for (client *c = d->clients; c; c = c->next)
+        if ((client_idle(c) || (c->fd >= 0 && c->draining)) && (!v || c->last_ms < v->last_ms))
+            v = c;
+    if (!v)
+        return false;
+    unsigned long long idle = now_ms() - v->last_ms;
+    count(&d->ctlcount.evicted);
+    rl_log(d, &d->rl_evicted, RL_EVICTED_LEVEL, RL_EVICTED_WHAT,
+           "control socket: every connection (limits.max_clients = %d) taken: closed the one "
+           "idle the longest (uid %u, idle %llu ms) for a new one of uid %u", d->cfg->max_clients,
+           (unsigned)v->uid, idle, (unsigned)newcomer);
+    close_saying(d, v, err_line("closed", "connection closed after %llu ms without a request: "
+                                "every connection (limits.max_clients = %d) was taken and a "
+                                "new client needed one", idle, d->cfg->max_clients));
+    return true;
 }
 
 static void refuse_now(int fd, char *line)
@@ -758,15 +888,23 @@ void ctl_accept(a4psd *d)
             continue;
         }
         if (!permitted(d, cr.uid)) {
-            dlog(d, LOG_WARNING, "control socket: refused uid %u (pid %d): not in control.uids",
-                 (unsigned)cr.uid, (int)cr.pid);
+            count(&d->ctlcount.refused_uid);
+            rl_log(d, &d->rl_uid, RL_UID_LEVEL, RL_UID_WHAT,
+                   "control socket: refused uid %u (pid %d): not in control.uids",
+                   (unsigned)cr.uid, (int)cr.pid);
             refuse_now(fd, err_line("refused", "uid %u is not permitted to control this a4psd "
                                     "(control.uids in %s)", (unsigned)cr.uid, d->cfg->path));
             continue;
         }
-        if (d->nclients >= d->cfg->max_clients) {
-            refuse_now(fd, err_line("failed", "too many clients (limits.max_clients = %d)",
-                                    d->cfg->max_clients));
+        if (d->nclients >= d->cfg->max_clients && !evict_idlest(d, cr.uid)) {
+            count(&d->ctlcount.refused_full);
+            rl_log(d, &d->rl_full, RL_FULL_LEVEL, RL_FULL_WHAT,
+                   "control socket: refused uid %u (pid %d): all %d connections "
+                   "(limits.max_clients) have a request running or being sent, or follow "
+                   "events; none is idle", (unsigned)cr.uid, (int)cr.pid, d->cfg->max_clients);
+            refuse_now(fd, err_line("busy", "too many clients: all %d connections "
+                                    "(limits.max_clients) are busy with requests or follow "
+                                    "events; try again later", d->cfg->max_clients));
             continue;
         }
         client *c = calloc(1, sizeof *c);
@@ -778,6 +916,7 @@ void ctl_accept(a4psd *d)
         c->uid = cr.uid;
         c->id = ++d->next_client_id;
         c->last_ms = now_ms();
+        count(&d->ctlcount.accepted);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close(fd);
@@ -960,16 +1099,41 @@ void ctl_tick(a4psd *d)
             client_close(d, c);
             continue;
         }
-        if (c->rlen && !c->busy && !c->closing && now - c->last_ms > d->cfg->request_timeout_ms) {
+        /* A partial request (a complete one waits only behind unread
+         * replies: that is idleness, below). */
+        if (c->rlen && !c->busy && !c->closing && !memchr(c->rbuf, '\n', c->rlen) &&
+            now - c->req_ms > d->cfg->request_timeout_ms) {
+            count(&d->ctlcount.timed_out);
+            rl_log(d, &d->rl_timeout, RL_TIMEOUT_LEVEL, RL_TIMEOUT_WHAT,
+                   "control socket: uid %u sent %zu bytes of a request and no newline in "
+                   "%llu ms (limits.request_timeout_ms = %u, from its first byte): cut off",
+                   (unsigned)c->uid, c->rlen, (unsigned long long)(now - c->req_ms),
+                   d->cfg->request_timeout_ms);
             client_write(d, c, err_line("bad_request",
-                                        "incomplete request: no newline within %u ms",
-                                        d->cfg->request_timeout_ms));
+                                        "incomplete request: no newline within %u ms of its "
+                                        "first byte", d->cfg->request_timeout_ms));
             c->closing = true;
             c->rlen = 0;
             if (c->fd >= 0)
                 client_flush(d, c);
+            continue;
+        }
+        unsigned idle = d->cfg->idle_timeout_ms;
+        if (idle && client_idle(c) && now - c->last_ms > idle) {
+            count(&d->ctlcount.idle_closed);
+            rl_log(d, &d->rl_idle, RL_IDLE_LEVEL, RL_IDLE_WHAT,
+                   "control socket: closed a connection of uid %u: no request for %llu ms "
+                   "(limits.idle_timeout_ms = %u)", (unsigned)c->uid,
+                   (unsigned long long)(now - c->last_ms), idle);
+            close_saying(d, c, err_line("closed", "connection closed after %u ms without a "
+                                        "request (limits.idle_timeout_ms)", idle));
         }
     }
+    rl_flush(d, &d->rl_full, RL_FULL_LEVEL, RL_FULL_WHAT, now);
+    rl_flush(d, &d->rl_uid, RL_UID_LEVEL, RL_UID_WHAT, now);
+    rl_flush(d, &d->rl_evicted, RL_EVICTED_LEVEL, RL_EVICTED_WHAT, now);
+    rl_flush(d, &d->rl_idle, RL_IDLE_LEVEL, RL_IDLE_WHAT, now);
+    rl_flush(d, &d->rl_timeout, RL_TIMEOUT_LEVEL, RL_TIMEOUT_WHAT, now);
 }
 
 void ctl_reap(a4psd *d)

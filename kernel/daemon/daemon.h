@@ -37,6 +37,7 @@ typedef struct a4psd {
     kernel *k;
     dverify *ver;                /* the sandbox and what passed it (verify.c) */
     dforge *forge;               /* forge tasks and their thread (forge.c) */
+    outside *outside;            /* the http and run helpers (outside.c) */
     struct image *img;           /* NULL when the config names none */
     time_t last_snapshot;
     char *snapshot_error;        /* of the last failed snapshot; under mx */
@@ -64,6 +65,16 @@ typedef struct a4psd {
                                     still be in the batch, so ctl_reap frees
                                     them after it */
     uint64_t next_client_id;
+
+    /* The control socket's refusals and closings: counted for status
+     * (written by the loop, read by workers: atomics), logged rate-limited. */
+    struct {
+        uint64_t accepted, refused_full, refused_uid, evicted, idle_closed, timed_out;
+    } ctlcount;
+    struct ratelog {
+        uint64_t last_ms;        /* of the last line written */
+        unsigned long held;      /* since then, not written */
+    } rl_full, rl_uid, rl_evicted, rl_idle, rl_timeout;
 
     /* workers and their queues (under qlock) */
     pthread_t *workers;
@@ -134,12 +145,15 @@ void verify_passed(a4psd *d, const char *sha_hex, const char *report);
 /* Probe / compile in the sandbox: as sandbox_probe / sandbox_compile.  A
  * probe's verdict counts only for the bytes whose sha256 (hex) the caller
  * took: a report on other bytes is -1, "the file changed"; on a failure (0)
- * err says why in one line.  The
+ * err says why in one line.  A pass counts only if the report shows every
+ * case of cases_json run and passed and, when selector is not NULL, that
+ * method present and called (probe_report_accept): the one place a report
+ * is judged; a refused pass is 0 and its report says why.  The
  * forge (forge true, and every compile) has a sandbox of its own, so a
  * dropped file is never held up behind a task. */
 int verify_probe(a4psd *d, bool forge, const char *path, const char *sha256,
-                 const void *state, size_t state_len, const char *cases_json, char **report,
-                 char *err, size_t errlen);
+                 const void *state, size_t state_len, const char *cases_json,
+                 const char *selector, char **report, char *err, size_t errlen);
 int verify_compile(a4psd *d, const char *source, size_t len, const char *out_so,
                    char **diagnostics, char *err, size_t errlen);
 /* NULL when the sandbox can run; otherwise why not. */

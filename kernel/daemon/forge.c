@@ -419,7 +419,8 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
     char *rep = NULL, sha[65];
     rc = kernel_sha256_file(so, SIZE_MAX, sha, err, sizeof err) != 0
              ? -1
-             : verify_probe(d, true, so, sha, state, slen, cases, &rep, err, sizeof err);
+             : verify_probe(d, true, so, sha, state, slen, cases, t->selector, &rep, err,
+                            sizeof err);
     free(state);
     free(cases);
     json_object_set_new(a, "probe_ms", json_real(now_ms() - t0));
@@ -487,6 +488,21 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
     rc = kernel_load(d->k, so, &info, err, sizeof err);
     if (rc == A4PS_OK) {
         loaded = true;
+        /* Name and version are what the kernel read from the binary; the
+         * report's (the candidate's process said them) must agree. */
+        if (strcmp(info.name, name) || strcmp(info.version, version)) {
+            snprintf(err, sizeof err, "the kernel read %s %s from the binary, but the probe's "
+                     "report names %s %s: not adopted", info.name, info.version, name, version);
+            rc = A4PS_EINVAL;
+        } else if (t->selector &&
+                   kernel_version_has_method(d->k, info.name, info.version, t->selector) != 1) {
+            snprintf(err, sizeof err, "the kernel finds no method '%s' in %s %s as loaded, "
+                     "though the probe's report lists one: not adopted", t->selector, info.name,
+                     info.version);
+            rc = A4PS_EINVAL;
+        }
+    }
+    if (rc == A4PS_OK) {
         kernel_version_annotate(d->k, info.name, info.version, source, rep, origin);
         rc = t->create ? kernel_proto_create(d->k, t->target, info.name, info.version, NULL, err,
                                              sizeof err)

@@ -264,6 +264,11 @@ static void __attribute__((noreturn)) helper_main(int fd, pid_t parent, const pr
     if (getppid() != parent)
         _exit(0);
     prctl(PR_SET_NAME, "a4psd-helper");
+    /* Nothing of a4psd's but stdio and our channel: the other helpers'
+     * channels must see EOF when a4psd ends, not stay open here. */
+    if (fd > 3)
+        close_range(3, (unsigned)fd - 1, 0);
+    close_range((unsigned)fd + 1, ~0U, 0);
     static const int ignored[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE};
     for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
         signal(ignored[i], SIG_IGN);

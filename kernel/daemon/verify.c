@@ -275,9 +275,36 @@ static void one_line(char *s)
             *s = ' ';
 }
 
+/* The host's own look at a pass: a4ps-probe said pass; did it test what we
+ * asked (probe_report_accept)?  If not, the report carries the host's
+ * verdict, so the image and the forge's record say why. */
+static int host_accepts(char **report, const char *cases_json, const char *selector, char *err,
+                        size_t errlen)
+{
+    char why[600];
+    int ok = probe_report_accept(*report, cases_json, selector, why, sizeof why);
+    if (ok == 1)
+        return 1;
+    snprintf(err, errlen, "the host refused the probe's pass: %s", why);
+    one_line(err);
+    json_t *j = json_loads(*report, 0, NULL);
+    if (json_is_object(j)) {
+        json_object_set_new(j, "verdict", json_string("fail"));
+        json_object_set_new(j, "reason", json_string(err));
+        json_object_set_new(j, "host_refused", json_string(why));
+        char *s = json_dumps(j, JSON_COMPACT);
+        if (s) {
+            free(*report);
+            *report = s;
+        }
+    }
+    json_decref(j);
+    return ok;
+}
+
 int verify_probe(a4psd *d, bool forge, const char *path, const char *sha256,
-                 const void *state, size_t state_len, const char *cases_json, char **report,
-                 char *err, size_t errlen)
+                 const void *state, size_t state_len, const char *cases_json,
+                 const char *selector, char **report, char *err, size_t errlen)
 {
     dverify *v = d->ver;
     *report = NULL;
@@ -312,6 +339,8 @@ int verify_probe(a4psd *d, bool forge, const char *path, const char *sha256,
             one_line(err);
         }
         json_decref(j);
+        if (rc == 1)
+            rc = host_accepts(report, cases_json, selector, err, errlen);
     }
     pthread_mutex_lock(&v->lock);
     v->probed++;
@@ -371,7 +400,7 @@ int verify_hook(void *arg, const char *path, const char *hex, char **report, cha
         return 0;
     }
     char err[KERNEL_ERRLEN];
-    int rc = verify_probe(d, false, path, hex, NULL, 0, NULL, report, err, sizeof err);
+    int rc = verify_probe(d, false, path, hex, NULL, 0, NULL, NULL, report, err, sizeof err);
     if (rc == 1) {
         verify_passed(d, hex, *report);
         return 0;
@@ -417,7 +446,7 @@ static void verify_one(a4psd *d, vjob *j)
     }
     /* Errors (-1) are left for the hook, which tries again and says why. */
     char *rep = NULL;
-    int rc = verify_probe(d, false, j->path, hex, NULL, 0, NULL, &rep, err, sizeof err);
+    int rc = verify_probe(d, false, j->path, hex, NULL, 0, NULL, NULL, &rep, err, sizeof err);
     failed *f = rc == 0 ? calloc(1, sizeof *f) : NULL;
     if (rc == 1) {
         verify_passed(d, hex, rep);

@@ -68,8 +68,20 @@ static void deliver(bus *b, bevent *e)
 
     uint64_t ok = 0, failed = 0;
     kernel_reply r = {0};
+    /* Each observer gets a copy of its own: the payload is shared by every
+     * observer after it and by on_event, and an observer that casts away
+     * const must not change what they receive. */
+    char *copy = n ? malloc(e->len + 1) : NULL;
+    if (n && !copy) {
+        kernel_log(b->k, A4PS_LOG_WARNING, "event %s: out of memory: %zu observer%s skipped",
+                   e->name, n, n == 1 ? "" : "s");
+        failed = n;
+        n = 0;
+    }
     for (size_t i = 0; i < n; i++) {
-        int rc = kernel_send(b->k, subs[i].proto, subs[i].selector, e->msg, e->len, &r);
+        memcpy(copy, e->msg, e->len);
+        copy[e->len] = 0;
+        int rc = kernel_send(b->k, subs[i].proto, subs[i].selector, copy, e->len, &r);
         if (rc == A4PS_OK) {
             ok++;
         } else {
@@ -83,6 +95,7 @@ static void deliver(bus *b, bevent *e)
         kernel_quiescent(b->k);
     }
     kernel_reply_free(&r);
+    free(copy);
     free(subs);
     if (b->k->cfg.on_event)
         b->k->cfg.on_event(b->k->cfg.on_event_arg, e->name, e->msg, e->len);

@@ -51,6 +51,9 @@ const char *fault_signame(int sig)
     case SIGFPE: return "SIGFPE";
     case SIGILL: return "SIGILL";
     case SIGABRT: return "SIGABRT";
+    case KFAULT_EXIT: return "exit() from plugin code";
+    case KFAULT_QUICK_EXIT: return "quick_exit() from plugin code";
+    case KFAULT_EXIT_GROUP: return "exit_group (_exit, _Exit or the raw syscall) from plugin code";
     default: return "signal";
     }
 }

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,7 +35,86 @@
 struct image {
     sqlite3 *db;
     char *path;
+    char *notice;                /* modes tightened at open, for the caller's log */
 };
+
+/* The image holds every proto's state and every plugin binary: it, its WAL
+ * and SHM (SQLite gives them the image's own mode) and its backups are
+ * 0600.  What an older a4psd or an operator left wider is tightened. */
+#define IMAGE_MODE 0600
+#define IMAGE_BACKUPS_MAX 100    /* the generations image_recover looks for */
+
+static void note(image *img, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(image *img, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    size_t old = img->notice ? strlen(img->notice) : 0;
+    char *n = realloc(img->notice, old + strlen(line) + 3);
+    if (!n)
+        return;
+    snprintf(n + old, strlen(line) + 3, "%s%s", old ? "; " : "", line);
+    img->notice = n;
+}
+
+/* Take group and other bits off an existing file (follow: the image itself
+ * may be a link an operator made; its side files are ours and never are). */
+static void tighten(image *img, const char *path, bool follow)
+{
+    struct stat st;
+    char why[256];
+    int fd = kernel_open_regular(path, !follow, &st, why, sizeof why);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            note(img, "%s: %s: its mode was not checked", path, why);
+        return;
+    }
+    if (st.st_mode & 077) {
+        mode_t to = st.st_mode & 0700;
+        if (fchmod(fd, to) == 0)
+            note(img, "%s was mode %04o: tightened to %04o", path, (unsigned)(st.st_mode & 07777),
+                 (unsigned)to);
+        else
+            note(img, "%s is mode %04o and cannot be tightened: %s", path,
+                 (unsigned)(st.st_mode & 07777), strerror(errno));
+    }
+    close(fd);
+}
+
+static void tighten_all(image *img)
+{
+    char p[4200];
+    tighten(img, img->path, true);
+    for (const char *sfx = "-wal"; sfx; sfx = strcmp(sfx, "-wal") ? NULL : "-shm") {
+        snprintf(p, sizeof p, "%s%s", img->path, sfx);
+        tighten(img, p, false);
+    }
+    for (int i = 1; i <= IMAGE_BACKUPS_MAX; i++) {
+        snprintf(p, sizeof p, "%s.%d", img->path, i);
+        tighten(img, p, false);
+    }
+}
+
+/* Create path empty with IMAGE_MODE, never through a link: SQLite would
+ * create it 0644 (less the umask), and the umask is the whole process's. */
+static int create_private(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, IMAGE_MODE);
+    if (fd < 0)
+        return -1;
+    /* A umask wider than 0177 could only narrow it; make it exact. */
+    int rc = fchmod(fd, IMAGE_MODE);
+    close(fd);
+    return rc;
+}
+
+const char *image_notice(const image *img)
+{
+    return img->notice;
+}
 
 static const char *const schema =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -189,6 +269,12 @@ int image_open(const char *path, image **out, char *err, size_t errlen)
     }
     struct stat st;
     bool existed = stat(path, &st) == 0 && st.st_size > 0;
+    if (lstat(path, &st) != 0 && errno == ENOENT && create_private(path) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "image %s: cannot create: %s", path, strerror(errno));
+        image_close(img);
+        return A4PS_ERROR;
+    }
+    tighten_all(img);
     if (sqlite3_open_v2(path, &img->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
         int rc = fail(img, err, errlen, "cannot open");
         image_close(img);
@@ -272,6 +358,7 @@ void image_close(image *img)
         return;
     sqlite3_close(img->db);
     free(img->path);
+    free(img->notice);
     free(img);
 }
 
@@ -454,6 +541,12 @@ int image_backup(image *img, int keep, char *err, size_t errlen)
     char tmp[4096], from[4096], to[4096];
     snprintf(tmp, sizeof tmp, "%s.backup-tmp", img->path);
     unlink(tmp);
+    /* VACUUM INTO takes an empty file, and keeps its mode. */
+    if (create_private(tmp) != 0) {
+        snprintf(err, errlen, "image %s: backup: cannot create %s: %s", img->path, tmp,
+                 strerror(errno));
+        return A4PS_ERROR;
+    }
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(img->db, "VACUUM INTO ?", -1, &st, NULL) != SQLITE_OK)
         return fail(img, err, errlen, "backup");

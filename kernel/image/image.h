@@ -21,6 +21,10 @@ typedef struct image image;
  * format. */
 int image_open(const char *path, image **out, char *err, size_t errlen);
 void image_close(image *img);
+/* What image_open did or could not do to the modes of the image, its WAL,
+ * SHM and backups (it makes them 0600), as one line for the log; NULL if
+ * they were all right. */
+const char *image_notice(const image *img);
 
 /* Write snapshot s in one transaction: binaries not yet in the image,
  * every version's record, the changed protos with their whole state, the

@@ -70,6 +70,76 @@ static int in_bounds(size_t len, uint64_t off, uint64_t size)
     return off <= len && size <= len - off;
 }
 
+/* What starts a thread or a process, or finds a symbol that does (a
+ * lookup reaches pthread_create as well as a direct import does).  A name
+ * ending in '*' is a prefix. */
+static const char *const thread_imports[] = {
+    "pthread_create", "pthread_exit", "thrd_create", "thrd_exit",
+    "clone", "clone3", "__clone", "fork", "vfork", "_Fork", "__fork",
+    "posix_spawn*", "system", "popen",
+    "timer_create",              /* SIGEV_THREAD runs a thread */
+    "mq_notify", "aio_*", "lio_listio", "lio_listio64", "getaddrinfo_a",
+    "dlopen", "dlmopen", "dlsym", "dlvsym",
+    NULL,
+};
+
+static const char *thread_import_match(const char *nm)
+{
+    for (const char *const *p = thread_imports; *p; p++) {
+        size_t n = strlen(*p);
+        if ((*p)[n - 1] == '*' ? strncmp(nm, *p, n - 1) == 0 : strcmp(nm, *p) == 0)
+            return *p;
+    }
+    return NULL;
+}
+
+/* The section headers of a file elf_check accepted (or NULL). */
+static const unsigned char *section_headers(const unsigned char *buf, size_t len, Ehdr *eh)
+{
+    if (len < sizeof(Ehdr))
+        return NULL;
+    memcpy(eh, buf, sizeof *eh);
+    if (eh->e_shentsize != sizeof(Shdr) || eh->e_shnum == 0 ||
+        !in_bounds(len, eh->e_shoff, (uint64_t)eh->e_shnum * sizeof(Shdr)))
+        return NULL;
+    return buf + eh->e_shoff;
+}
+
+int elf_thread_import(const unsigned char *buf, size_t len, char *sym, size_t symlen)
+{
+    Ehdr eh;
+    const unsigned char *sh = section_headers(buf, len, &eh);
+    if (!sh)
+        return -1;
+    for (unsigned i = 0; i < eh.e_shnum; i++) {
+        Shdr s, str;
+        memcpy(&s, sh + (size_t)i * sizeof s, sizeof s);
+        if (s.sh_type != SHT_DYNSYM)
+            continue;
+        if (s.sh_entsize != sizeof(Sym) || !in_bounds(len, s.sh_offset, s.sh_size) ||
+            s.sh_link >= eh.e_shnum)
+            return -1;
+        memcpy(&str, sh + (size_t)s.sh_link * sizeof str, sizeof str);
+        if (!in_bounds(len, str.sh_offset, str.sh_size) || str.sh_size == 0)
+            return -1;
+        const char *strtab = (const char *)buf + str.sh_offset;
+        size_t n = s.sh_size / sizeof(Sym);
+        for (size_t j = 0; j < n; j++) {
+            Sym sym_;
+            memcpy(&sym_, buf + s.sh_offset + j * sizeof sym_, sizeof sym_);
+            if (sym_.st_shndx != SHN_UNDEF || sym_.st_name >= str.sh_size)
+                continue;
+            const char *nm = strtab + sym_.st_name;
+            size_t max = str.sh_size - sym_.st_name;
+            if (strnlen(nm, max) == max || !thread_import_match(nm))
+                continue;
+            snprintf(sym, symlen, "%s", nm);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int elf_check(const unsigned char *buf, size_t len, const char *entry,
               char *why, size_t whylen)
 {

@@ -11,4 +11,11 @@
 int elf_check(const unsigned char *buf, size_t len, const char *entry,
               char *why, size_t whylen);
 
+/* Does the file import (leave undefined in .dynsym) something that starts
+ * a thread or a process -- pthread_create, clone, fork, posix_spawn*, ... --
+ * or looks symbols up (dlsym, dlopen), through which it could reach them?
+ * 1 with the first such name in sym, 0 if none, -1 if the table is
+ * malformed.  For a file elf_check accepted. */
+int elf_thread_import(const unsigned char *buf, size_t len, char *sym, size_t symlen);
+
 #endif

@@ -9,7 +9,11 @@
  *   3. the verification hook (the sandbox probe) sees path and SHA-256;
  *   4. the bytes are stored once by hash (for reload and rollback) and
  *      written to a unique generation path, so glibc never hands back a
- *      cached older library, and dlopen'ed RTLD_NOW | RTLD_LOCAL;
+ *      cached older library, and dlopen'ed RTLD_NOW | RTLD_LOCAL -- unless
+ *      it imports thread or process creation (elfcheck.c) and the config's
+ *      may_thread does not permit it; a generation that imports it is
+ *      pinned once dlopened: never dlclosed, since a thread it started may
+ *      still run its code;
  *   5. the entry is called and the descriptor validated under a recovery
  *      point (rules R1-R8 of a4ps.h); init and self_test run bounded.
  * A refusal at any step leaves every loaded generation and proto untouched. */
@@ -197,7 +201,7 @@ int loader_run_hook(kernel *k, kbeh *b, int which, kctx *c, uint32_t arg,
     h->c = *c;
     if (h->c.proto)
         atomic_fetch_add(&h->c.proto->refs, 1);   /* outlives a destroy while the hook runs */
-    h->c.pub.api = &k->api;
+    h->c.pub.api = k->api;
     h->c.flags |= KCTX_NO_SEND | KCTX_NO_REPLY;
     h->c.reply = NULL;
 
@@ -283,7 +287,7 @@ static void entry_thunk(void *arg)
 {
     entry_call *ec = arg;
     kbeh *b = ec->b;
-    const a4ps_plugin *p = ec->entry(&ec->k->api);
+    const a4ps_plugin *p = ec->entry(ec->k->api);
     if (!p)
         FAIL("entry: entry returned NULL (%s refused to load the plugin)", A4PS_ENTRY_SYMBOL);
     if (p->abi_major != A4PS_ABI_MAJOR)
@@ -419,6 +423,21 @@ static int generation_load(kernel *k, const unsigned char *bytes, size_t len,
         return A4PS_ENOMEM;
     }
     b->k = k;
+    /* Thread and process creation, read from the bytes before any of their
+     * code runs. */
+    char imp[sizeof b->pin_why];
+    int ti = elf_thread_import(bytes, len, imp, sizeof imp);
+    if (ti < 0) {
+        snprintf(err, errlen, "%s: .dynsym: malformed or truncated", label);
+        free(b);
+        return A4PS_EINVAL;
+    }
+    if (ti > 0 && k->cfg.check_threads && !k->cfg.may_thread) {
+        snprintf(err, errlen, "%s: imports %s, which starts threads or processes or reaches "
+                 "what does; no plugin is permitted to (limits.allow_threads)", label, imp);
+        free(b);
+        return A4PS_EPERM;
+    }
     b->gen = ++k->next_gen;
     if (asprintf(&b->path, "%s/%llu-%.16s.so", k->gen_dir, (unsigned long long)b->gen, sha_hex) < 0) {
         b->path = NULL;
@@ -438,6 +457,12 @@ static int generation_load(kernel *k, const unsigned char *bytes, size_t len,
         snprintf(err, errlen, "%s: dlopen: %s", label, e ? e : "unknown error");
         rc = A4PS_ERROR;
         goto fail;
+    }
+    if (ti > 0) {
+        /* Its constructors may have started a thread already: from now on
+         * this mapping is never taken away. */
+        b->pinned = true;
+        snprintf(b->pin_why, sizeof b->pin_why, "%s", imp);
     }
     entry_call ec = {.k = k, .dl = b->dl, .b = b};
     *(void **)&ec.entry = dlsym(b->dl, A4PS_ENTRY_SYMBOL);
@@ -461,11 +486,19 @@ static int generation_load(kernel *k, const unsigned char *bytes, size_t len,
         rc = A4PS_EINVAL;
         goto fail_close;
     }
+    if (ti > 0 && k->cfg.check_threads && !k->cfg.may_thread(k->cfg.may_thread_arg, b->d.name)) {
+        snprintf(err, errlen, "%s: plugin %s imports %s, which starts threads or processes or "
+                 "reaches what does, and is not permitted to (limits.allow_threads); its code "
+                 "stays mapped", label, b->d.name, imp);
+        rc = A4PS_EPERM;
+        goto fail_close;
+    }
     *out = b;
     return A4PS_OK;
 
 fail_close:
-    dlclose(b->dl);
+    if (!b->pinned)
+        dlclose(b->dl);          /* pinned: left mapped, handle and all */
 fail:
     unlink(b->path);
 fail_nofile:
@@ -545,6 +578,17 @@ void loader_beh_free(kbeh *b)
         b->k->hung = b;
         return;
     }
+    if (b->pinned) {
+        /* A thread it started may run its code at any time: keep the
+         * mapping and a record for status (kernel_destroy frees it). */
+        if (b->path)
+            unlink(b->path);
+        kbeh *top = atomic_load(&b->k->pinned);
+        do
+            b->next = top;
+        while (!atomic_compare_exchange_weak(&b->k->pinned, &top, b));
+        return;
+    }
     if (b->dl)
         dlclose(b->dl);
     if (b->path)
@@ -611,15 +655,12 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     int rc;
     size_t max = k->cfg.max_plugin_bytes;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    /* A symlink is followed (an operator may link a plugin in), but only to
+     * a regular file: a FIFO or a device is refused without being opened. */
+    int fd = kernel_open_regular(path, false, &st, why, sizeof why);
     if (fd < 0) {
-        snprintf(msg, sizeof msg, "%s: file: cannot open: %s", path, strerror(errno));
-        rc = errno == ENOENT ? A4PS_ENOENT : A4PS_ERROR;
-        goto refused;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(msg, sizeof msg, "%s: file: not a regular file", path);
-        rc = A4PS_EINVAL;
+        snprintf(msg, sizeof msg, "%s: file: %s", path, why);
+        rc = errno == ENOENT ? A4PS_ENOENT : errno == EINVAL ? A4PS_EINVAL : A4PS_ERROR;
         goto refused;
     }
     if (st.st_mode & (S_IWGRP | S_IWOTH)) {
@@ -715,6 +756,10 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
         goto refused_stored;
     }
     kver *v = calloc(1, sizeof *v);
+    if (v && k->acct && !(v->usage = kusage_new())) {
+        free(v);
+        v = NULL;
+    }
     if (!v) {
         snprintf(msg, sizeof msg, "%s: out of memory", path);
         rc = A4PS_ENOMEM;
@@ -739,6 +784,7 @@ int loader_load_file(kernel *k, const char *path, unsigned flags,
     v->parent = newest;
     v->loaded = b;
     b->ver = v;
+    b->disp->usage = v->usage;   /* before any proto publishes this table */
     v->next = k->versions;
     k->versions = v;
     b->next = k->behs;
@@ -800,11 +846,15 @@ int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: quarantined: %s", label, v->reason);
         return A4PS_EQUARANTINED;
     }
-    int fd = open(v->stored_path, O_RDONLY | O_CLOEXEC);
+    /* The stored copy is a4psd's own: never a link, never a FIFO. */
+    char why[256];
     struct stat st;
     unsigned char *bytes = NULL;
-    if (fd < 0 || fstat(fd, &st) != 0 || read_fd(fd, (size_t)st.st_size, &bytes) != 0) {
-        snprintf(err, errlen, "%s: cannot read %s: %s", label, v->stored_path, strerror(errno));
+    int fd = kernel_open_regular(v->stored_path, true, &st, why, sizeof why);
+    int rrc = fd < 0 ? 0 : read_fd(fd, (size_t)st.st_size, &bytes);
+    if (fd < 0 || rrc != 0) {
+        snprintf(err, errlen, "%s: cannot read %s: %s", label, v->stored_path,
+                 fd < 0 ? why : strerror(-rrc));
         if (fd >= 0)
             close(fd);
         return A4PS_ERROR;
@@ -837,6 +887,7 @@ int loader_materialize(kernel *k, kver *v, kbeh **out, char *err, size_t errlen)
         return rc;
     }
     b->ver = v;
+    b->disp->usage = v->usage;
     v->loaded = b;
     v->status = KVER_LIVE;
     b->next = k->behs;

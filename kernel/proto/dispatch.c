@@ -38,7 +38,11 @@ int reply_set(kernel_reply *r, const void *data, size_t len, bool append)
         size_t cap = r->cap ? r->cap : 64;
         while (cap < base + len + 1)
             cap *= 2;
+        /* The reply is the caller's (or the kernel's): not the bill of the
+         * plugin call that fills it. */
+        acct_mark m = acct_hide_begin(&kt_self);
         char *nd = realloc(r->data, cap);
+        acct_hide_end(&kt_self, m);
         if (!nd)
             return A4PS_ENOMEM;
         r->data = nd;
@@ -147,7 +151,7 @@ static __attribute__((noinline)) int dispatch_slow(kernel *k, kthread *t, int d,
         return A4PS_EQUARANTINED;
     }
     if (b->d.does_not_understand) {
-        kctx c = {.pub = {.api = &k->api}, .k = k, .proto = p, .beh = b, .reply = reply};
+        kctx c = {.pub = {.api = k->api}, .k = k, .proto = p, .beh = b, .reply = reply};
         dnu_call dc = {.c = &c, .b = b, .selector = name, .msg = msg, .len = len};
         kfault f;
         if (reply)
@@ -207,6 +211,82 @@ static __attribute__((noinline, cold)) int dispatch_frozen(kernel *k, kproto *p,
     return dispatch_send(k, p, sel, selector, msg, len, reply);
 }
 
+/* GCC would clone the counted path with t fixed to &kt_self, and reload it
+ * through __tls_get_addr there; clang does not clone that way. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define A4PS_NOCLONE __attribute__((noclone))
+#else
+#define A4PS_NOCLONE
+#endif
+
+/* This thread's allocator counters, asked once (per callback: a test may
+ * run kernels with different ones on one thread).  0, or -1: unaccounted. */
+static __attribute__((noinline, cold)) int acct_attach(kernel *k, kthread *t)
+{
+    const uint64_t *a = NULL, *f = NULL;
+    if (k->acct(&a, &f) != 0 || !a || !f)
+        return -1;
+    t->acct_fn = k->acct;
+    t->acct_alloc = a;
+    t->acct_freed = f;
+    return 0;
+}
+
+/* A method call with its allocations charged to the version that runs it:
+ * the allocator's counters of this thread read before and after (two loads
+ * each), less what calls nested inside it were charged already, added to
+ * this thread's slot of the version's usage.  The slot's address is worked
+ * out before the call, so its loads overlap the call instead of following it.
+ * Faulted calls come back here too (a4ps_method_faulted returns through the
+ * landing), with what the quarantine itself allocated in their bill. */
+static __attribute__((noinline)) A4PS_NOCLONE int dispatch_counted(kthread *t, kernel *k,
+                                                               kusage_slot *usage,
+                                                               a4ps_method_fn fn,
+                                                               const void *msg, size_t len)
+{
+    int d = t->depth;
+    kctx *c = &t->ctx[d];
+    if (unlikely(t->acct_fn != k->acct) && acct_attach(k, t) != 0)
+        return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
+    int slot = t->acct_slot;
+    kusage_slot *s = &usage[slot];
+    const uint64_t *ap = t->acct_alloc, *fp = t->acct_freed;
+    uint64_t a0 = *ap, f0 = *fp;
+    uint64_t ia0 = t->acct_inner_alloc, if0 = t->acct_inner_freed;
+    int rc = a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
+    uint64_t a = *ap - a0, f = *fp - f0;
+    uint64_t own_a = a - (t->acct_inner_alloc - ia0), own_f = f - (t->acct_inner_freed - if0);
+    t->acct_inner_alloc = ia0 + a;
+    t->acct_inner_freed = if0 + f;
+    if (likely(slot != 0)) {
+        /* This thread's own slot: a plain add, seen whole by readers. */
+        atomic_store_explicit(&s->calls,
+                              atomic_load_explicit(&s->calls, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        if (own_a | own_f) {
+            atomic_store_explicit(&s->allocated,
+                                  atomic_load_explicit(&s->allocated, memory_order_relaxed) +
+                                      own_a, memory_order_relaxed);
+            atomic_store_explicit(&s->freed,
+                                  atomic_load_explicit(&s->freed, memory_order_relaxed) + own_f,
+                                  memory_order_relaxed);
+        }
+    } else {
+        atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->allocated, own_a, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->freed, own_f, memory_order_relaxed);
+    }
+    return rc;
+}
+
+kusage_slot *kusage_new(void)
+{
+    kusage_slot *u = aligned_alloc(_Alignof(kusage_slot), KUSAGE_SLOTS * sizeof *u);
+    if (u)
+        memset(u, 0, KUSAGE_SLOTS * sizeof *u);
+    return u;
+}
+
 /* The hot path, inlined into its callers.  Precondition: this thread is in
  * an RCU read-side section (a worker, or a casual thread that went online in
  * send_enter).
@@ -236,7 +316,7 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     if (unlikely(sel >= n || !(fn = disp->fn[sel])))
         return dispatch_retry(k, p, disp, sel, selector, msg, len, reply);
     kctx *c = &t->ctx[d];
-    c->pub.api = &k->api;
+    c->pub.api = k->api;
     c->k = k;
     c->proto = p;
     c->state = NULL;
@@ -246,6 +326,10 @@ dispatch_core(kernel *k, kproto *p, uint32_t sel, const char *selector, const vo
     c->sel = sel;
     if (reply)
         reply->len = 0;
+    /* k->acct shares the line of k->api, loaded just above: off, this is one
+     * predicted branch and the tail call stays a tail call. */
+    if (unlikely(k->acct != NULL))
+        return dispatch_counted(t, k, disp->usage, fn, msg, len);
     return a4ps_method_call(t, d, (const void *)fn, &c->pub, msg, len);
 }
 
@@ -285,6 +369,20 @@ static __attribute__((noinline)) int dispatch_retry(kernel *k, kproto *p, kdisp 
 static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
 static kthread *threads;
 static int freezes;              /* snapshots cutting now (threads_lock) */
+/* Accounting slots held by registered threads (bit i: slot i; slot 0, the
+ * shared one, is never handed out).  Under threads_lock, whose hand-over
+ * orders a slot's last plain store before its next owner's first load. */
+static uint64_t slots_held = 1;
+_Static_assert(KUSAGE_SLOTS == 64, "slots_held is one 64-bit mask");
+
+static int slot_take(void)
+{
+    if (slots_held == UINT64_MAX)
+        return 0;
+    int i = __builtin_ctzll(~slots_held);
+    slots_held |= (uint64_t)1 << i;
+    return i;
+}
 
 void kernel_threads_freeze(void)
 {
@@ -327,6 +425,8 @@ static void thread_unregister(kthread *t)
             break;
         }
     }
+    slots_held &= ~((uint64_t)1 << t->acct_slot) | 1u;
+    t->acct_slot = 0;
     pthread_mutex_unlock(&threads_lock);
     if (t->mode == KT_CASUAL)
         urcu_qsbr_thread_online();   /* unregister expects an online thread */
@@ -361,6 +461,7 @@ static int thread_register(int mode)
     __atomic_store_n(&t->frozen, (int16_t)(freezes > 0), __ATOMIC_RELEASE);   /* born during a cut: wait too */
     t->next = threads;
     threads = t;
+    t->acct_slot = slot_take();
     pthread_mutex_unlock(&threads_lock);
     pthread_setspecific(thread_key, t);
     return 0;

@@ -2,14 +2,22 @@
  *
  * Each entry reaches the kernel through the call's context (kctx).  Buffers
  * from the plugin are checked and copied before any kernel lock is taken, so a
- * bad pointer faults inside the plugin's recovery point with nothing locked. */
+ * bad pointer faults inside the plugin's recovery point with nothing locked.
+ *
+ * The table itself is shared by every plugin, so no plugin may change it:
+ * it lives in pages of its own, read-only once filled.  A plugin that casts
+ * away const and writes an entry takes a SIGSEGV inside its own call, which
+ * quarantines it alone; the others keep calling the kernel's functions. */
 #include "kernel_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define KC(ctx) ((kctx *)(ctx))
 
@@ -118,6 +126,12 @@ static int h_send(a4ps_ctx *ctx, const char *proto, const char *selector,
     kernel *k = c->k;
     kernel_reply r = {0};
     int rc;
+    /* This context is the thread's slot for this depth: the callee (or one
+     * it calls) can reach it -- a pointer kept from an earlier call at this
+     * depth -- and point pub.api at a table of its own, which would hijack
+     * our caller's later calls and dangle once the callee is unloaded.  Put
+     * back what the kernel set, whatever happened inside. */
+    const kctx saved = *c;
     /* A plugin call runs inside the read side already (worker, or a casual
      * thread that went online for the outermost send). */
     kproto *p = proto_lookup(k, proto);
@@ -129,12 +143,20 @@ static int h_send(a4ps_ctx *ctx, const char *proto, const char *selector,
         rc = dispatch_send(k, p, selector_find(k, selector), selector, msg, len, &r);
         dispatch_count_failure(p, rc);
     }
+    *c = saved;
+    kthread *t = &kt_self;
     if (reply) {
+        /* The buffer grew off the bill (reply_set); now it is the plugin's,
+         * to free with api->free -- or to keep, and be charged for. */
+        if (r.data)
+            acct_charge(t, malloc_usable_size(r.data));
         *reply = r.data;
         if (reply_len)
             *reply_len = r.len;
     } else {
+        acct_mark m = acct_hide_begin(t);
         free(r.data);
+        acct_hide_end(t, m);
     }
     return rc;
 }
@@ -165,7 +187,11 @@ static int h_emit(a4ps_ctx *ctx, const char *event, const void *data, size_t len
     json_decref(ev);
     if (!json)
         return A4PS_ENOMEM;
+    /* The queued copy is freed by the bus thread: not this call's bill. */
+    kthread *t = &kt_self;
+    acct_mark m = acct_hide_begin(t);
     int rc = bus_publish(k_bus(c->k), event, json);
+    acct_hide_end(t, m);
     free(json);
     return rc;
 }
@@ -234,7 +260,97 @@ static int h_forge(a4ps_ctx *ctx, const char *request, void **reply, size_t *rep
     return rc;
 }
 
-void hostapi_init(a4ps_host_api *api)
+/* The http and run entries (rule R12).  The plugin's structs are copied
+ * by their declared size (appended fields of a newer plugin are ignored;
+ * a struct older than minor 3 cannot exist) and the outcome is written back
+ * no further than the plugin's own size; the daemon's callback does the
+ * rest, outside the kernel and with no kernel lock held. */
+#define OUTSIDE_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+static int outside_refuse(char *error, size_t cap, int rc, const char *fmt, const char *what,
+                          const char *plugin)
+{
+    snprintf(error, cap, fmt, what, plugin ? plugin : "?");
+    return rc;
+}
+
+static int h_http(a4ps_ctx *ctx, const a4ps_http_request *rq, a4ps_http_response *rs)
+{
+    kctx *c = KC(ctx);
+    if (!rs || rs->size < sizeof(a4ps_http_response))
+        return A4PS_EINVAL;
+    size_t rsize = rs->size;
+    a4ps_http_response out = {.size = sizeof out, .retry_after_s = -1};
+    const char *plugin = c->beh ? c->beh->d.name : NULL;
+    int rc;
+    if (!rq || rq->size < sizeof(a4ps_http_request)) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_EINVAL,
+                            "%s: the request is NULL or smaller than at ABI 1.3 (plugin %s)",
+                            "http", plugin);
+    } else if (c->flags & KCTX_NO_SEND) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_EPERM,
+                            "%s: not from a hook (init, fini, migrate, self_test): plugin %s, "
+                            "rule R12", "http", plugin);
+    } else if (!c->k->cfg.http) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_ENOSYS,
+                            "%s: this host grants no outside access (plugin %s, rule R12)",
+                            "http", plugin);
+    } else {
+        a4ps_http_request in;
+        memcpy(&in, rq, sizeof in);
+        in.size = sizeof in;
+        rc = c->k->cfg.http(c->k->cfg.http_arg, plugin, &in, &out);
+    }
+    out.error[sizeof out.error - 1] = '\0';
+    if (rc != A4PS_OK && !out.error[0])
+        snprintf(out.error, sizeof out.error, "http: failed (%d)", rc);
+    memcpy(rs, &out, OUTSIDE_MIN(rsize, sizeof out));
+    rs->size = rsize;
+    return rc;
+}
+
+static int h_run(a4ps_ctx *ctx, const a4ps_run_request *rq, a4ps_run_result *rs)
+{
+    kctx *c = KC(ctx);
+    if (!rs || rs->size < sizeof(a4ps_run_result))
+        return A4PS_EINVAL;
+    size_t rsize = rs->size;
+    a4ps_run_result out = {.size = sizeof out};
+    const char *plugin = c->beh ? c->beh->d.name : NULL;
+    int rc;
+    if (!rq || rq->size < sizeof(a4ps_run_request)) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_EINVAL,
+                            "%s: the request is NULL or smaller than at ABI 1.3 (plugin %s)",
+                            "run", plugin);
+    } else if (c->flags & KCTX_NO_SEND) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_EPERM,
+                            "%s: not from a hook (init, fini, migrate, self_test): plugin %s, "
+                            "rule R12", "run", plugin);
+    } else if (!c->k->cfg.run) {
+        rc = outside_refuse(out.error, sizeof out.error, A4PS_ENOSYS,
+                            "%s: this host grants no outside access (plugin %s, rule R12)",
+                            "run", plugin);
+    } else {
+        a4ps_run_request in;
+        memcpy(&in, rq, sizeof in);
+        in.size = sizeof in;
+        rc = c->k->cfg.run(c->k->cfg.run_arg, plugin, &in, &out);
+    }
+    out.error[sizeof out.error - 1] = '\0';
+    if (rc != A4PS_OK && !out.error[0])
+        snprintf(out.error, sizeof out.error, "run: failed (%d)", rc);
+    memcpy(rs, &out, OUTSIDE_MIN(rsize, sizeof out));
+    rs->size = rsize;
+    return rc;
+}
+
+static size_t table_bytes(void)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (sizeof(a4ps_host_api) + page - 1) / page * page;
+}
+
+static void fill(a4ps_host_api *api)
 {
     memset(api, 0, sizeof *api);
     api->size = sizeof *api;
@@ -252,4 +368,28 @@ void hostapi_init(a4ps_host_api *api)
     api->state_list = h_state_list;
     api->proto_name = h_proto_name;
     api->forge = h_forge;
+    api->http = h_http;
+    api->run = h_run;
+}
+
+const a4ps_host_api *hostapi_create(void)
+{
+    size_t n = table_bytes();
+    void *mem = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return NULL;
+    fill(mem);
+    if (mprotect(mem, n, PROT_READ) != 0) {
+        int e = errno;
+        munmap(mem, n);
+        errno = e;
+        return NULL;
+    }
+    return mem;
+}
+
+void hostapi_destroy(const a4ps_host_api *api)
+{
+    if (api)
+        munmap((void *)api, table_bytes());
 }

@@ -418,6 +418,43 @@ const char *kver_status_name(enum kver_status s)
     return s == KVER_LIVE ? "live" : s == KVER_RETIRED ? "retired" : "quarantined";
 }
 
+static void usage_read(kernel *k, kver *v, kernel_version_usage *u)
+{
+    memset(u, 0, sizeof *u);
+    u->accounted = k->acct != NULL && v->usage != NULL;
+    for (int i = 0; u->accounted && i < KUSAGE_SLOTS; i++) {
+        const kusage_slot *s = &v->usage[i];
+        u->calls += atomic_load_explicit(&s->calls, memory_order_relaxed);
+        u->allocated += atomic_load_explicit(&s->allocated, memory_order_relaxed);
+        u->freed += atomic_load_explicit(&s->freed, memory_order_relaxed);
+    }
+    u->net = (int64_t)(u->allocated - u->freed);
+}
+
+/* A version's accounting as JSON: {calls, allocated, freed, net} in bytes,
+ * or null when the kernel keeps none (no alloc_counters). */
+static json_t *usage_json(kernel *k, kver *v)
+{
+    kernel_version_usage u;
+    usage_read(k, v, &u);
+    if (!u.accounted)
+        return json_null();
+    return json_pack("{s:I, s:I, s:I, s:I}", "calls", (json_int_t)u.calls, "allocated",
+                     (json_int_t)u.allocated, "freed", (json_int_t)u.freed, "net",
+                     (json_int_t)u.net);
+}
+
+int kernel_version_usage_get(kernel *k, const char *plugin, const char *version,
+                             kernel_version_usage *out)
+{
+    pthread_mutex_lock(&k->lock);
+    kver *v = plugin && version ? loader_find(k, plugin, version) : NULL;
+    if (v)
+        usage_read(k, v, out);
+    pthread_mutex_unlock(&k->lock);
+    return v ? A4PS_OK : A4PS_ENOENT;
+}
+
 static json_t *ver_json(kver *v)
 {
     if (!v)
@@ -513,13 +550,14 @@ char *kernel_history(kernel *k, const char *proto)
         if (!strcmp(v->name, cur->name)) {
             json_t *report = v->report ? json_loads(v->report, 0, NULL) : NULL;
             json_array_insert_new(all, 0, json_pack(
-                "{s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:I, s:b, s:b, s:o, s:I}", "version",
+                "{s:s, s:s, s:s, s:s?, s:s, s:s?, s:s?, s:I, s:b, s:b, s:o, s:I, s:o}", "version",
                 v->version, "sha256", v->sha_hex, "status", kver_status_name(v->status),
                 "reason", v->reason[0] ? v->reason : NULL, "kind", kind_name(v->kind),
                 "parent", v->parent ? v->parent->version : NULL, "origin", v->origin,
                 "loaded_at", (json_int_t)v->loaded_at, "current", v == cur, "has_source",
                 v->source != NULL, "report", report ? report : json_null(), "failed_calls",
-                (json_int_t)atomic_load_explicit(&v->failed_calls, memory_order_relaxed)));
+                (json_int_t)atomic_load_explicit(&v->failed_calls, memory_order_relaxed),
+                "usage", usage_json(k, v)));
         }
     json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o}", "proto", p->name, "plugin", cur->name,
                           "version", cur->version, "ran_before", ran, "versions", all);
@@ -543,9 +581,10 @@ static const char *beh_state_name(enum kbeh_state s)
 static void proto_json(void *arg, const char *key, void *val)
 {
     kproto *p = val;
-    json_array_append_new(arg, json_pack("{s:s, s:s, s:s, s:I}", "name", key, "plugin",
+    json_array_append_new(arg, json_pack("{s:s, s:s, s:s, s:I, s:o}", "name", key, "plugin",
                                          p->cur->ver->name, "version", p->cur->ver->version,
-                                         "state_keys", (json_int_t)kstate_count(p->state)));
+                                         "state_keys", (json_int_t)kstate_count(p->state),
+                                         "usage", usage_json(p->k, p->cur->ver)));
 }
 
 char *kernel_status(kernel *k)
@@ -558,10 +597,11 @@ char *kernel_status(kernel *k)
     json_t *versions = json_array(), *quarantined = json_array(), *draining = json_array();
     for (kver *v = k->versions; v; v = v->next) {
         json_array_append_new(versions, json_pack(
-            "{s:s, s:s, s:s, s:s, s:i, s:b, s:o}", "name", v->name, "version", v->version,
+            "{s:s, s:s, s:s, s:s, s:i, s:b, s:o, s:o}", "name", v->name, "version", v->version,
             "sha256", v->sha_hex, "status", kver_status_name(v->status), "state_version",
             (int)v->state_version, "loaded", v->loaded != NULL, "generation",
-            v->loaded ? json_integer((json_int_t)v->loaded->gen) : json_null()));
+            v->loaded ? json_integer((json_int_t)v->loaded->gen) : json_null(), "usage",
+            usage_json(k, v)));
         if (v->status == KVER_QUARANTINED)
             json_array_append_new(quarantined, json_pack("{s:s, s:s, s:s}", "name", v->name,
                                                          "version", v->version, "reason", v->reason));
@@ -572,6 +612,16 @@ char *kernel_status(kernel *k)
                                                       b->ver->name, "version", b->ver->version,
                                                       "generation", (json_int_t)b->gen,
                                                       "state", beh_state_name(b->state)));
+    /* Generations mapped for good because they may have started a thread:
+     * loaded ones, then unloaded ones (their descriptor is still mapped). */
+    json_t *pinned = json_array();
+    for (int pass = 0; pass < 2; pass++)
+        for (kbeh *b = pass ? atomic_load(&k->pinned) : k->behs; b; b = b->next)
+            if (b->pinned)
+                json_array_append_new(pinned, json_pack(
+                    "{s:s, s:s, s:I, s:s, s:b}", "name", b->ver ? b->ver->name : b->d.name,
+                    "version", b->ver ? b->ver->version : b->d.version, "generation",
+                    (json_int_t)b->gen, "imports", b->pin_why, "loaded", !pass));
     pthread_mutex_unlock(&k->lock);
 
     json_t *errors = json_array();
@@ -587,12 +637,12 @@ char *kernel_status(kernel *k)
 
     kernel_stats *s = &k->stats;
     json_t *j = json_pack(
-        "{s:I, s:s, s:o, s:o, s:o, s:o, s:o,"
+        "{s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:o,"
         " s:{s:I, s:I, s:I, s:I, s:I},"
         " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
         "uptime_s", (json_int_t)(time(NULL) - k->started), "abi", A4PS_ABI_VERSION_STRING,
         "protos", protos, "versions", versions, "draining", draining, "quarantined",
-        quarantined, "last_errors", errors,
+        quarantined, "pinned", pinned, "last_errors", errors,
         "events", "published", (json_int_t)bs.published, "delivered", (json_int_t)bs.delivered,
         "dropped", (json_int_t)bs.dropped, "failed", (json_int_t)bs.failed, "queued",
         (json_int_t)bs.queued,
@@ -645,4 +695,17 @@ int kernel_version_health(kernel *k, const char *plugin, const char *version,
     }
     pthread_mutex_unlock(&k->lock);
     return v ? A4PS_OK : A4PS_ENOENT;
+}
+
+int kernel_version_has_method(kernel *k, const char *plugin, const char *version,
+                              const char *selector)
+{
+    int found = 0;
+    pthread_mutex_lock(&k->lock);
+    kver *v = plugin && version ? loader_find(k, plugin, version) : NULL;
+    kbeh *b = v ? v->loaded : NULL;
+    for (uint32_t i = 0; b && selector && i < b->nmethods; i++)
+        found |= !strcmp(b->d.methods[i].selector, selector);
+    pthread_mutex_unlock(&k->lock);
+    return b ? found : A4PS_ENOENT;
 }

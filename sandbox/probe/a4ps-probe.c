@@ -13,30 +13,38 @@
  *    "plugin":{"name","version","kind","state_version","description",
  *              "self_test","methods":[...]},
  *    "steps":[{"step","ok","ms","error"}], "tests":[{"name","selector","ok",
- *    "status","ms","reply","reply_len","expect","match","error"}],
+ *    "status","ms","reply","reply_len","expect","match","error","case"?}],
+ *    "cases":[{"case","selector","input_sha256","expect_sha256","status",
+ *              "ran","passed"}],
+ *    "child":{"pid","answered","end":{"status"}|{"signal","name"}|
+ *             {"killed","after"}, "stage"},
  *    "denied_syscalls":[{"syscall","count"}], "log":[...],
  *    "passed", "failed", "ms"}
  *
  * Exit status: 0 pass, 1 fail, 2 usage or internal error (message on stderr).
  *
- * The candidate shares this process, so before it runs: our stdout and
- * stderr move to private descriptors and fd 1/2 point at /dev/null (a
- * candidate printing gigabytes or fake JSON cannot touch the report), and a
- * seccomp filter traps what a plugin has no business calling (gVisor is the
- * outer wall; this is the inner one).  A method that hangs is caught by a
- * watchdog thread, exit() by an atexit handler; both still print a report.
- * Anything that kills the process (a crashing constructor) leaves the report
- * to the host, which reads the `stage NAME` lines we write to stderr.
- *
- * The state below is process-wide on purpose: signal handlers, the watchdog
- * and the atexit handler must reach it, and there is one probe per process. */
+ * Two processes.  The reporter (this process as started) reads and checks
+ * its inputs, forks, and never maps a byte of the candidate: it keeps the
+ * report's descriptor, asks the child for one step at a time over a pipe,
+ * judges each answer itself (a case passes when the reply the child relayed
+ * matches the expectation the child never saw) and writes the report from
+ * what it saw, including how the child ended.  The child holds nothing but
+ * its two pipe ends and /dev/null: it applies the seccomp filter to itself,
+ * loads the candidate through the kernel library and answers.  A child that
+ * lies can fake the replies of its own methods -- no more than a plugin that
+ * returns them -- but it cannot reach the report, answer a step it was not
+ * asked, or end early without the report saying so.  The reporter is made
+ * undumpable before the fork, so the child cannot reach its descriptors or
+ * memory through /proc; after the fork the reporter filters itself too. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <link.h>
 #include <linux/audit.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -48,7 +56,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -68,9 +79,24 @@ static struct scmp_arg_cmp arg_cmp(unsigned arg, enum scmp_compare op, scmp_datu
 #define REPLY_CUT 512
 #define RANDOM_LEN 4096
 #define MAX_LOG_LINES 32
+#define MAX_LOG_LINE 400
 #define MAX_SYSCALL 1024
 #define MAX_FILE_BYTES (64u << 20)
-#define RESERVE_BYTES (4u << 20)
+
+/* The pipe protocol.  A frame is u32 header length | u32 blob length (host
+ * order: both ends are this program) | a JSON object | raw bytes.  Requests
+ * carry {"seq","op",...}; each answer repeats seq and op.  Bounds keep a
+ * hostile child from making the reporter allocate without limit. */
+#define CHILD_IN_FD 3            /* requests, in the child */
+#define CHILD_OUT_FD 4           /* answers, in the child */
+#define MAX_HEADER (1u << 20)
+#define MAX_REQ_BLOB (MAX_FILE_BYTES)
+#define MAX_REPLY_BLOB (1u << 20)   /* a reply longer than this is relayed cut */
+#define MAX_METHODS 4096
+#define MAX_ERROR 1024
+#define LOAD_SLACK_MS 5000     /* beyond the hooks' limits, for a load to answer */
+#define EXIT_CALLED_STATUS 86    /* the child's atexit handler: exit() from the candidate */
+#define CHILD_SETUP_STATUS 87    /* the child could not shed the reporter's descriptors */
 
 /* The seccomp action for what plugins may not call.  SCMP_ACT_TRAP works
  * under gVisor (checked with runsc 20221219: SIGSYS arrives with si_syscall
@@ -100,46 +126,9 @@ typedef struct probe_case {
     int status;
 } probe_case;
 
-static struct {
-    int out_fd, err_fd;          /* the stdout and stderr we were given */
-    unsigned call_ms;
-    uint64_t t0_ns;
-    const char *file;            /* the candidate's basename */
-    char sha256[65];
-    char rtdir[256];             /* the kernel's runtime directory */
+/* ---- Small helpers, both processes ---- */
 
-    /* The report, guarded by lock: the main thread adds to it, the
-     * watchdog or the atexit handler may finish it from another thread. */
-    pthread_mutex_t lock;
-    json_t *plugin, *steps, *tests, *log;
-    char *first_failure;
-    int passed, failed;
-    _Atomic(const char *) stage;
-    atomic_int emitting;         /* the report is being written: once */
-    void *reserve;               /* freed for the report if the candidate took all memory */
-    unsigned seen[MAX_SYSCALL];  /* denials already attributed */
-    unsigned seen_foreign;
-
-    /* The watchdog: the call in flight, if any. */
-    pthread_mutex_t wd_lock;
-    pthread_cond_t wd_cv;
-    int wd_armed;
-    uint64_t wd_seq;
-    struct timespec wd_deadline;
-    unsigned wd_limit_ms;
-    char wd_test[160], wd_selector[80];
-} P = {
-    .out_fd = -1,
-    .err_fd = -1,
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .wd_lock = PTHREAD_MUTEX_INITIALIZER,
-};
-
-/* Written by the SIGSYS handler: plain counters, nothing else is safe there. */
-static atomic_uint denied[MAX_SYSCALL];
-static atomic_uint denied_foreign;   /* another ABI's syscalls (int 0x80, x32) */
-
-/* ---- Small helpers ---- */
+static int err_fd = 2;           /* where die_usage and stage lines go */
 
 static uint64_t now_ns(void)
 {
@@ -158,26 +147,20 @@ static json_t *ms_json(double ms)
     return json_real((double)(int64_t)(ms * 1000.0 + 0.5) / 1000.0);
 }
 
-static void write_all(int fd, const char *s, size_t n)
+/* 0 all written, -1 not (the other end is gone). */
+static int write_all(int fd, const void *buf, size_t n)
 {
+    const char *s = buf;
     while (n) {
         ssize_t w = write(fd, s, n);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            return;
+            return -1;
         s += w;
         n -= (size_t)w;
     }
-}
-
-/* Tell the host where we are: if we die, its report names the stage. */
-static void stage(const char *name)
-{
-    atomic_store(&P.stage, name);
-    char line[96];
-    int n = snprintf(line, sizeof line, "stage %s\n", name);
-    write_all(P.err_fd >= 0 ? P.err_fd : 2, line, (size_t)n);
+    return 0;
 }
 
 static void die_usage(const char *fmt, ...)
@@ -192,8 +175,8 @@ static void die_usage(const char *fmt, ...)
     if ((size_t)n > sizeof msg - 2)
         n = (int)sizeof msg - 2;
     msg[n++] = '\n';
-    write_all(P.err_fd >= 0 ? P.err_fd : 2, "a4ps-probe: ", 12);
-    write_all(P.err_fd >= 0 ? P.err_fd : 2, msg, (size_t)n);
+    write_all(err_fd, "a4ps-probe: ", 12);
+    write_all(err_fd, msg, (size_t)n);
     _exit(2);
 }
 
@@ -249,23 +232,6 @@ static void one_line(char *s)
             *s = ' ';
 }
 
-/* ---- The report ---- */
-
-/* Record a failure; the first one becomes the report's reason.  Caller
- * holds P.lock. */
-static void failure_locked(const char *fmt, ...)
-{
-    if (P.first_failure)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&P.first_failure, fmt, ap) < 0)
-        P.first_failure = NULL;
-    va_end(ap);
-    if (P.first_failure)
-        one_line(P.first_failure);
-}
-
 static const char *syscall_name(unsigned nr, char *buf, size_t len)
 {
     char *name = seccomp_syscall_resolve_num_arch(seccomp_arch_native(), (int)nr);
@@ -277,227 +243,31 @@ static const char *syscall_name(unsigned nr, char *buf, size_t len)
     return buf;
 }
 
-/* Denials since the last look become a failure attributed to `during`,
- * their names appended to names (if not NULL).  Caller holds P.lock. */
-static void attribute_denials_locked(const char *during, json_t *names)
+static const char *signame(int sig)
 {
-    for (unsigned nr = 0; nr < MAX_SYSCALL; nr++) {
-        unsigned n = atomic_load(&denied[nr]);
-        if (n == P.seen[nr])
-            continue;
-        P.seen[nr] = n;
-        char name[64];
-        syscall_name(nr, name, sizeof name);
-        failure_locked("tried %s(2), which plugins may not use (during %s)", name, during);
-        if (names)
-            json_array_append_new(names, json_string(name));
-    }
-    unsigned f = atomic_load(&denied_foreign);
-    if (f != P.seen_foreign) {
-        P.seen_foreign = f;
-        if (names)
-            json_array_append_new(names, json_string("(another ABI)"));
-        failure_locked("made a system call of another ABI (int 0x80 or x32), which plugins "
-                       "may not use (during %s)", during);
-    }
+    const char *n = sigabbrev_np(sig);
+    return n ? n : "unknown";
 }
 
-static void add_step(const char *name, int ok, double ms, const char *error, const char *detail)
+/* One frame: header JSON and blob. */
+static int frame_send(int fd, json_t *hdr, const void *blob, size_t blen)
 {
-    pthread_mutex_lock(&P.lock);
-    json_t *s = json_pack("{s:s, s:b, s:o, s:s?}", "step", name, "ok", ok,
-                          "ms", ms >= 0 ? ms_json(ms) : json_null(), "error", error);
-    if (s && detail)
-        json_object_set_new(s, "detail", json_string(detail));
-    json_array_append_new(P.steps, s);
-    if (!ok)
-        failure_locked("%s: %s", name, error ? error : "failed");
-    char during[64];
-    snprintf(during, sizeof during, "stage %s", name);
-    attribute_denials_locked(during, NULL);
-    pthread_mutex_unlock(&P.lock);
-}
-
-/* The report as it stands; `forced` (a timeout, exit()) fails it.  *pass
- * is its verdict. */
-static char *report_compose(const char *forced, int *pass_out)
-{
-    pthread_mutex_lock(&P.lock);
-    attribute_denials_locked(atomic_load(&P.stage), NULL);
-    if (forced)
-        failure_locked("%s", forced);
-    json_t *den = json_array();
-    for (unsigned nr = 0; nr < MAX_SYSCALL; nr++) {
-        unsigned n = atomic_load(&denied[nr]);
-        if (!n)
-            continue;
-        char name[64];
-        json_array_append_new(den, json_pack("{s:s, s:i}", "syscall",
-                                             syscall_name(nr, name, sizeof name), "count", (int)n));
-    }
-    if (atomic_load(&denied_foreign))
-        json_array_append_new(den, json_pack("{s:s, s:i}", "syscall", "(another ABI)", "count",
-                                             (int)atomic_load(&denied_foreign)));
-    int pass = P.first_failure == NULL;
-    *pass_out = pass;
-    json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s?, s:O, s:O, s:O, s:o, s:O, s:i, s:i, s:o}",
-                          "probe", 1, "file", P.file ? P.file : "", "sha256", P.sha256,
-                          "verdict", pass ? "pass" : "fail", "reason", P.first_failure,
-                          "plugin", P.plugin ? P.plugin : json_null(), "steps", P.steps,
-                          "tests", P.tests, "denied_syscalls", den, "log", P.log,
-                          "passed", P.passed, "failed", P.failed, "ms",
-                          ms_json(ms_since(P.t0_ns)));
-    pthread_mutex_unlock(&P.lock);
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
-    json_decref(j);
-    return s;
-}
-
-/* JSON string contents without allocating: for report_bare. */
-static size_t json_escape(char *out, size_t cap, const char *s)
-{
-    size_t o = 0;
-    for (; s && *s && o + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c < 0x20 || c >= 0x80) {
-            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c < 0x80 ? c : 0xfffd);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o] = 0;
-    return o;
-}
-
-/* The report when there is no memory left to compose it (the candidate
- * took it all): fixed fields from static buffers, verdict fail. */
-static __attribute__((noreturn)) void report_bare(const char *forced)
-{
-    static char file[600], reason[1100], out[2048];
-    json_escape(file, sizeof file, P.file);
-    json_escape(reason, sizeof reason,
-                forced ? forced : P.first_failure ? P.first_failure
-                                                  : "the probe ran out of memory composing its "
-                                                    "report (the plugin took it all)");
-    int n = snprintf(out, sizeof out,
-                     "{\"probe\":1,\"file\":\"%s\",\"sha256\":\"%s\",\"verdict\":\"fail\","
-                     "\"reason\":\"%s\",\"plugin\":null,\"steps\":[],\"tests\":[],"
-                     "\"denied_syscalls\":[],\"passed\":0,\"failed\":0,\"ms\":%.3f,"
-                     "\"out_of_memory\":true}\n",
-                     file, P.sha256, reason, ms_since(P.t0_ns));
-    write_all(P.out_fd, out, n > 0 && (size_t)n < sizeof out ? (size_t)n : 0);
-    _exit(1);
-}
-
-/* Print the report on our stdout and leave at once: nothing of the
- * candidate (its destructors, its atexit handlers) runs after this. */
-static __attribute__((noreturn)) void report_emit(const char *forced)
-{
-    if (atomic_exchange(&P.emitting, 1)) {
-        for (;;)                 /* another thread is writing it and will _exit */
-            pause();
-    }
-    stage("report");
-    free(P.reserve);
-    P.reserve = NULL;
-    int pass = 0;
-    char *s = report_compose(forced, &pass);
-    if (!s)
-        report_bare(forced);
-    write_all(P.out_fd, s, strlen(s));
-    write_all(P.out_fd, "\n", 1);
-    _exit(pass ? 0 : 1);
-}
-
-/* exit() from the candidate (init, a method, a constructor): still report. */
-static void on_exit_called(void)
-{
-    char why[160];
-    snprintf(why, sizeof why, "the plugin called exit() during stage %s",
-             atomic_load(&P.stage));
-    report_emit(why);
-}
-
-static void on_kernel_log(void *arg, int level, const char *line)
-{
-    (void)arg;
-    char buf[320];
-    snprintf(buf, sizeof buf, "<%d>%s", level, line);
-    pthread_mutex_lock(&P.lock);
-    if (json_array_size(P.log) >= MAX_LOG_LINES)
-        json_array_remove(P.log, 0);
-    json_array_append_new(P.log, text_json(buf, strlen(buf), sizeof buf));
-    pthread_mutex_unlock(&P.lock);
-}
-
-/* ---- The watchdog ---- */
-
-static void wd_arm(const char *test, const char *selector, unsigned limit_ms)
-{
-    pthread_mutex_lock(&P.wd_lock);
-    snprintf(P.wd_test, sizeof P.wd_test, "%s", test);
-    snprintf(P.wd_selector, sizeof P.wd_selector, "%s", selector ? selector : "");
-    P.wd_limit_ms = limit_ms;
-    clock_gettime(CLOCK_MONOTONIC, &P.wd_deadline);
-    P.wd_deadline.tv_sec += limit_ms / 1000;
-    P.wd_deadline.tv_nsec += (long)(limit_ms % 1000) * 1000000L;
-    if (P.wd_deadline.tv_nsec >= 1000000000L) {
-        P.wd_deadline.tv_sec++;
-        P.wd_deadline.tv_nsec -= 1000000000L;
-    }
-    P.wd_armed = 1;
-    P.wd_seq++;
-    pthread_cond_signal(&P.wd_cv);
-    pthread_mutex_unlock(&P.wd_lock);
-}
-
-static void wd_disarm(void)
-{
-    pthread_mutex_lock(&P.wd_lock);
-    P.wd_armed = 0;
-    pthread_cond_signal(&P.wd_cv);
-    pthread_mutex_unlock(&P.wd_lock);
-}
-
-static void *watchdog_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&P.wd_lock);
-    for (;;) {
-        while (!P.wd_armed)
-            pthread_cond_wait(&P.wd_cv, &P.wd_lock);
-        uint64_t seq = P.wd_seq;
-        int rc = 0;
-        while (P.wd_armed && P.wd_seq == seq && rc != ETIMEDOUT)
-            rc = pthread_cond_timedwait(&P.wd_cv, &P.wd_lock, &P.wd_deadline);
-        if (P.wd_armed && P.wd_seq == seq && rc == ETIMEDOUT)
-            break;
-    }
-    /* The call in flight overran: record it and report from here; the
-     * thread running it is still inside the candidate and never returns. */
-    char test[160], selector[80], why[320];
-    snprintf(test, sizeof test, "%s", P.wd_test);
-    snprintf(selector, sizeof selector, "%s", P.wd_selector);
-    unsigned limit = P.wd_limit_ms;
-    pthread_mutex_unlock(&P.wd_lock);
-    if (!selector[0]) {
-        snprintf(why, sizeof why, "%s did not finish within %u ms", test, limit);
-        report_emit(why);
-    }
-    snprintf(why, sizeof why, "%s timed out after %u ms", test, limit);
-    pthread_mutex_lock(&P.lock);
-    json_array_append_new(P.tests, json_pack("{s:s, s:s, s:b, s:n, s:i, s:n, s:s}", "name",
-                                             test, "selector", selector, "ok", 0, "status",
-                                             "ms", (int)limit, "reply", "error", why));
-    P.failed++;
-    pthread_mutex_unlock(&P.lock);
-    report_emit(why);
+    char *h = json_dumps(hdr, JSON_COMPACT);
+    if (!h)
+        return -1;
+    uint32_t len[2] = {(uint32_t)strlen(h), (uint32_t)blen};
+    int rc = write_all(fd, len, sizeof len) || write_all(fd, h, len[0]) ||
+             (blen && write_all(fd, blob, blen)) ? -1 : 0;
+    free(h);
+    return rc;
 }
 
 /* ---- The inner wall: seccomp ---- */
+
+/* Written by the child's SIGSYS handler: plain counters, nothing else is
+ * safe there. */
+static atomic_uint denied[MAX_SYSCALL];
+static atomic_uint denied_foreign;   /* another ABI's syscalls (int 0x80, x32) */
 
 static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 {
@@ -529,43 +299,52 @@ static const char *const denied_names[] = {
     "reboot", "swapon", "swapoff", "personality",
 };
 
-static int seccomp_apply(char *err, size_t errlen)
+/* The filter, on the calling process.  trap: the child's (denials are
+ * trapped and counted by on_sigsys); otherwise the reporter's, which has
+ * no use for any of it once it has forked: EPERM.  keep: descriptors that
+ * may not be closed or replaced. */
+static int seccomp_apply(int trap, const int *keep, size_t nkeep, char *err, size_t errlen)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_sigsys;
-    sa.sa_flags = SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSYS, &sa, NULL) != 0) {
-        snprintf(err, errlen, "seccomp: sigaction(SIGSYS): %s", strerror(errno));
-        return -1;
+    scmp_filter_ctx c = NULL;
+    int rc = 0;
+    const char *what = "sigaction";
+    uint32_t deny = trap ? DENY : SCMP_ACT_ERRNO(EPERM);
+    if (trap) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_sigsys;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGSYS, &sa, NULL) != 0) {
+            snprintf(err, errlen, "seccomp: sigaction(SIGSYS): %s", strerror(errno));
+            return -1;
+        }
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
         snprintf(err, errlen, "seccomp: PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
         return -1;
     }
-    scmp_filter_ctx c = seccomp_init(SCMP_ACT_ALLOW);
+    c = seccomp_init(SCMP_ACT_ALLOW);
     if (!c) {
         snprintf(err, errlen, "seccomp: seccomp_init failed");
         return -1;
     }
-    int rc = 0;
-    const char *what = "attributes";
+    what = "attributes";
     /* TSYNC: threads that already exist get the filter too. */
     if ((rc = seccomp_attr_set(c, SCMP_FLTATR_CTL_TSYNC, 1)) ||
-        (rc = seccomp_attr_set(c, SCMP_FLTATR_ACT_BADARCH, DENY)))
+        (rc = seccomp_attr_set(c, SCMP_FLTATR_ACT_BADARCH, deny)))
         goto fail;
     for (size_t i = 0; i < sizeof denied_names / sizeof denied_names[0]; i++) {
         what = denied_names[i];
         int nr = seccomp_syscall_resolve_name(what);
         if (nr == __NR_SCMP_ERROR)
             continue;            /* not on this architecture */
-        if ((rc = seccomp_rule_add(c, DENY, nr, 0)))
+        if ((rc = seccomp_rule_add(c, deny, nr, 0)))
             goto fail;
     }
     /* Threads must work (the kernel library starts them); processes not. */
     what = "clone";
-    if ((rc = seccomp_rule_add(c, DENY, SCMP_SYS(clone), 1,
+    if ((rc = seccomp_rule_add(c, deny, SCMP_SYS(clone), 1,
                                arg_cmp(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0))))
         goto fail;
     /* clone3 passes its flags in memory, out of a filter's sight: ENOSYS
@@ -575,12 +354,10 @@ static int seccomp_apply(char *err, size_t errlen)
         goto fail;
     /* Keep the handler that records denials in place. */
     what = "rt_sigaction";
-    if ((rc = seccomp_rule_add(c, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(rt_sigaction), 1,
-                               arg_cmp(0, SCMP_CMP_EQ, SIGSYS, 0))))
+    if (trap && (rc = seccomp_rule_add(c, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(rt_sigaction), 1,
+                                       arg_cmp(0, SCMP_CMP_EQ, SIGSYS, 0))))
         goto fail;
-    /* Keep the report's descriptors: no closing them, no dup2 over them. */
-    int keep[] = {P.out_fd, P.err_fd};
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < nkeep; i++) {
         scmp_datum_t fd = (scmp_datum_t)keep[i];
         what = "close";
         if ((rc = seccomp_rule_add(c, SCMP_ACT_ERRNO(EBADF), SCMP_SYS(close), 1,
@@ -830,23 +607,850 @@ static int desc_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-/* ---- Calls ---- */
+/* ---- The child: the candidate's process ---- */
+
+static struct {
+    pthread_mutex_t lock;        /* the log, written by any kernel thread */
+    char *log[MAX_LOG_LINES];
+    size_t nlog;
+    unsigned seen[MAX_SYSCALL];  /* denials already told */
+    unsigned seen_foreign;
+    char rtdir[256];
+} C = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void child_log(void *arg, int level, const char *line)
+{
+    (void)arg;
+    char buf[MAX_LOG_LINE];
+    snprintf(buf, sizeof buf, "<%d>%s", level, line);
+    pthread_mutex_lock(&C.lock);
+    if (C.nlog == MAX_LOG_LINES) {
+        free(C.log[0]);
+        memmove(C.log, C.log + 1, (MAX_LOG_LINES - 1) * sizeof C.log[0]);
+        C.nlog--;
+    }
+    C.log[C.nlog] = strdup(buf);
+    if (C.log[C.nlog])
+        C.nlog++;
+    pthread_mutex_unlock(&C.lock);
+}
+
+/* exit() from the candidate: a status the reporter knows. */
+static void child_exit_called(void)
+{
+    _exit(EXIT_CALLED_STATUS);
+}
+
+/* The denials and log lines since the last answer go with each answer. */
+static void child_news(json_t *hdr)
+{
+    json_t *den = json_array();
+    for (unsigned nr = 0; nr < MAX_SYSCALL; nr++) {
+        unsigned n = atomic_load(&denied[nr]);
+        if (n != C.seen[nr]) {
+            json_array_append_new(den, json_pack("[i, i]", (int)nr, (int)(n - C.seen[nr])));
+            C.seen[nr] = n;
+        }
+    }
+    unsigned f = atomic_load(&denied_foreign);
+    json_object_set_new(hdr, "denied", den);
+    json_object_set_new(hdr, "foreign", json_integer((json_int_t)(f - C.seen_foreign)));
+    C.seen_foreign = f;
+    json_t *log = json_array();
+    pthread_mutex_lock(&C.lock);
+    for (size_t i = 0; i < C.nlog; i++) {
+        json_array_append_new(log, text_json(C.log[i], strlen(C.log[i]), MAX_LOG_LINE - 1));
+        free(C.log[i]);
+    }
+    C.nlog = 0;
+    pthread_mutex_unlock(&C.lock);
+    json_object_set_new(hdr, "log", log);
+}
+
+static void child_answer(json_t *req, json_t *hdr, const void *blob, size_t blen)
+{
+    json_object_set(hdr, "seq", json_object_get(req, "seq"));
+    json_object_set(hdr, "op", json_object_get(req, "op"));
+    child_news(hdr);
+    if (frame_send(CHILD_OUT_FD, hdr, blob, blen) != 0)
+        _exit(0);                /* the reporter is gone */
+    json_decref(hdr);
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* The next request, or NULL at the end (the reporter closed its end). */
+static json_t *child_request(char **blob, size_t *blen)
+{
+    uint32_t len[2];
+    *blob = NULL;
+    if (read_full(CHILD_IN_FD, len, sizeof len) != 0 || len[0] > MAX_HEADER ||
+        len[1] > MAX_REQ_BLOB)
+        return NULL;
+    char *h = malloc((size_t)len[0] + 1), *b = malloc((size_t)len[1] + 1);
+    if (!h || !b || read_full(CHILD_IN_FD, h, len[0]) != 0 ||
+        read_full(CHILD_IN_FD, b, len[1]) != 0) {
+        free(h);
+        free(b);
+        return NULL;
+    }
+    json_t *j = json_loadb(h, len[0], 0, NULL);
+    free(h);
+    *blob = b;
+    *blen = len[1];
+    return j;
+}
+
+/* The descriptors open now, from /proc/self/fd: -1 if it cannot be read. */
+static int fd_list(int *fds, size_t cap, size_t *n)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    *n = 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (e->d_name[0] == '.' || *end || fd == dirfd(d))
+            continue;
+        if (*n == cap) {
+            rc = -1;
+            break;
+        }
+        fds[(*n)++] = (int)fd;
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Drop everything the reporter holds: only the two pipe ends (at 3 and 4)
+ * and /dev/null on 0-2 stay, and that is checked.  /proc/self/fd names
+ * what is open (closing every number up to RLIMIT_NOFILE costs seconds
+ * under gVisor); without it, close_range, and without that, every number. */
+static void child_shed(int in, int out)
+{
+    int a = fcntl(in, F_DUPFD, 10), b = fcntl(out, F_DUPFD, 10);
+    int null = open("/dev/null", O_RDWR);
+    if (a < 0 || b < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+        dup2(null, 2) < 0 || dup2(a, CHILD_IN_FD) < 0 || dup2(b, CHILD_OUT_FD) < 0)
+        _exit(CHILD_SETUP_STATUS);
+    int fds[4096];
+    size_t n = 0;
+    if (fd_list(fds, 4096, &n) == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (fds[i] > CHILD_OUT_FD)
+                close(fds[i]);
+    } else if (syscall(SYS_close_range, CHILD_OUT_FD + 1, ~0u, 0) != 0) {
+        struct rlimit rl;
+        int max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1u << 20)
+                      ? (int)rl.rlim_cur : 1 << 20;
+        for (int fd = CHILD_OUT_FD + 1; fd < max; fd++)
+            close(fd);
+    }
+    /* The check: by /proc when it can be read, else the first 1024. */
+    if (fd_list(fds, 4096, &n) == 0) {
+        if (n != CHILD_OUT_FD + 1)
+            _exit(CHILD_SETUP_STATUS);
+        for (size_t i = 0; i < n; i++)
+            if (fds[i] > CHILD_OUT_FD)
+                _exit(CHILD_SETUP_STATUS);
+    } else {
+        for (int fd = 0; fd < 1024; fd++)
+            if ((fcntl(fd, F_GETFD) >= 0) != (fd <= CHILD_OUT_FD))
+                _exit(CHILD_SETUP_STATUS);
+    }
+    struct stat st;
+    for (int fd = 0; fd <= 2; fd++)
+        if (fstat(fd, &st) != 0 || !S_ISCHR(st.st_mode))
+            _exit(CHILD_SETUP_STATUS);
+    if (fcntl(CHILD_IN_FD, F_SETFD, FD_CLOEXEC) < 0 || fcntl(CHILD_OUT_FD, F_SETFD, FD_CLOEXEC) < 0)
+        _exit(CHILD_SETUP_STATUS);
+}
+
+static json_t *child_describe(kernel *k, char *err, size_t errlen)
+{
+    char *ex = kernel_explain(k, PROTO);
+    json_t *j = ex ? json_loads(ex, 0, NULL) : NULL;
+    free(ex);
+    json_t *pl = json_object_get(j, "plugin"), *ms = json_object_get(j, "methods");
+    if (!json_is_object(pl) || !json_is_array(ms)) {
+        snprintf(err, errlen, "kernel_explain(%s) gave no plugin and methods", PROTO);
+        json_decref(j);
+        return NULL;
+    }
+    json_t *sels = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(ms, i, m)
+        if (json_is_string(json_object_get(m, "selector")))
+            json_array_append(sels, json_object_get(m, "selector"));
+    json_t *d = json_object_get(pl, "description");
+    json_t *info = json_pack("{s:b, s:n, s:O, s:O, s:O, s:o}", "ok", 1, "error", "kind",
+                             json_object_get(pl, "kind"), "state_version",
+                             json_object_get(pl, "state_version"), "description",
+                             json_is_string(d) ? d : json_null(), "methods", sels);
+    json_decref(j);
+    if (!info)
+        snprintf(err, errlen, "kernel_explain(%s): incomplete plugin information", PROTO);
+    return info;
+}
+
+static json_t *status_answer(int rc, const char *err, double ms)
+{
+    json_t *h = json_pack("{s:b, s:o}", "ok", rc == 0, "ms", ms_json(ms));
+    json_object_set_new(h, "error", rc ? json_string(err) : json_null());
+    return h;
+}
+
+static int child_state(kernel *k, const kernel_version_info *info, const char *blob,
+                       size_t blen, int reset, char *err, size_t errlen)
+{
+    state_rec *st = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (reset) {
+        rc = kernel_proto_destroy(k, PROTO, err, errlen);
+        if (rc == 0)
+            rc = kernel_proto_create(k, PROTO, info->name, info->version, NULL, err, errlen);
+    }
+    if (rc == 0 && blen)
+        rc = state_parse("(from the reporter)", blob, blen, &st, &n, err, errlen);
+    if (rc == 0)
+        rc = state_apply(k, st, n, err, errlen);
+    free(st);
+    return rc;
+}
+
+static __attribute__((noreturn)) void child_main(const probe_opts *o, int in, int out)
+{
+    /* Undumpable was for the reporter's sake; the child's own /proc is as
+     * a plugin's always was (and lists its descriptors to shed). */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    child_shed(in, out);
+    err_fd = -1;
+    char err[KERNEL_ERRLEN];
+    int keep[] = {CHILD_IN_FD, CHILD_OUT_FD};
+    /* The inner wall goes up before any thread exists (TSYNC covers the
+     * rest), the exit() catcher before any candidate code can register its own. */
+    if (seccomp_apply(1, keep, 2, err, sizeof err) != 0 || atexit(child_exit_called) != 0)
+        _exit(CHILD_SETUP_STATUS);
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || tmp[0] != '/' || strlen(tmp) > sizeof C.rtdir - 24)
+        tmp = "/tmp";
+    snprintf(C.rtdir, sizeof C.rtdir, "%s/a4ps-probe-XXXXXX", tmp);
+    if (!mkdtemp(C.rtdir))
+        _exit(CHILD_SETUP_STATUS);
+    kernel_config cfg = {
+        .runtime_dir = C.rtdir,
+        .hook_timeout_ms = o->hook_ms,
+        .run_self_test = 1,
+        .log_level = A4PS_LOG_INFO,
+        .log = child_log,
+    };
+    kernel *k = kernel_create(&cfg, err, sizeof err);
+    if (!k)
+        _exit(CHILD_SETUP_STATUS);
+    kernel_version_info info = {0};
+    for (;;) {
+        char *blob;
+        size_t blen = 0;
+        json_t *req = child_request(&blob, &blen);
+        if (!req)
+            _exit(0);
+        const char *op = json_string_value(json_object_get(req, "op"));
+        op = op ? op : "";
+        uint64_t t = now_ns();
+        json_t *h = NULL;
+        const void *rblob = NULL;
+        size_t rlen = 0;
+        kernel_reply r = {0};
+        err[0] = 0;
+        if (!strcmp(op, "load")) {
+            const char *path = json_string_value(json_object_get(req, "path"));
+            int rc = kernel_load(k, path ? path : "", &info, err, sizeof err);
+            h = status_answer(rc, err, ms_since(t));
+            if (rc == 0) {
+                char prefix[300];
+                snprintf(prefix, sizeof prefix, "%s/", C.rtdir);
+                desc_find df = {.prefix = prefix, .name = info.name, .version = info.version};
+                dl_iterate_phdr(desc_cb, &df);
+                json_object_set_new(h, "name", json_string(info.name));
+                json_object_set_new(h, "version", json_string(info.version));
+                json_object_set_new(h, "self_test", df.found ? json_boolean(df.has_self_test)
+                                                             : json_null());
+            }
+        } else if (!strcmp(op, "describe")) {
+            int rc = kernel_proto_create(k, PROTO, info.name, info.version, NULL, err,
+                                         sizeof err);
+            h = rc == 0 ? child_describe(k, err, sizeof err) : NULL;
+            if (!h)
+                h = status_answer(-1, err, 0);
+            json_object_set_new(h, "ms", ms_json(ms_since(t)));
+        } else if (!strcmp(op, "state") || !strcmp(op, "reset")) {
+            int rc = child_state(k, &info, blob, blen, !strcmp(op, "reset"), err, sizeof err);
+            h = status_answer(rc, err, ms_since(t));
+        } else if (!strcmp(op, "call")) {
+            const char *sel = json_string_value(json_object_get(req, "selector"));
+            int st = kernel_send(k, PROTO, sel ? sel : "", blob, blen, &r);
+            h = json_pack("{s:i, s:o, s:I}", "status", st, "ms", ms_json(ms_since(t)),
+                          "reply_len", (json_int_t)r.len);
+            rblob = r.data;
+            rlen = r.len < MAX_REPLY_BLOB ? r.len : MAX_REPLY_BLOB;
+        } else if (!strcmp(op, "unload")) {
+            kernel_proto_destroy(k, PROTO, err, sizeof err);
+            kernel_destroy(k);
+            k = NULL;
+            h = status_answer(0, NULL, ms_since(t));
+        } else {
+            _exit(CHILD_SETUP_STATUS);
+        }
+        child_answer(req, h, rblob, rlen);
+        kernel_reply_free(&r);
+        json_decref(req);
+        free(blob);
+        if (!k)
+            _exit(0);            /* nothing more to do: the end is the answer's EOF */
+    }
+}
+
+/* ---- The reporter ---- */
+
+static struct {
+    int out_fd;                  /* the report's descriptor: ours alone */
+    int req, resp;               /* to and from the child; -1 once closed */
+    pid_t child;
+    int reaped;
+    unsigned call_ms, hook_ms;
+    uint64_t t0_ns;
+    const char *file;            /* the candidate's basename */
+    char sha256[65];
+    const char *stage;
+    json_t *plugin, *steps, *tests, *log, *cases, *child_end;
+    char *first_failure;
+    int passed, failed;
+    unsigned denied[MAX_SYSCALL];
+    unsigned foreign;
+    json_int_t seq;
+    unsigned answered;
+} R = {.out_fd = -1, .req = -1, .resp = -1};
+
+typedef struct answer {
+    json_t *h;
+    char *blob;
+    size_t blen;
+    json_t *denied;              /* names of the calls denied meanwhile */
+} answer;
+
+static void answer_free(answer *a)
+{
+    json_decref(a->h);
+    json_decref(a->denied);
+    free(a->blob);
+    memset(a, 0, sizeof *a);
+}
+
+/* Tell the host where we are: if we die, its report names the stage. */
+static void stage(const char *name)
+{
+    R.stage = name;
+    char line[96];
+    int n = snprintf(line, sizeof line, "stage %s\n", name);
+    write_all(err_fd, line, (size_t)n);
+}
+
+/* Record a failure; the first one becomes the report's reason. */
+static void failure(const char *fmt, ...)
+{
+    if (R.first_failure)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&R.first_failure, fmt, ap) < 0)
+        R.first_failure = NULL;
+    va_end(ap);
+    if (R.first_failure)
+        one_line(R.first_failure);
+}
+
+static void add_step(const char *name, int ok, double ms, const char *error, const char *detail)
+{
+    json_t *s = json_pack("{s:s, s:b, s:o, s:s?}", "step", name, "ok", ok,
+                          "ms", ms >= 0 ? ms_json(ms) : json_null(), "error", error);
+    if (s && detail)
+        json_object_set_new(s, "detail", json_string(detail));
+    json_array_append_new(R.steps, s);
+    if (!ok)
+        failure("%s: %s", name, error ? error : "failed");
+}
+
+/* ---- How the child ended ---- */
+
+static void end_json(int st, int killed, const char *why)
+{
+    json_t *e;
+    if (WIFSIGNALED(st) && !killed) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "SIG%s", signame(WTERMSIG(st)));
+        e = json_pack("{s:i, s:s}", "signal", WTERMSIG(st), "name", nm);
+    } else if (killed) {
+        e = json_pack("{s:b, s:s}", "killed", 1, "why", why);
+    } else {
+        e = json_pack("{s:i}", "status", WEXITSTATUS(st));
+    }
+    json_decref(R.child_end);
+    R.child_end = json_pack("{s:i, s:I, s:o, s:s}", "pid", (int)R.child, "answered",
+                            (json_int_t)R.answered, "end", e ? e : json_null(), "stage",
+                            R.stage ? R.stage : "start");
+}
+
+/* Wait for the child until deadline_ns, then kill it.  *st: its status;
+ * returns 1 if we had to kill it. */
+static int reap(uint64_t deadline_ns, int *st)
+{
+    *st = 0;
+    if (R.reaped)
+        return 0;
+    for (;;) {
+        pid_t p = waitpid(R.child, st, WNOHANG);
+        if (p == R.child || (p < 0 && errno != EINTR))
+            break;
+        if (now_ns() >= deadline_ns) {
+            kill(R.child, SIGKILL);
+            while (waitpid(R.child, st, 0) < 0 && errno == EINTR)
+                ;
+            R.reaped = 1;
+            return 1;
+        }
+        usleep(2000);
+    }
+    R.reaped = 1;
+    return 0;
+}
+
+static void close_req(void)
+{
+    if (R.req >= 0)
+        close(R.req);
+    R.req = -1;
+}
+
+/* The child stopped answering mid-step: say how it ended. */
+static void child_gone(const char *during)
+{
+    close_req();
+    int st;
+    int killed = reap(now_ns() + 2000000000ull, &st);
+    end_json(st, killed, "it closed its pipe but did not exit");
+    if (killed)
+        failure("the plugin's process stopped answering during %s and was killed", during);
+    else if (WIFSIGNALED(st))
+        failure("the plugin's process died with signal %d (SIG%s) during %s", WTERMSIG(st),
+                signame(WTERMSIG(st)), during);
+    else if (WEXITSTATUS(st) == EXIT_CALLED_STATUS)
+        failure("the plugin called exit() during %s", during);
+    else if (WEXITSTATUS(st) == CHILD_SETUP_STATUS && !R.answered)
+        failure("the probe's child could not set itself up (status %d)", WEXITSTATUS(st));
+    else
+        failure("the plugin's process exited with status %d during %s (without answering)",
+                WEXITSTATUS(st), during);
+}
+
+/* Kill the child: it did something the protocol does not allow, or went
+ * silent.  why is the report's reason. */
+static void child_kill(const char *why, const char *end_why)
+{
+    close_req();
+    failure("%s", why);
+    int st = 0;
+    if (!R.reaped) {
+        kill(R.child, SIGKILL);
+        while (waitpid(R.child, &st, 0) < 0 && errno == EINTR)
+            ;
+        R.reaped = 1;
+    }
+    end_json(st, 1, end_why);
+}
+
+/* Exactly n bytes before deadline: 0, -1 the other end closed, -2 late. */
+static int read_until(int fd, void *buf, size_t n, uint64_t deadline_ns)
+{
+    char *p = buf;
+    while (n) {
+        uint64_t now = now_ns();
+        if (now >= deadline_ns)
+            return -2;
+        struct pollfd pfd = {fd, POLLIN, 0};
+        uint64_t left = (deadline_ns - now + 999999) / 1000000;
+        int r = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            continue;
+        ssize_t got = read(fd, p, n);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (got <= 0)
+            return -1;
+        p += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* Is a field of the expected type?  t: b bool, i integer, r number, s
+ * string, S string or null, B bool or null, a array. */
+static int typed(json_t *v, char t)
+{
+    switch (t) {
+    case 'b': return json_is_boolean(v);
+    case 'i': return json_is_integer(v);
+    case 'r': return json_is_number(v) && json_number_value(v) >= 0;
+    case 's': return json_is_string(v);
+    case 'S': return json_is_string(v) || json_is_null(v);
+    case 'B': return json_is_boolean(v) || json_is_null(v);
+    case 'a': return json_is_array(v);
+    }
+    return 0;
+}
+
+static int str_max(json_t *v, size_t max)
+{
+    return !json_is_string(v) || (json_string_length(v) <= max &&
+                                  !memchr(json_string_value(v), 0, json_string_length(v)));
+}
+
+/* Every field of an answer, by op: "key:T" required, "key:T?" optional;
+ * nothing else may be there. */
+static int answer_check(answer *a, const char *op, json_int_t seq, char *why, size_t whylen)
+{
+    static const char *const common[] = {"seq:i", "op:s", "denied:a", "foreign:i", "log:a", NULL};
+    static const char *const status_keys[] = {"ok:b", "ms:r", "error:S", NULL};
+    static const char *const load_keys[] = {"ok:b", "ms:r", "error:S", "name:s?", "version:s?",
+                                            "self_test:B?", NULL};
+    static const char *const describe_keys[] = {"ok:b", "ms:r", "error:S", "kind:s?",
+                                                "state_version:i?", "description:S?",
+                                                "methods:a?", NULL};
+    static const char *const call_keys[] = {"status:i", "ms:r", "reply_len:i", NULL};
+    const char *const *own = !strcmp(op, "load")       ? load_keys
+                             : !strcmp(op, "describe") ? describe_keys
+                             : !strcmp(op, "call")     ? call_keys
+                                                       : status_keys;
+    json_t *h = a->h;
+    if (!json_is_object(h)) {
+        snprintf(why, whylen, "its answer is not a JSON object");
+        return -1;
+    }
+    size_t known = 0;
+    const char *const *lists[] = {common, own};
+    for (int l = 0; l < 2; l++)
+        for (const char *const *k = lists[l]; *k; k++) {
+            const char *colon = strchr(*k, ':');
+            char key[32];
+            snprintf(key, sizeof key, "%.*s", (int)(colon - *k), *k);
+            json_t *v = json_object_get(h, key);
+            if (!v) {
+                if (colon[2] == '?')
+                    continue;
+                snprintf(why, whylen, "its answer lacks \"%s\"", key);
+                return -1;
+            }
+            known++;
+            if (!typed(v, colon[1])) {
+                snprintf(why, whylen, "its answer's \"%s\" has the wrong type", key);
+                return -1;
+            }
+        }
+    if (json_object_size(h) != known) {
+        snprintf(why, whylen, "its answer holds fields nobody asked for");
+        return -1;
+    }
+    if (json_integer_value(json_object_get(h, "seq")) != seq ||
+        strcmp(json_string_value(json_object_get(h, "op")), op)) {
+        snprintf(why, whylen, "it answered step %" JSON_INTEGER_FORMAT " (%s), not the step "
+                 "asked, %" JSON_INTEGER_FORMAT " (%s)",
+                 json_integer_value(json_object_get(h, "seq")),
+                 json_string_value(json_object_get(h, "op")), seq, op);
+        return -1;
+    }
+    /* Bounds and consistency. */
+    json_t *ok = json_object_get(h, "ok");
+    int good = !ok || json_is_true(ok);
+    if (!str_max(json_object_get(h, "error"), MAX_ERROR * 4) ||
+        (ok && good != json_is_null(json_object_get(h, "error")))) {
+        snprintf(why, whylen, "its answer's \"error\" does not fit its \"ok\" (or is too long)");
+        return -1;
+    }
+    if (!strcmp(op, "load") && good &&
+        (!json_object_get(h, "name") || !json_object_get(h, "version") ||
+         !json_object_get(h, "self_test") || !str_max(json_object_get(h, "name"), 63) ||
+         !str_max(json_object_get(h, "version"), 31))) {
+        snprintf(why, whylen, "its answer to load lacks a plausible name, version and self_test");
+        return -1;
+    }
+    if (!strcmp(op, "describe") && good) {
+        json_t *m = json_object_get(h, "methods");
+        size_t i;
+        json_t *s;
+        int bad = !m || !json_object_get(h, "kind") || !json_object_get(h, "state_version") ||
+                  !json_object_get(h, "description") ||
+                  !str_max(json_object_get(h, "kind"), 32) ||
+                  !str_max(json_object_get(h, "description"), 4096) ||
+                  json_array_size(m) > MAX_METHODS;
+        json_array_foreach(m, i, s)
+            bad |= !json_is_string(s) || !json_string_length(s) || !str_max(s, 255);
+        if (bad) {
+            snprintf(why, whylen, "its answer to describe lacks plausible methods and kind");
+            return -1;
+        }
+    }
+    if (!strcmp(op, "call")) {
+        json_int_t rl = json_integer_value(json_object_get(h, "reply_len"));
+        int st = (int)json_integer_value(json_object_get(h, "status"));
+        if (rl < 0 || (size_t)(rl < MAX_REPLY_BLOB ? rl : MAX_REPLY_BLOB) != a->blen ||
+            st != json_integer_value(json_object_get(h, "status"))) {
+            snprintf(why, whylen, "its answer's reply_len does not match the reply it sent");
+            return -1;
+        }
+    } else if (a->blen) {
+        snprintf(why, whylen, "it sent %zu bytes with an answer to %s that has none", a->blen,
+                 op);
+        return -1;
+    }
+    json_t *den = json_object_get(h, "denied"), *log = json_object_get(h, "log"), *e;
+    size_t i;
+    json_int_t foreign = json_integer_value(json_object_get(h, "foreign"));
+    int bad = foreign < 0 || foreign > (1 << 30) || json_array_size(den) > MAX_SYSCALL ||
+              json_array_size(log) > MAX_LOG_LINES;
+    json_array_foreach(den, i, e) {
+        json_int_t nr = json_integer_value(json_array_get(e, 0));
+        json_int_t n = json_integer_value(json_array_get(e, 1));
+        bad |= !json_is_array(e) || json_array_size(e) != 2 ||
+               !json_is_integer(json_array_get(e, 0)) || !json_is_integer(json_array_get(e, 1)) ||
+               nr < 0 || nr >= MAX_SYSCALL || n < 1 || n > (1 << 30);
+    }
+    json_array_foreach(log, i, e)
+        bad |= !json_is_string(e) || !str_max(e, MAX_LOG_LINE * 3);
+    if (bad) {
+        snprintf(why, whylen, "its answer's denied calls or log lines are malformed");
+        return -1;
+    }
+    return 0;
+}
+
+/* What the child said besides the answer: denied calls (attributed to
+ * `during`, their names in a->denied) and log lines. */
+static void answer_news(answer *a, const char *during)
+{
+    json_t *den = json_object_get(a->h, "denied"), *e;
+    size_t i;
+    a->denied = json_array();
+    json_array_foreach(den, i, e) {
+        unsigned nr = (unsigned)json_integer_value(json_array_get(e, 0));
+        R.denied[nr] += (unsigned)json_integer_value(json_array_get(e, 1));
+        char name[64];
+        syscall_name(nr, name, sizeof name);
+        failure("tried %s(2), which plugins may not use (during %s)", name, during);
+        json_array_append_new(a->denied, json_string(name));
+    }
+    json_int_t f = json_integer_value(json_object_get(a->h, "foreign"));
+    if (f) {
+        R.foreign += (unsigned)f;
+        json_array_append_new(a->denied, json_string("(another ABI)"));
+        failure("made a system call of another ABI (int 0x80 or x32), which plugins may not "
+                "use (during %s)", during);
+    }
+    json_array_foreach(json_object_get(a->h, "log"), i, e) {
+        if (json_array_size(R.log) >= MAX_LOG_LINES)
+            json_array_remove(R.log, 0);
+        json_array_append(R.log, e);
+    }
+}
+
+/* One step: send the request, read its answer within limit_ms and check
+ * it.  0 answered; -1 the child failed the step (recorded: the report is
+ * due), -2 it did not answer in time (killed; late_why recorded). */
+static int ask(const char *op, json_t *args, const void *blob, size_t blen, unsigned limit_ms,
+               const char *during, const char *late_why, answer *a)
+{
+    memset(a, 0, sizeof *a);
+    char why[512];
+    /* Nothing may be waiting: every byte the child sends answers a step. */
+    struct pollfd pfd = {R.resp, POLLIN, 0};
+    if (poll(&pfd, 1, 0) > 0) {
+        char c;
+        ssize_t n = read(R.resp, &c, 1);
+        json_decref(args);
+        if (n > 0) {
+            snprintf(why, sizeof why, "the plugin's process sent data nobody asked for before "
+                     "%s (a step must be asked before it is answered)", during);
+            child_kill(why, "it broke the probe's protocol");
+        } else {
+            child_gone(during);
+        }
+        return -1;
+    }
+    json_t *req = args ? args : json_object();
+    json_object_set_new(req, "seq", json_integer(++R.seq));
+    json_object_set_new(req, "op", json_string(op));
+    int rc = frame_send(R.req, req, blob, blen);
+    json_decref(req);
+    if (rc != 0) {
+        child_gone(during);
+        return -1;
+    }
+    uint64_t deadline = now_ns() + (uint64_t)limit_ms * 1000000ull;
+    uint32_t len[2];
+    rc = read_until(R.resp, len, sizeof len, deadline);
+    if (rc == 0 && (len[0] == 0 || len[0] > MAX_HEADER || len[1] > MAX_REPLY_BLOB)) {
+        snprintf(why, sizeof why, "the plugin's process broke the probe's protocol during %s: "
+                 "a frame of %u + %u bytes (at most %u + %u)", during, len[0], len[1],
+                 MAX_HEADER, MAX_REPLY_BLOB);
+        child_kill(why, "it broke the probe's protocol");
+        return -1;
+    }
+    char *h = NULL;
+    if (rc == 0) {
+        h = malloc((size_t)len[0] + 1);
+        a->blob = malloc((size_t)len[1] + 1);
+        if (!h || !a->blob)
+            die_usage("out of memory reading an answer");
+        rc = read_until(R.resp, h, len[0], deadline);
+        if (rc == 0)
+            rc = read_until(R.resp, a->blob, len[1], deadline);
+        a->blen = len[1];
+    }
+    if (rc == -2) {
+        free(h);
+        answer_free(a);
+        child_kill(late_why, "no answer in time");
+        return -2;
+    }
+    if (rc == -1) {
+        free(h);
+        answer_free(a);
+        child_gone(during);
+        return -1;
+    }
+    json_error_t je;
+    a->h = json_loadb(h, len[0], 0, &je);
+    free(h);
+    if (!a->h)
+        snprintf(why, sizeof why, "not JSON (%s)", je.text);
+    if (!a->h || answer_check(a, op, R.seq, why, sizeof why) != 0) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "the plugin's process broke the probe's protocol during %s: %s",
+                 during, why);
+        answer_free(a);
+        child_kill(msg, "it broke the probe's protocol");
+        return -1;
+    }
+    R.answered++;
+    answer_news(a, during);
+    return 0;
+}
+
+/* The last answer is in: the child must end, cleanly, and say nothing more. */
+static void child_finish(int judge)
+{
+    if (R.reaped)
+        return;
+    close_req();
+    uint64_t deadline = now_ns() + ((uint64_t)R.hook_ms + R.call_ms + 1000) * 1000000ull;
+    char c;
+    size_t extra = 0;
+    while (read_until(R.resp, &c, 1, deadline) == 0 && ++extra < 4096)
+        ;
+    int st;
+    int killed = reap(deadline, &st);
+    end_json(st, killed, extra ? "it sent data after its last answer" : "it did not exit");
+    if (!judge)
+        return;
+    if (extra)
+        failure("the plugin's process sent data nobody asked for after its last answer");
+    else if (killed)
+        failure("the plugin's process did not exit after its last answer (stage %s) and was "
+                "killed", R.stage);
+    else if (WIFSIGNALED(st))
+        failure("the plugin's process died with signal %d (SIG%s) after its last answer (stage "
+                "%s)", WTERMSIG(st), signame(WTERMSIG(st)), R.stage);
+    else if (WEXITSTATUS(st) != 0)
+        failure("the plugin's process exited with status %d after its last answer (stage %s)",
+                WEXITSTATUS(st), R.stage);
+}
+
+/* The report as it stands; *pass is its verdict. */
+static char *report_compose(int *pass_out)
+{
+    json_t *den = json_array();
+    for (unsigned nr = 0; nr < MAX_SYSCALL; nr++) {
+        if (!R.denied[nr])
+            continue;
+        char name[64];
+        json_array_append_new(den, json_pack("{s:s, s:i}", "syscall",
+                                             syscall_name(nr, name, sizeof name), "count",
+                                             (int)R.denied[nr]));
+    }
+    if (R.foreign)
+        json_array_append_new(den, json_pack("{s:s, s:i}", "syscall", "(another ABI)", "count",
+                                             (int)R.foreign));
+    int pass = R.first_failure == NULL;
+    *pass_out = pass;
+    json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s?, s:O, s:O, s:O, s:O, s:O, s:o, s:O, s:i,"
+                          " s:i, s:o}",
+                          "probe", 1, "file", R.file ? R.file : "", "sha256", R.sha256,
+                          "verdict", pass ? "pass" : "fail", "reason", R.first_failure,
+                          "plugin", R.plugin ? R.plugin : json_null(), "steps", R.steps,
+                          "tests", R.tests, "cases", R.cases, "child",
+                          R.child_end ? R.child_end : json_null(), "denied_syscalls", den,
+                          "log", R.log, "passed", R.passed, "failed", R.failed, "ms",
+                          ms_json(ms_since(R.t0_ns)));
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(j);
+    return s;
+}
+
+/* Print the report on our stdout and leave: the child is ended first, and
+ * an unfinished child fails the report. */
+static __attribute__((noreturn)) void report_emit(void)
+{
+    child_finish(R.first_failure == NULL);
+    stage("report");
+    int pass = 0;
+    char *s = report_compose(&pass);
+    if (!s)
+        die_usage("out of memory composing the report");
+    write_all(R.out_fd, s, strlen(s));
+    write_all(R.out_fd, "\n", 1);
+    _exit(pass ? 0 : 1);
+}
+
+/* ---- The steps ---- */
 
 typedef struct call_result {
     int status;
     double ms;
-    kernel_reply reply;
+    json_int_t reply_len;
+    const char *reply;           /* relayed, cut at MAX_REPLY_BLOB */
+    size_t cut_len;
+    json_t *denied;
 } call_result;
-
-static void call(kernel *k, const char *test, const char *selector, const void *msg,
-                 size_t len, call_result *r)
-{
-    wd_arm(test, selector, P.call_ms);
-    uint64_t t0 = now_ns();
-    r->status = kernel_send(k, PROTO, selector, msg, len, &r->reply);
-    r->ms = ms_since(t0);
-    wd_disarm();
-}
 
 static int faulted(int status)
 {
@@ -854,17 +1458,16 @@ static int faulted(int status)
 }
 
 /* Add one test to the report.  ok and error say whether it passed. */
-static void add_test(const char *name, const char *selector, int ok, const call_result *r,
-                     const probe_case *c, const char *match, const char *error)
+static json_t *add_test(const char *name, const char *selector, int ok, const call_result *r,
+                        const probe_case *c, const char *match, const char *error)
 {
-    pthread_mutex_lock(&P.lock);
     json_t *t = json_pack("{s:s, s:s, s:b}", "name", name, "selector", selector, "ok", ok);
     if (t && r) {
         json_object_set_new(t, "status", json_integer(r->status));
         json_object_set_new(t, "ms", ms_json(r->ms));
-        json_object_set_new(t, "reply", text_json(r->reply.data ? r->reply.data : "",
-                                                  r->reply.len, REPLY_CUT));
-        json_object_set_new(t, "reply_len", json_integer((json_int_t)r->reply.len));
+        json_object_set_new(t, "reply", text_json(r->reply ? r->reply : "", r->cut_len,
+                                                  REPLY_CUT));
+        json_object_set_new(t, "reply_len", json_integer(r->reply_len));
     }
     if (t && c)
         json_object_set_new(t, "expect", c->expect ? text_json(c->expect, c->expect_len,
@@ -873,22 +1476,45 @@ static void add_test(const char *name, const char *selector, int ok, const call_
         json_object_set_new(t, "match", json_string(match));
     if (t)
         json_object_set_new(t, "error", error ? json_string(error) : json_null());
-    json_array_append(P.tests, t);
-    json_decref(t);              /* still ours until the denials are added */
+    if (t && r && json_array_size(r->denied))
+        json_object_set(t, "denied", r->denied);
+    json_array_append(R.tests, t);
+    json_decref(t);
     if (ok) {
-        P.passed++;
+        R.passed++;
     } else {
-        P.failed++;
-        failure_locked("%s: %s", name, error ? error : "failed");
+        R.failed++;
+        failure("%s: %s", name, error ? error : "failed");
     }
-    char during[200];
-    snprintf(during, sizeof during, "test %s", name);
-    json_t *names = json_array();
-    attribute_denials_locked(during, names);
-    if (t && json_array_size(names))
-        json_object_set(t, "denied", names);
-    json_decref(names);
-    pthread_mutex_unlock(&P.lock);
+    return t;
+}
+
+/* One call through the child.  0 answered (*r filled, a holds its
+ * memory), or the report is due (timed out: the test is recorded). */
+static int call(const char *test, const char *selector, const void *msg, size_t len,
+                call_result *r, answer *a)
+{
+    char during[240], late[320];
+    snprintf(during, sizeof during, "stage %s, test %s", R.stage, test);
+    snprintf(late, sizeof late, "%s timed out after %u ms", test, R.call_ms);
+    memset(r, 0, sizeof *r);
+    int rc = ask("call", json_pack("{s:s}", "selector", selector), msg, len, R.call_ms, during,
+                 late, a);
+    if (rc == -2) {
+        json_array_append_new(R.tests, json_pack("{s:s, s:s, s:b, s:n, s:i, s:n, s:s}", "name",
+                                                 test, "selector", selector, "ok", 0, "status",
+                                                 "ms", (int)R.call_ms, "reply", "error", late));
+        R.failed++;
+    }
+    if (rc)
+        return rc;
+    r->status = (int)json_integer_value(json_object_get(a->h, "status"));
+    r->ms = json_number_value(json_object_get(a->h, "ms"));
+    r->reply_len = json_integer_value(json_object_get(a->h, "reply_len"));
+    r->reply = a->blob;
+    r->cut_len = a->blen;
+    r->denied = a->denied;
+    return 0;
 }
 
 /* A short quote of a reply for an error line. */
@@ -920,19 +1546,20 @@ static void quote(char *out, size_t outlen, const char *s, size_t len)
 
 /* Fault or overrun: the only ways a contract test fails.  Returns 1 when
  * the version is fenced off, and testing it further is pointless. */
-static int contract_test(kernel *k, const char *name, const char *selector, const void *msg,
-                         size_t len)
+static int contract_test(const char *name, const char *selector, const void *msg, size_t len)
 {
-    call_result r = {0};
-    call(k, name, selector, msg, len, &r);
+    call_result r;
+    answer a;
+    if (call(name, selector, msg, len, &r, &a) != 0)
+        report_emit();
     char error[400] = "";
     if (faulted(r.status)) {
         char q[240];
-        quote(q, sizeof q, r.reply.data ? r.reply.data : "", r.reply.len);
+        quote(q, sizeof q, r.reply ? r.reply : "", r.cut_len);
         snprintf(error, sizeof error, "faulted (status %d): %s", r.status, q);
     }
     add_test(name, selector, !error[0], &r, NULL, NULL, error[0] ? error : NULL);
-    kernel_reply_free(&r.reply);
+    answer_free(&a);
     return faulted(r.status);
 }
 
@@ -943,24 +1570,32 @@ static size_t trimmed_len(const char *s, size_t n)
     return n;
 }
 
-static int case_test(kernel *k, size_t idx, const probe_case *c)
+/* The reporter judges the case: the child relayed the reply and never saw
+ * what was expected. */
+static int case_test(size_t idx, const probe_case *c)
 {
     char name[120];
     snprintf(name, sizeof name, "case %zu (%s)", idx, c->selector);
-    call_result r = {0};
-    call(k, name, c->selector, c->input, c->input_len, &r);
-    const char *got = r.reply.data ? r.reply.data : "";
+    call_result r;
+    answer a;
+    if (call(name, c->selector, c->input, c->input_len, &r, &a) != 0)
+        report_emit();
+    const char *got = r.reply ? r.reply : "";
+    size_t got_len = r.cut_len;
     char error[700] = "", q[240], qe[240];
     const char *match = NULL;
-    quote(q, sizeof q, got, r.reply.len);
+    quote(q, sizeof q, got, got_len);
     if (r.status != c->status) {
         snprintf(error, sizeof error, "status %d, expected %d; reply %s", r.status, c->status, q);
     } else if (c->expect) {
-        if (r.reply.len == c->expect_len && !memcmp(got, c->expect, c->expect_len)) {
+        if ((size_t)r.reply_len != got_len) {
+            snprintf(error, sizeof error, "a reply of %" JSON_INTEGER_FORMAT " bytes, too long "
+                     "to compare with the expectation", r.reply_len);
+        } else if (got_len == c->expect_len && !memcmp(got, c->expect, c->expect_len)) {
             match = "exact";
         } else {
-            size_t a = trimmed_len(got, r.reply.len), b = trimmed_len(c->expect, c->expect_len);
-            if (a == b && !memcmp(got, c->expect, a)) {
+            size_t x = trimmed_len(got, got_len), y = trimmed_len(c->expect, c->expect_len);
+            if (x == y && !memcmp(got, c->expect, x)) {
                 match = "trimmed";
             } else {
                 quote(qe, sizeof qe, c->expect, c->expect_len);
@@ -968,9 +1603,30 @@ static int case_test(kernel *k, size_t idx, const probe_case *c)
             }
         }
     }
-    add_test(name, c->selector, !error[0], &r, c, match, error[0] ? error : NULL);
-    kernel_reply_free(&r.reply);
+    json_t *t = add_test(name, c->selector, !error[0], &r, c, match, error[0] ? error : NULL);
+    json_object_set_new(t, "case", json_integer((json_int_t)idx));
+    json_t *rec = json_array_get(R.cases, idx);
+    json_object_set_new(rec, "ran", json_true());
+    json_object_set_new(rec, "passed", json_boolean(!error[0]));
+    answer_free(&a);
     return faulted(r.status);
+}
+
+/* Every case as asked, not yet run: the report lists each whatever happens. */
+static void cases_list(const probe_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char in[65], ex[65];
+        kernel_sha256(cases[i].input, cases[i].input_len, NULL, in);
+        if (cases[i].expect)
+            kernel_sha256(cases[i].expect, cases[i].expect_len, NULL, ex);
+        json_array_append_new(R.cases,
+                              json_pack("{s:I, s:s, s:s, s:s?, s:i, s:b, s:b}", "case",
+                                        (json_int_t)i, "selector", cases[i].selector,
+                                        "input_sha256", in, "expect_sha256",
+                                        cases[i].expect ? ex : NULL, "status", cases[i].status,
+                                        "ran", 0, "passed", 0));
+    }
 }
 
 /* ---- Main ---- */
@@ -1015,80 +1671,126 @@ static void parse_args(int argc, char **argv, probe_opts *o)
         usage();
 }
 
-/* Our stdout and stderr move out of the candidate's way; fd 1 and 2 become
- * /dev/null. */
+/* Our stdout and stderr move out of fd 1 and 2 (which become /dev/null),
+ * where nothing that writes to "stdout" by habit reaches them. */
 static void hide_stdio(void)
 {
-    P.out_fd = fcntl(1, F_DUPFD_CLOEXEC, 200);
-    P.err_fd = fcntl(2, F_DUPFD_CLOEXEC, 200);
-    if (P.out_fd < 0 || P.err_fd < 0)
+    R.out_fd = fcntl(1, F_DUPFD_CLOEXEC, 200);
+    int e = fcntl(2, F_DUPFD_CLOEXEC, 200);
+    if (R.out_fd < 0 || e < 0)
         die_usage("cannot save stdout/stderr: %s", strerror(errno));
+    err_fd = e;
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
         die_usage("cannot point stdout/stderr at /dev/null: %s", strerror(errno));
     close(null);
-    signal(SIGXFSZ, SIG_IGN);    /* a full disk is EFBIG for the candidate, not our death */
-    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);    /* a full disk is EFBIG, not our death */
+    signal(SIGPIPE, SIG_IGN);    /* a child gone is EPIPE, not our death */
 }
 
-static int selector_list(kernel *k, char *err, size_t errlen)
+/* load, then describe: the plugin as the kernel in the child saw it. */
+static json_t *load_and_describe(const probe_opts *o)
 {
-    char *ex = kernel_explain(k, PROTO);
-    json_t *j = ex ? json_loads(ex, 0, NULL) : NULL;
-    free(ex);
-    json_t *pl = json_object_get(j, "plugin"), *ms = json_object_get(j, "methods");
-    if (!json_is_object(pl) || !json_is_array(ms)) {
-        snprintf(err, errlen, "kernel_explain(%s) gave no plugin and methods", PROTO);
-        json_decref(j);
-        return -1;
+    char during[64], late[160];
+    answer a;
+    stage("load");
+    /* init and self_test each within hook_ms, plus the ELF checks, the
+     * copy and dlopen, and the child's own start on a busy machine. */
+    unsigned limit = 2 * o->hook_ms + o->call_ms + LOAD_SLACK_MS;
+    snprintf(during, sizeof during, "stage load");
+    snprintf(late, sizeof late, "load did not finish within %u ms", limit);
+    if (ask("load", json_pack("{s:s}", "path", o->plugin), NULL, 0, limit, during, late, &a))
+        report_emit();
+    double ms = json_number_value(json_object_get(a.h, "ms"));
+    if (!json_is_true(json_object_get(a.h, "ok"))) {
+        char *err = strdup(json_string_value(json_object_get(a.h, "error")));
+        if (err) {
+            one_line(err);
+            add_step("load", 0, ms, err, NULL);
+            if (strstr(err, ": self_test: "))
+                add_step("self_test", 0, -1, strstr(err, "self_test: ") + 11, NULL);
+        }
+        free(err);
+        answer_free(&a);
+        report_emit();
     }
-    json_t *sels = json_array();
-    size_t i;
-    json_t *m;
-    json_array_foreach(ms, i, m)
-        json_array_append(sels, json_object_get(m, "selector"));
-    json_t *info = json_pack("{s:O, s:O, s:O, s:O, s:O, s:o}", "name",
-                             json_object_get(pl, "name"), "version", json_object_get(pl, "version"),
-                             "kind", json_object_get(pl, "kind"), "state_version",
-                             json_object_get(pl, "state_version"), "description",
-                             json_object_get(pl, "description") ? json_object_get(pl, "description")
-                                                                 : json_null(),
-                             "methods", sels);
-    json_decref(j);
-    if (!info) {
-        snprintf(err, errlen, "kernel_explain(%s): incomplete plugin information", PROTO);
-        return -1;
+    add_step("load", 1, ms, NULL, NULL);
+    json_t *self = json_object_get(a.h, "self_test");
+    add_step("self_test", 1, -1, NULL,
+             json_is_null(self) ? "the descriptor is not in the plugin's image: kernel_load ran "
+                                  "self_test if the plugin has one"
+             : json_is_true(self) ? "passed, run by the kernel as part of load"
+                                  : "the plugin has no self_test");
+    json_t *pl = json_pack("{s:O, s:O, s:O}", "name", json_object_get(a.h, "name"), "version",
+                           json_object_get(a.h, "version"), "self_test", self);
+    answer_free(&a);
+
+    stage("describe");
+    limit = o->hook_ms + o->call_ms;
+    snprintf(during, sizeof during, "stage describe");
+    snprintf(late, sizeof late, "describe did not finish within %u ms", limit);
+    if (ask("describe", NULL, NULL, 0, limit, during, late, &a)) {
+        json_decref(pl);
+        report_emit();
     }
-    pthread_mutex_lock(&P.lock);
-    if (P.plugin)
-        json_object_update(info, P.plugin);   /* keep self_test */
-    json_decref(P.plugin);
-    P.plugin = info;
-    pthread_mutex_unlock(&P.lock);
-    return 0;
+    ms = json_number_value(json_object_get(a.h, "ms"));
+    if (!json_is_true(json_object_get(a.h, "ok"))) {
+        add_step("describe", 0, ms, json_string_value(json_object_get(a.h, "error")), NULL);
+        json_decref(pl);
+        answer_free(&a);
+        report_emit();
+    }
+    add_step("describe", 1, ms, NULL, NULL);
+    static const char *const keys[] = {"kind", "state_version", "description", "methods"};
+    for (size_t i = 0; i < 4; i++)
+        json_object_set(pl, keys[i], json_object_get(a.h, keys[i]));
+    answer_free(&a);
+    R.plugin = pl;
+    return pl;
+}
+
+/* state, reset, unload: a step whose answer is ok or an error. */
+static void simple_step(const char *op, const char *name, const void *blob, size_t blen,
+                        unsigned limit)
+{
+    char during[64], late[160];
+    answer a;
+    snprintf(during, sizeof during, "stage %s", name);
+    snprintf(late, sizeof late, "%s did not finish within %u ms", name, limit);
+    if (ask(op, NULL, blob, blen, limit, during, late, &a))
+        report_emit();
+    int ok = json_is_true(json_object_get(a.h, "ok"));
+    if (!ok || strcmp(op, "reset"))
+        add_step(name, ok, json_number_value(json_object_get(a.h, "ms")),
+                 json_string_value(json_object_get(a.h, "error")), NULL);
+    answer_free(&a);
+    if (!ok)
+        report_emit();
 }
 
 int main(int argc, char **argv)
 {
     probe_opts o;
-    P.t0_ns = now_ns();
+    R.t0_ns = now_ns();
     parse_args(argc, argv, &o);
     hide_stdio();
     stage("start");
-    P.call_ms = o.call_ms;
-    P.steps = json_array();
-    P.tests = json_array();
-    P.log = json_array();
+    R.call_ms = o.call_ms;
+    R.hook_ms = o.hook_ms;
+    R.steps = json_array();
+    R.tests = json_array();
+    R.log = json_array();
+    R.cases = json_array();
     const char *slash = strrchr(o.plugin, '/');
-    P.file = slash ? slash + 1 : o.plugin;
+    R.file = slash ? slash + 1 : o.plugin;
 
-    /* Everything we read is read and checked before the candidate runs. */
+    /* Everything we read is read and checked before the child exists. */
     char err[KERNEL_ERRLEN];
     char *state_buf = NULL;
     size_t state_len = 0, nstate = 0, ncases = 0;
     state_rec *state = NULL;
     probe_case *cases = NULL;
-    if (kernel_sha256_file(o.plugin, MAX_FILE_BYTES, P.sha256, err, sizeof err) != 0)
+    if (kernel_sha256_file(o.plugin, MAX_FILE_BYTES, R.sha256, err, sizeof err) != 0)
         die_usage("plugin %s", err);
     if (o.state_file &&
         (read_file(o.state_file, MAX_FILE_BYTES, &state_buf, &state_len, err, sizeof err) != 0 ||
@@ -1096,104 +1798,44 @@ int main(int argc, char **argv)
         die_usage("%s", err);
     if (o.cases_file && cases_parse(o.cases_file, &cases, &ncases, err, sizeof err) != 0)
         die_usage("%s", err);
+    cases_list(cases, ncases);
 
-    /* The inner wall goes up before any thread exists (TSYNC covers the
-     * rest), the exit() catcher before any candidate code can register its own. */
-    if (seccomp_apply(err, sizeof err) != 0)
+    /* Undumpable before the fork: the child, same user, may not open
+     * /proc/<reporter>/fd/N or /proc/<reporter>/mem. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        die_usage("PR_SET_DUMPABLE: %s", strerror(errno));
+    int req[2], resp[2];
+    if (pipe2(req, O_CLOEXEC) != 0 || pipe2(resp, O_CLOEXEC) != 0)
+        die_usage("pipe: %s", strerror(errno));
+    R.child = fork();
+    if (R.child < 0)
+        die_usage("fork: %s", strerror(errno));
+    if (R.child == 0)
+        child_main(&o, req[0], resp[1]);
+    close(req[0]);
+    close(resp[1]);
+    R.req = req[1];
+    R.resp = resp[0];
+    /* The reporter needs no new process from here on: it takes the filter
+     * too (without the trap: nothing of the candidate runs here). */
+    int keep[] = {R.out_fd, err_fd, R.req, R.resp};
+    if (seccomp_apply(0, keep, 4, err, sizeof err) != 0) {
+        kill(R.child, SIGKILL);
         die_usage("%s", err);
-    if (atexit(on_exit_called) != 0)
-        die_usage("atexit failed");
-    P.reserve = malloc(RESERVE_BYTES);
-    if (P.reserve)
-        memset(P.reserve, 0, RESERVE_BYTES);   /* really ours, not just promised */
-
-    /* /tmp in the sandbox (a tmpfs that dies with it); a bare run outside
-     * it points TMPDIR at its own work directory. */
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || tmp[0] != '/' || strlen(tmp) > sizeof P.rtdir - 24)
-        tmp = "/tmp";
-    snprintf(P.rtdir, sizeof P.rtdir, "%s/a4ps-probe-XXXXXX", tmp);
-    if (!mkdtemp(P.rtdir))
-        die_usage("cannot create a runtime directory under %s: %s", tmp, strerror(errno));
-    kernel_config cfg = {
-        .runtime_dir = P.rtdir,
-        .hook_timeout_ms = o.hook_ms,
-        .run_self_test = 1,
-        .log_level = A4PS_LOG_INFO,
-        .log = on_kernel_log,
-    };
-    kernel *k = kernel_create(&cfg, err, sizeof err);
-    if (!k)
-        die_usage("kernel_create: %s", err);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&P.wd_cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_t wd;
-    if (pthread_create(&wd, NULL, watchdog_main, NULL) != 0)
-        die_usage("cannot start the watchdog thread");
-    pthread_detach(wd);
-
-    /* load: ELF checks, descriptor, init and self_test, as the kernel does. */
-    stage("load");
-    kernel_version_info info;
-    uint64_t t = now_ns();
-    int rc = kernel_load(k, o.plugin, &info, err, sizeof err);
-    double load_ms = ms_since(t);
-    if (rc != 0) {
-        one_line(err);
-        if (strstr(err, ": self_test: ")) {
-            add_step("load", 0, load_ms, err, NULL);
-            add_step("self_test", 0, -1, strstr(err, "self_test: ") + 11, NULL);
-        } else {
-            add_step("load", 0, load_ms, err, NULL);
-        }
-        report_emit(NULL);
     }
-    add_step("load", 1, load_ms, NULL, NULL);
-    size_t pre = strlen(P.rtdir);
-    char prefix[300];
-    snprintf(prefix, sizeof prefix, "%.*s/", (int)pre, P.rtdir);
-    desc_find df = {.prefix = prefix, .name = info.name, .version = info.version};
-    dl_iterate_phdr(desc_cb, &df);
-    pthread_mutex_lock(&P.lock);
-    P.plugin = json_pack("{s:o}", "self_test", df.found ? json_boolean(df.has_self_test)
-                                                        : json_null());
-    pthread_mutex_unlock(&P.lock);
-    add_step("self_test", 1, -1, NULL,
-             !df.found ? "the descriptor is not in the plugin's image: kernel_load ran "
-                         "self_test if the plugin has one"
-             : df.has_self_test ? "passed, run by the kernel as part of load"
-                                : "the plugin has no self_test");
 
-    /* describe: a scratch proto, and the methods as the kernel sees them. */
-    stage("describe");
-    t = now_ns();
-    rc = kernel_proto_create(k, PROTO, info.name, info.version, NULL, err, sizeof err);
-    if (rc == 0)
-        rc = selector_list(k, err, sizeof err);
-    add_step("describe", rc == 0, ms_since(t), rc ? err : NULL, NULL);
-    if (rc)
-        report_emit(NULL);
-
+    json_t *pl = load_and_describe(&o);
     if (nstate) {
         stage("state");
-        t = now_ns();
-        rc = state_apply(k, state, nstate, err, sizeof err);
-        add_step("state", rc == 0, ms_since(t), rc ? err : NULL, NULL);
-        if (rc)
-            report_emit(NULL);
+        simple_step("state", "state", state_buf, state_len, o.hook_ms + o.call_ms);
     }
 
     /* contract: every method with nothing, with text, with noise; an
      * unknown selector.  Only a fault or an overrun fails. */
     stage("contract");
-    pthread_mutex_lock(&P.lock);
-    json_t *sels = json_deep_copy(json_object_get(P.plugin, "methods"));
-    const char *kind = json_string_value(json_object_get(P.plugin, "kind"));
+    json_t *sels = json_object_get(pl, "methods");
+    const char *kind = json_string_value(json_object_get(pl, "kind"));
     int generator = kind && !strcmp(kind, "generator");
-    pthread_mutex_unlock(&P.lock);
     unsigned char noise[RANDOM_LEN];
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < sizeof noise; i++) {
@@ -1205,56 +1847,40 @@ int main(int argc, char **argv)
     int fenced = 0, has_generate = 0;
     size_t i;
     json_t *sj;
-    char name[160];
-    t = now_ns();
+    char name[300];
+    uint64_t t = now_ns();
     json_array_foreach(sels, i, sj) {
         const char *sel = json_string_value(sj);
-        if (!sel)
-            continue;
         has_generate |= !strcmp(sel, "generate");
         struct { const char *label; const void *msg; size_t len; } in[] = {
             {"empty", "", 0}, {"text", "probe", 5}, {"random-4k", noise, sizeof noise}};
         for (size_t n = 0; n < 3 && !fenced; n++) {
             snprintf(name, sizeof name, "contract %s/%s", sel, in[n].label);
-            fenced = contract_test(k, name, sel, in[n].msg, in[n].len);
+            fenced = contract_test(name, sel, in[n].msg, in[n].len);
         }
     }
     if (!fenced)
-        fenced = contract_test(k, "contract unknown-selector", UNKNOWN_SELECTOR, "probe", 5);
+        fenced = contract_test("contract unknown-selector", UNKNOWN_SELECTOR, "probe", 5);
     if (generator)
         add_test("kind generator", "generate", has_generate, NULL, NULL, NULL,
                  has_generate ? NULL : "a plugin of kind generator must have a method 'generate'");
     add_step("contract", !fenced, ms_since(t),
              fenced ? "stopped: the plugin faulted and the kernel quarantined it" : NULL, NULL);
-    json_decref(sels);
 
     if (ncases && !fenced) {
         stage("cases");
         t = now_ns();
         /* The cases see the state they were written against, not what the
          * contract calls left (an incr called with noise still counts). */
-        rc = kernel_proto_destroy(k, PROTO, err, sizeof err);
-        if (rc == 0)
-            rc = kernel_proto_create(k, PROTO, info.name, info.version, NULL, err, sizeof err);
-        if (rc == 0)
-            rc = state_apply(k, state, nstate, err, sizeof err);
-        if (rc) {
-            add_step("cases", 0, ms_since(t), err, NULL);
-            report_emit(NULL);
-        }
+        simple_step("reset", "cases", state_buf, state_len, o.hook_ms + o.call_ms);
         for (size_t c = 0; c < ncases && !fenced; c++)
-            fenced = case_test(k, c, &cases[c]);
+            fenced = case_test(c, &cases[c]);
         add_step("cases", !fenced, ms_since(t),
                  fenced ? "stopped: the plugin faulted and the kernel quarantined it" : NULL, NULL);
     }
 
     /* unload: fini and the library's destructors, bounded like a call. */
     stage("unload");
-    t = now_ns();
-    wd_arm("unload", "", o.hook_ms + o.call_ms);
-    kernel_proto_destroy(k, PROTO, err, sizeof err);
-    kernel_destroy(k);
-    wd_disarm();
-    add_step("unload", 1, ms_since(t), NULL, NULL);
-    report_emit(NULL);
+    simple_step("unload", "unload", NULL, 0, o.hook_ms + o.call_ms);
+    report_emit();
 }

@@ -33,14 +33,6 @@ candidate() {   # out version body crash_on [fails]
         "$HERE/forge/counter_double.c.in" > "$1"
 }
 
-# ADAPTATION UNTIL THE `outside` BRANCH MERGES (issue 10): the openai
-# generator still speaks HTTP from inside a4psd, which the confinement
-# forbids (seccomp: AF_UNIX sockets only; Landlock: no TCP connect).  The
-# tests that drive it through a4psd run their daemon unconfined, said in its
-# config; once HTTP goes through the host entry served by its own helper,
-# drop this and the argument that passes it.
-UNCONFINED_FOR_HTTP='daemon = { confine = false; };'
-
 # Start a4psd with counter 1.0.0 (proto C, count = 100) and the generator
 # plugins; $1: extra protos, $2: extra top-level config.
 start_forge() {
@@ -137,7 +129,8 @@ EOF
     start_forge ",
     { name = \"LLM\"; plugin = \"openai\"; state = { base_url = \"http://127.0.0.1:$port\";
       model = \"test-double\"; api_key_env = \"A4PS_TEST_LLM_KEY\"; timeout_ms = \"10000\"; }; }" \
-        "$UNCONFINED_FOR_HTTP" || { T=$keep; return; }
+        "outside = { http = ( { plugin = \"openai\"; origins = [ \"http://127.0.0.1:$port\" ];
+                               credentials = [ \"A4PS_TEST_LLM_KEY\" ]; } ); };" || { T=$keep; return; }
     local out
     out=$(ctl forge C --selector double --example '=>200' --generator LLM --wait 2>&1) ||
         fail "forge --wait did not end adopted: $out"

@@ -120,6 +120,94 @@ static void r6_forge_entry(void **state)
     fx_close(g);
 }
 
+/* R12, minor 3: the http and run entries.  The table has them; a kernel
+ * without the daemon's callbacks answers A4PS_ENOSYS saying so; with them,
+ * the callback hears which plugin calls and exactly what it asked, and the
+ * outcome comes back through the plugin's own struct.  (live_exfil behaves
+ * only in the probe: here it calls.) */
+static struct {
+    char plugin[64], url[256], cred[64], body[64], argv[256];
+    int calls;
+} outsider;
+
+static int test_http(void *arg, const char *plugin, const a4ps_http_request *rq,
+                     a4ps_http_response *rs)
+{
+    (void)arg;
+    outsider.calls++;
+    snprintf(outsider.plugin, sizeof outsider.plugin, "%s", plugin ? plugin : "");
+    snprintf(outsider.url, sizeof outsider.url, "%s", rq->url);
+    snprintf(outsider.cred, sizeof outsider.cred, "%s", rq->credential_env ? rq->credential_env : "");
+    snprintf(outsider.body, sizeof outsider.body, "%.*s", (int)rq->body_len, (const char *)rq->body);
+    if (strstr(rq->url, "deny")) {
+        snprintf(rs->error, sizeof rs->error, "not granted");
+        return A4PS_EPERM;
+    }
+    rs->status = 200;
+    rs->body = strdup("hello");
+    rs->body_len = 5;
+    return A4PS_OK;
+}
+
+static int test_run(void *arg, const char *plugin, const a4ps_run_request *rq,
+                    a4ps_run_result *rs)
+{
+    (void)arg;
+    outsider.calls++;
+    snprintf(outsider.plugin, sizeof outsider.plugin, "%s", plugin ? plugin : "");
+    outsider.argv[0] = '\0';
+    for (const char *const *a = rq->argv; *a; a++) {
+        size_t n = strlen(outsider.argv);
+        snprintf(outsider.argv + n, sizeof outsider.argv - n, "%s%s", n ? " " : "", *a);
+    }
+    rs->exited = 1;
+    rs->out = strdup("uid=1");
+    rs->out_len = 5;
+    rs->err = strdup("");
+    return A4PS_OK;
+}
+
+static void tune_outside(kernel_config *cfg)
+{
+    cfg->http = test_http;
+    cfg->run = test_run;
+}
+
+static void r12_outside_entries(void **state)
+{
+    fx *f = fx_get(state);
+    assert_int_equal(A4PS_ABI_MINOR, 3);
+    assert_int_equal(A4PS_PLUGIN_SIZE_1_3, A4PS_PLUGIN_SIZE_1_1);
+    fx_load_ok(f, FX_PLUGIN("live_exfil.so"), NULL);
+    fx_proto_ok(f, "X", "exfil", NULL);
+    fx_expect(f, "X", "http", "http://127.0.0.1:1/", A4PS_OK,
+              "refused -38: http: this host grants no outside access (plugin exfil, rule R12)");
+    fx_expect(f, "X", "run", "/bin/sh", A4PS_OK,
+              "refused -38: run: this host grants no outside access (plugin exfil, rule R12)");
+
+    memset(&outsider, 0, sizeof outsider);
+    fx *g = fx_open(tune_outside);
+    fx_load_ok(g, FX_PLUGIN("live_exfil.so"), NULL);
+    fx_proto_ok(g, "X2", "exfil", NULL);
+    /* init (a hook) tried too, and was refused before the callback. */
+    fx_expect(g, "X2", "hook", "", A4PS_OK,
+              "-1000: http: not from a hook (init, fini, migrate, self_test): plugin exfil, "
+              "rule R12");
+    assert_int_equal(outsider.calls, 0);
+    fx_expect(g, "X2", "http", "http://127.0.0.1:1/x", A4PS_OK, "reached: hello");
+    assert_int_equal(outsider.calls, 1);
+    assert_string_equal(outsider.plugin, "exfil");
+    assert_string_equal(outsider.url, "http://127.0.0.1:1/x");
+    assert_string_equal(outsider.cred, "A4PS_TEST_LLM_KEY");
+    assert_string_equal(outsider.body, "exfiltrated");
+    fx_expect(g, "X2", "http", "http://deny/", A4PS_OK, "refused -1000: not granted");
+    fx_expect(g, "X2", "run", "/bin/sh", A4PS_OK, "reached: uid=1");
+    assert_string_equal(outsider.argv, "/bin/sh -c id");
+    assert_string_equal(outsider.plugin, "exfil");
+    assert_int_equal(outsider.calls, 3);
+    fx_close(g);
+}
+
 /* R7: `good` has no hooks at all.  It loads (no init, no self_test), an
  * unknown selector gets A4PS_ENOSYS with a reply naming the selector and one
  * message_not_understood event, and once "g" moves to good 2.0.0 the old
@@ -246,6 +334,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(r6_host_table_reports_its_entries, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(r6_forge_entry, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(r12_outside_entries, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(r7_missing_hooks_are_optional, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(r8_identity_violations_refused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(r9_faults_are_contained, fx_setup, fx_teardown),

@@ -4,8 +4,14 @@
  * kernel_state_set as the daemon's config would.  The openai generator talks
  * HTTP to tests/llm/llm_double.py, a test double of an LLM endpoint that
  * replays a script and logs each request; the command generator runs small
- * /bin/sh scripts the tests write.  Nothing of ours is mocked. */
+ * /bin/sh scripts the tests write.  Nothing of ours is mocked: the host's
+ * http and run entries (ABI rule R12) are carried out in this process by the
+ * outside helpers' own code (kernel/daemon/outside.c, outside_*_serve), under
+ * a policy each test grants -- the origin of its double, the scripts it
+ * wrote -- so what a grant leaves out is refused here as in a4psd. */
 #include "plugin_fixture.h"
+
+#include "daemon/outside.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -18,6 +24,59 @@
 #define ABI_HEADER A4PS_SOURCE_DIR "/abi/a4ps.h"
 #define KEY_ENV "A4PS_TEST_LLM_KEY"
 #define KEY_VALUE "sk-double-5f0c1e77"
+
+/* What the tests grant: openai may reach the origins and use KEY_ENV,
+ * command may run the programs (both lists grow as tests grant). */
+static outside_policy policy;
+
+static void grant(char ***list, int *n, const char *v)
+{
+    char **l = realloc(*list, ((size_t)*n + 1) * sizeof *l);
+    assert_non_null(l);
+    *list = l;
+    l[(*n)++] = strdup(v);
+}
+
+static void policy_reset(void)
+{
+    outside_policy_free(&policy);
+    policy.http = calloc(1, sizeof *policy.http);
+    policy.run = calloc(1, sizeof *policy.run);
+    assert_non_null(policy.http);
+    assert_non_null(policy.run);
+    policy.nhttp = policy.nrun = 1;
+    outside_http_rule *h = &policy.http[0];
+    h->plugin = strdup("openai");
+    h->timeout_ms = 120000;
+    h->max_response = 4u << 20;
+    h->max_request = 8u << 20;
+    grant(&h->credentials, &h->ncredentials, KEY_ENV);
+    outside_run_rule *r = &policy.run[0];
+    r->plugin = strdup("command");
+    r->timeout_ms = 60000;
+    r->max_output = 1u << 20;
+}
+
+static void grant_origin(const char *url)
+{
+    char o[256], why[300];
+    if (outside_origin_of(url, 0, o, sizeof o, why, sizeof why) != 0)
+        fail_msg("%s", why);
+    grant(&policy.http[0].origins, &policy.http[0].norigins, o);
+}
+
+static void grant_program(const char *path)
+{
+    grant(&policy.run[0].programs, &policy.run[0].nprograms, path);
+}
+
+static void tune_outside(kernel_config *cfg)
+{
+    cfg->http = outside_http_local;
+    cfg->http_arg = &policy;
+    cfg->run = outside_run_local;
+    cfg->run_arg = &policy;
+}
 
 /* One test's world: the kernel fixture and, for openai, the double. */
 typedef struct gx {
@@ -44,6 +103,7 @@ static int teardown(void **state)
     }
     unsetenv(KEY_ENV);
     fx_close(g->f);
+    policy_reset();
     free(g);
     *state = NULL;
     return 0;
@@ -56,13 +116,14 @@ static gx *open_gen(void **state, const char *plugin)
     gx *g = calloc(1, sizeof *g);
     assert_non_null(g);
     *state = g;
-    g->f = fx_open(NULL);
+    policy_reset();
+    g->f = fx_open(tune_outside);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s%s.so", GENERATOR(""), plugin);
     kernel_version_info info;
     fx_load_ok(g->f, path, &info);
     assert_string_equal(info.name, plugin);
-    assert_string_equal(info.version, "1.0.0");
+    assert_string_equal(info.version, strcmp(plugin, "inbox") ? "1.1.0" : "1.0.0");
     fx_proto_ok(g->f, "gen", plugin, NULL);
     return g;
 }
@@ -402,7 +463,8 @@ static void inbox_refuses_bad_tasks_and_big_files(void **state)
  * command
  * ====================================================================== */
 
-/* Write an executable /bin/sh script into the test dir; its path in out. */
+/* Write an executable /bin/sh script into the test dir, granted to the
+ * command plugin; its path in out. */
 static void script(gx *g, const char *name, const char *body, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/%s", g->f->dir, name);
@@ -410,6 +472,7 @@ static void script(gx *g, const char *name, const char *body, char *out, size_t 
     assert_true(asprintf(&text, "#!/bin/sh\n%s", body) > 0);
     write_file(out, text, 0755);
     free(text);
+    grant_program(out);
 }
 
 static void command_returns_the_programs_stdout(void **state)
@@ -485,6 +548,7 @@ static void command_failure_names_exit_and_stderr(void **state)
     t = expect_rc(g, "generate", task, A4PS_ERROR);
     fx_assert_contains("the error", t, "absolute");
     free(t);
+    grant_program("/nonexistent-a4ps/gen");
     set(g, "command", "/nonexistent-a4ps/gen");
     t = expect_rc(g, "generate", task, A4PS_ERROR);
     fx_assert_contains("the error", t, "/nonexistent-a4ps/gen cannot be run");
@@ -583,6 +647,44 @@ static void command_feedback_only_when_asked(void **state)
     free(t);
 }
 
+/* A program the grant leaves out never runs: not one outside the list,
+ * not a listed one named by another path (a symlink, "..", relative). */
+static void command_runs_only_granted_programs(void **state)
+{
+    gx *g = open_gen(state, "command");
+    char path[PATH_MAX], marker[PATH_MAX + 16], body[PATH_MAX + 64];
+    snprintf(marker, sizeof marker, "%s/ran", g->f->dir);
+    snprintf(body, sizeof body, "touch '%s'\necho 'int x;'\n", marker);
+    script(g, "granted.sh", body, path, sizeof path);
+    char link[PATH_MAX + 16], dotted[PATH_MAX + 64];
+    snprintf(link, sizeof link, "%s/link.sh", g->f->dir);
+    assert_int_equal(symlink(path, link), 0);
+    snprintf(dotted, sizeof dotted, "%s/../%s/granted.sh", g->f->dir, strrchr(g->f->dir, '/') + 1);
+    char *task = task_json("7", NULL, 1, NULL, NULL, NULL);
+    const char *refused[] = {"/bin/sh", link, dotted};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        set(g, "command", refused[i]);
+        char *t = expect_rc(g, "generate", task, A4PS_ERROR);
+        fx_assert_contains("the refusal", t, "plugin command may not run");
+        fx_assert_contains("the refusal", t, "rule R12");
+        fx_assert_contains("the refusal", t, refused[i]);
+        free(t);
+        assert_int_equal(access(marker, F_OK), -1);
+    }
+    /* The granted path itself runs, with a clean environment. */
+    setenv("A4PS_TEST_SECRET", "do-not-pass", 1);
+    snprintf(body, sizeof body, "touch '%s'\nenv | sort | tr '\\n' ' '\necho\n", marker);
+    script(g, "granted.sh", body, path, sizeof path);
+    set(g, "command", path);
+    char *t = expect_rc(g, "generate", task, A4PS_OK);
+    unsetenv("A4PS_TEST_SECRET");
+    fx_assert_lacks("the program's environment", t, "A4PS_TEST_SECRET");
+    fx_assert_contains("the program's environment", t, "PATH=/usr/local/bin:/usr/bin:/bin");
+    free(t);
+    assert_int_equal(access(marker, F_OK), 0);
+    free(task);
+}
+
 /* ======================================================================
  * openai, against the LLM test double
  * ====================================================================== */
@@ -628,6 +730,7 @@ static gx *open_openai(void **state, const char *script_json)
     start_double(g, script_json);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", g->port);
+    grant_origin(url);
     set(g, "base_url", url);
     set(g, "model", "test-model");
     set(g, "timeout_ms", "5000");
@@ -806,6 +909,39 @@ static void openai_sends_the_key_from_the_environment(void **state)
     free(task);
 }
 
+/* An origin or a credential the grant leaves out: refused before any byte
+ * leaves, the double hears nothing. */
+static void openai_reaches_only_granted_origins(void **state)
+{
+    gx *g = open_openai(state, "[{\"content\": \"```c\\nint k;\\n```\"}]");
+    char *task = task_json("7", NULL, 1, NULL, NULL, NULL);
+    char url[96];
+    const char *forms[] = {"http://localhost:%d", "https://127.0.0.1:%d",
+                           "http://127.0.0.1:%d@127.0.0.1:%d", "http://u:p@127.0.0.1:%d"};
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        snprintf(url, sizeof url, forms[i], g->port, g->port);
+        set(g, "base_url", url);
+        char *t = expect_rc(g, "generate", task, A4PS_ERROR);
+        fx_assert_contains("the refusal", t, "plugin openai may not reach");
+        fx_assert_contains("the refusal", t, "rule R12");
+        free(t);
+    }
+    /* A credential not granted to the plugin is not read. */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", g->port);
+    set(g, "base_url", url);
+    setenv("A4PS_TEST_OTHER_KEY", "sk-other", 1);
+    set(g, "api_key_env", "A4PS_TEST_OTHER_KEY");
+    char *t = expect_rc(g, "generate", task, A4PS_ERROR);
+    unsetenv("A4PS_TEST_OTHER_KEY");
+    fx_assert_contains("the refusal", t, "may not use the credential A4PS_TEST_OTHER_KEY");
+    fx_assert_lacks("the refusal", t, "sk-other");
+    free(t);
+    json_t *reqs = requests(g);
+    assert_int_equal(json_array_size(reqs), 0);
+    json_decref(reqs);
+    free(task);
+}
+
 static void openai_reply_without_code_is_an_error(void **state)
 {
     gx *g = open_openai(state, "[{\"content\": \"I am sorry, I cannot write that.\"},"
@@ -877,6 +1013,7 @@ static void openai_unreachable_endpoint(void **state)
     int port = closed_port();
     snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
     snprintf(full, sizeof full, "%s/v1/chat/completions", url);
+    grant_origin(url);
     set(g, "base_url", url);
     set(g, "model", "m");
     set(g, "retries", "2");
@@ -922,13 +1059,17 @@ int main(void)
         cmocka_unit_test_teardown(command_failure_names_exit_and_stderr, teardown),
         cmocka_unit_test_teardown(command_is_killed_at_its_timeout, teardown),
         cmocka_unit_test_teardown(command_feedback_only_when_asked, teardown),
+        cmocka_unit_test_teardown(command_runs_only_granted_programs, teardown),
         cmocka_unit_test_teardown(openai_extracts_the_fenced_code, teardown),
         cmocka_unit_test_teardown(openai_retries_503_and_429, teardown),
         cmocka_unit_test_teardown(openai_sends_the_key_from_the_environment, teardown),
         cmocka_unit_test_teardown(openai_reply_without_code_is_an_error, teardown),
+        cmocka_unit_test_teardown(openai_reaches_only_granted_origins, teardown),
         cmocka_unit_test_teardown(openai_second_iteration_carries_what_went_wrong, teardown),
         cmocka_unit_test_teardown(openai_unreachable_endpoint, teardown),
         cmocka_unit_test_teardown(openai_slow_endpoint_times_out, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    outside_policy_free(&policy);
+    return rc;
 }

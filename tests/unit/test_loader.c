@@ -434,12 +434,25 @@ static void fini_hang_is_contained(void **state)
         fail_msg("kernel_destroy took %.0f ms with a hung fini behind it", ms);
 }
 
+/* The methods of a loaded version, as the kernel read them: what the forge
+ * checks a task's selector against. */
+static void version_has_method(void **state)
+{
+    fx *f = fx_get(state);
+    assert_int_equal(kernel_version_has_method(f->k, "good", "1.0.0", "ping"), 1);
+    assert_int_equal(kernel_version_has_method(f->k, "good", "1.0.0", "echo"), 1);
+    assert_int_equal(kernel_version_has_method(f->k, "good", "1.0.0", "pong"), 0);
+    assert_int_equal(kernel_version_has_method(f->k, "good", "9.9.9", "ping"), A4PS_ENOENT);
+    assert_int_equal(kernel_version_has_method(f->k, "nobody", "1.0.0", "ping"), A4PS_ENOENT);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int main(void)
 {
     fx_capture_handlers();
     const struct CMUnitTest tests[] = {
+        T(version_has_method),
         T(refuse_major_mismatch),
         T(refuse_downgrade_when_asked),
         T(refuse_signature_mismatch),

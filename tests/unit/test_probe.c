@@ -350,18 +350,20 @@ static void hanging_method_times_out(void **state)
     json_decref(r);
 }
 
-/* A constructor that never returns: only the wall limit stops it; the
- * report is composed here and names the stage. */
-static void hanging_constructor_hits_the_wall(void **state)
+/* A constructor that never returns: the reporter stops waiting for the
+ * load's answer at its limit (2 * hook_ms + call_ms + 5 s), kills the child and
+ * still writes the report, naming the stage and how the child ended. */
+static void hanging_constructor_is_killed(void **state)
 {
     env *e = *state;
     sandbox_limits l = lim;
-    l.wall_ms = 3000;
+    l.wall_ms = 15000;
     json_t *r = probe(e, PLUGIN("hostile_ctor_spin"), NULL, NULL, 0, 500, &l, 0);
-    assert_true(composed(r));
-    assert_reason(r, "did not finish within 3000 ms");
-    assert_reason(r, "during stage load");
-    assert_true(json_is_true(json_object_get(json_object_get(r, "exit"), "timed_out")));
+    assert_false(composed(r));
+    assert_reason(r, "load did not finish within 7500 ms");
+    json_t *child = json_object_get(r, "child");
+    assert_string_equal(json_string_value(json_object_get(child, "stage")), "load");
+    assert_true(json_is_true(json_object_get(json_object_get(child, "end"), "killed")));
     json_decref(r);
 }
 
@@ -430,15 +432,16 @@ static void output_flood_cannot_corrupt_the_report(void **state)
     json_decref(r);
 }
 
-/* A constructor that crashes kills the probe: composed report, signal 11,
- * the stage it died in. */
+/* A constructor that crashes kills the child, not the reporter: the
+ * report says so, with the signal and the stage. */
 static void crashing_constructor_is_reported(void **state)
 {
     env *e = *state;
     json_t *r = probe(e, PLUGIN("hostile_ctor_crash"), NULL, NULL, 0, 2000, NULL, 0);
-    assert_true(composed(r));
+    assert_false(composed(r));
     assert_reason(r, "died with signal 11 (SIGSEGV) during stage load");
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "exit"), "signal")), 11);
+    json_t *end = json_object_get(json_object_get(r, "child"), "end");
+    assert_int_equal(json_integer_value(json_object_get(end, "signal")), 11);
     json_decref(r);
 }
 
@@ -463,6 +466,78 @@ static void probe_defences_hold(void **state)
     assert_true(denied_count(r, "socket") >= 1);
     assert_reason(r, "tried socket(2), which plugins may not use");
     json_decref(r);
+}
+
+/* A candidate that forges the report (tests/plugins/hostile/forge_report.c):
+ * in its constructor it writes a passing report on itself to every
+ * descriptor and /proc path it can reach, answers in advance every step
+ * the probe would ask, and _exits.  The report fails, says why, names the
+ * real file, and holds nothing of the forgery. */
+static void forged_report_fails(void **state)
+{
+    env *e = *state;
+    probe_request rq = {.so_path = PLUGIN("hostile_forge_report"), .call_ms = 2000,
+                        .hook_ms = 1000,
+                        .cases_json = "[{\"selector\":\"ping\",\"input\":\"\",\"expect\":\"x\"}]"};
+    char *rep = NULL, err[1024], why[600];
+    assert_int_equal(sandbox_probe(e->sb, &rq, &lim, &rep, err, sizeof err), 0);
+    assert_null(strstr(rep, "FORGED-BY-THE-CANDIDATE"));
+    json_t *r = json_loads(rep, 0, NULL);
+    assert_non_null(r);
+    assert_false(composed(r));
+    assert_string_equal(json_string_value(json_object_get(r, "verdict")), "fail");
+    assert_string_equal(json_string_value(json_object_get(r, "file")), "hostile_forge_report.so");
+    /* The answers it wrote ahead are data nobody asked for. */
+    assert_reason(r, "the plugin's process sent data nobody asked for before stage describe");
+    json_t *c0 = json_array_get(json_object_get(r, "cases"), 0);
+    assert_false(json_is_true(json_object_get(c0, "ran")));
+    assert_int_equal(probe_report_accept(rep, rq.cases_json, "ping", why, sizeof why), 0);
+    json_decref(r);
+    free(rep);
+}
+
+/* The host accepts a pass only for what it asked: every case, matched by
+ * index, selector, input, expectation and status, run and passed; the
+ * task's selector among the methods and called; the child ended cleanly. */
+static void host_matches_every_case(void **state)
+{
+    env *e = *state;
+    const char *cases = "[{\"selector\":\"ping\",\"input\":\"\",\"expect\":\"pong\"},"
+                        " {\"selector\":\"echo\",\"input\":\"hi\",\"expect\":\"hi\"}]";
+    probe_request rq = {.so_path = PLUGIN("good"), .cases_json = cases, .call_ms = 2000,
+                        .hook_ms = 1000};
+    char *rep = NULL, err[1024], why[600];
+    assert_int_equal(sandbox_probe(e->sb, &rq, &lim, &rep, err, sizeof err), 1);
+    assert_int_equal(probe_report_accept(rep, cases, NULL, why, sizeof why), 1);
+    assert_int_equal(probe_report_accept(rep, cases, "echo", why, sizeof why), 1);
+    assert_int_equal(probe_report_accept(rep, cases, "nope", why, sizeof why), 0);
+    assert_non_null(strstr(why, "has no method 'nope'"));
+    /* Not by count: the same number of cases, one input changed. */
+    assert_int_equal(probe_report_accept(rep, "[{\"selector\":\"ping\",\"input\":\"\",\"expect\":"
+                                              "\"pong\"}, {\"selector\":\"echo\",\"input\":\"ho\","
+                                              "\"expect\":\"hi\"}]", NULL, why, sizeof why), 0);
+    assert_non_null(strstr(why, "case 1 is not the case 1 asked"));
+    assert_int_equal(probe_report_accept(rep, "[{\"selector\":\"ping\",\"input\":\"\",\"expect\":"
+                                              "\"pong\"}, {\"selector\":\"echo\",\"input\":\"hi\","
+                                              "\"expect\":\"hi\",\"status\":-1}]", NULL, why,
+                                         sizeof why), 0);
+    assert_int_equal(probe_report_accept(rep, NULL, NULL, why, sizeof why), 0);
+    assert_non_null(strstr(why, "lists 2 cases; 0 were asked"));
+    /* Doctored reports: a case not run, a child that did not end cleanly. */
+    json_t *r = json_loads(rep, 0, NULL);
+    json_object_set_new(json_array_get(json_object_get(r, "cases"), 1), "ran", json_false());
+    char *s = json_dumps(r, 0);
+    assert_int_equal(probe_report_accept(s, cases, NULL, why, sizeof why), 0);
+    assert_non_null(strstr(why, "case 1 (echo) did not run"));
+    free(s);
+    json_object_set_new(json_array_get(json_object_get(r, "cases"), 1), "ran", json_true());
+    json_object_set_new(json_object_get(r, "child"), "end", json_pack("{s:i}", "status", 3));
+    s = json_dumps(r, 0);
+    assert_int_equal(probe_report_accept(s, cases, NULL, why, sizeof why), 0);
+    assert_non_null(strstr(why, "status 0"));
+    free(s);
+    json_decref(r);
+    free(rep);
 }
 
 /* ---- The caller's mistakes ---- */
@@ -495,13 +570,15 @@ int main(void)
         cmocka_unit_test(network_is_denied),
         cmocka_unit_test(fork_bomb_is_denied),
         cmocka_unit_test(hanging_method_times_out),
-        cmocka_unit_test(hanging_constructor_hits_the_wall),
+        cmocka_unit_test(hanging_constructor_is_killed),
         cmocka_unit_test(memory_bomb_is_contained),
         cmocka_unit_test(host_files_are_out_of_reach),
         cmocka_unit_test(output_flood_cannot_corrupt_the_report),
         cmocka_unit_test(crashing_constructor_is_reported),
         cmocka_unit_test(exit_in_init_is_reported),
         cmocka_unit_test(probe_defences_hold),
+        cmocka_unit_test(forged_report_fails),
+        cmocka_unit_test(host_matches_every_case),
         cmocka_unit_test(bad_inputs_are_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -5,7 +5,9 @@
  * generate turns the forge's task JSON into a chat request -- a system
  * message with the plugin rules and the text of abi/a4ps.h, a user message
  * with the goal, the tests and, from the second iteration on, the previous
- * source with its diagnostics and failures -- posts it with libcurl, and
+ * source with its diagnostics and failures -- posts it through the host's
+ * http entry (ABI rule R12: a helper outside a4psd makes the request, only
+ * to the origins the config grants this plugin), and
  * replies with the C code of the answer: the first ```c (```C, ```c99, or
  * bare ```) block holding a4ps_plugin_entry, else the first such block, else
  * the whole answer when it holds a4ps_plugin_entry.
@@ -15,8 +17,10 @@
  *                  appended, or /chat/completions when it ends with /v1
  *     model        the model name (required)
  *     api_key_env  the NAME of an environment variable holding the API key,
- *                  sent as "Authorization: Bearer KEY" (optional); the key
- *                  itself is never kept in state nor logged
+ *                  sent as "Authorization: Bearer KEY" (optional); the
+ *                  host's helper reads it at each call, so the key is never
+ *                  seen here, kept in state nor logged (the config must grant
+ *                  the variable: outside.http credentials)
  *     timeout_ms   limit of one generate, retries included (default 120000)
  *     retries      further attempts after 429, 5xx or a connection error
  *                  (default 3); waits 200 ms, doubling, or the Retry-After
@@ -24,15 +28,11 @@
  *     temperature  a number from 0 to 2 (optional)
  *     max_tokens   a positive integer (optional)
  *
- * libcurl's global state is set up in init and torn down in fini (the kernel
- * runs each once per loaded generation); every call uses its own easy handle
- * with CURLOPT_NOSIGNAL, since the daemon is multithreaded.
- *
- * Global state: none of its own.  Uses abi/a4ps.h, libcurl, jansson, libc. */
+ * Global state: none.  Uses abi/a4ps.h (minor 3: the http entry), jansson,
+ * libc. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,7 +40,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include "a4ps.h"
@@ -58,7 +57,6 @@
 #define MAX_RETRIES 20ul
 #define BACKOFF_FIRST_MS 200ul
 #define BACKOFF_CAP_MS 5000ul
-#define CONNECT_TIMEOUT_MS 30000ul
 
 static void sleep_ms(uint64_t ms)
 {
@@ -494,59 +492,12 @@ static bool extract_code(const char *content, size_t len, const char **code, siz
     return false;
 }
 
-/* ---- HTTP ---- */
+/* ---- HTTP, through the host ---- */
 
 typedef struct response {
     tbuf body;
     long retry_after_s;          /* -1: no Retry-After in seconds */
 } response;
-
-static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
-{
-    response *r = arg;
-    size_t n = size * nmemb;
-    return tbuf_add(&r->body, p, n) ? n : 0;   /* 0 makes curl stop: too big */
-}
-
-static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
-{
-    response *r = arg;
-    size_t n = size * nmemb;
-    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        r->retry_after_s = -1;   /* a new response (after a 100 Continue) */
-    } else if (n > 12 && strncasecmp(p, "retry-after:", 12) == 0) {
-        size_t i = 12;
-        while (i < n && (p[i] == ' ' || p[i] == '\t'))
-            i++;
-        long v = 0;
-        size_t digits = 0;
-        for (; i < n && p[i] >= '0' && p[i] <= '9' && digits < 9; i++, digits++)
-            v = v * 10 + (p[i] - '0');
-        /* An HTTP date is not a number of seconds: the backoff decides. */
-        if (digits > 0 && (i == n || p[i] == '\r' || p[i] == '\n' || p[i] == ' '))
-            r->retry_after_s = v;
-    }
-    return n;
-}
-
-static bool retryable_curl(CURLcode cc)
-{
-    switch (cc) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_OPERATION_TIMEDOUT:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-        return true;
-    default:
-        return false;
-    }
-}
 
 /* The first ERROR_BODY_SHOWN bytes of body on one line, into out. */
 static void body_excerpt(const tbuf *body, char *out, size_t cap)
@@ -561,77 +512,42 @@ static void body_excerpt(const tbuf *body, char *out, size_t cap)
     out[o] = '\0';
 }
 
-/* Post body to the endpoint, retrying as configured, within the time limit.
- * On A4PS_OK, resp holds the 2xx answer; otherwise the reply says what went
- * wrong (URL, status or curl's reason, first bytes of the answer). */
+/* Post body to the endpoint through the host's http entry, retrying as
+ * configured, within the time limit.  On A4PS_OK, resp holds the 2xx
+ * answer; otherwise the reply says what went wrong (URL, status or the
+ * host's reason, first bytes of the answer). */
 static int post(a4ps_ctx *ctx, const settings *s, const char *body, response *resp)
 {
-    char *auth = NULL;
-    if (s->key_env) {
-        const char *key = getenv(s->key_env);
-        if (!key || !*key)
-            return reply_fmt(ctx, A4PS_ERROR, "openai: api_key_env names %s, which is not set "
-                                              "in the daemon's environment", s->key_env);
-        if (strchr(key, '\n') || strchr(key, '\r'))
-            return reply_fmt(ctx, A4PS_ERROR, "openai: the key in %s holds a line break",
-                             s->key_env);
-        if (asprintf(&auth, "Authorization: Bearer %s", key) < 0)
-            return reply_fmt(ctx, A4PS_ENOMEM, "openai: out of memory");
-    }
-    CURL *h = curl_easy_init();
-    struct curl_slist *hdr = NULL, *more;
-    if (h && (more = curl_slist_append(hdr, "Content-Type: application/json")))
-        hdr = more;
-    if (h && hdr && (more = curl_slist_append(hdr, "Expect:")))   /* no 100-continue wait */
-        hdr = more;
-    if (h && hdr && auth && (more = curl_slist_append(hdr, auth)))
-        hdr = more;
-    if (auth) {
-        explicit_bzero(auth, strlen(auth));
-        free(auth);
-    }
-    int rc = A4PS_OK;
-    if (!h || !hdr) {
-        rc = reply_fmt(ctx, A4PS_ENOMEM, "openai: cannot set up the request to %s", s->url);
-        goto out;
-    }
-
-    char errbuf[CURL_ERROR_SIZE];
-    curl_easy_setopt(h, CURLOPT_URL, s->url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "a4ps-openai/1.0.0");
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)RESPONSE_MAX);
-
+    if (!A4PS_HOST_HAS(ctx->api, http))
+        return reply_fmt(ctx, A4PS_ERROR, "openai: this host has no http entry (ABI 1.3, rule "
+                                          "R12): it cannot reach %s", s->url);
+    static const char *const headers[] = {"Content-Type: application/json", NULL};
     uint64_t deadline = now_ms() + s->timeout_ms;
     unsigned long backoff = BACKOFF_FIRST_MS;
+    int rc = A4PS_OK;
     for (unsigned long attempt = 1;; attempt++) {
         uint64_t now = now_ms();
-        long left = now < deadline ? (long)(deadline - now) : 0;
-        free(resp->body.data);
+        unsigned left = now < deadline ? (unsigned)(deadline - now) : 1u;
+        a4ps_http_request rq = {
+            .size = sizeof rq, .method = "POST", .url = s->url, .headers = headers,
+            .credential_header = s->key_env ? "Authorization: Bearer " : NULL,
+            .credential_env = s->key_env, .body = body, .body_len = strlen(body),
+            .timeout_ms = left, .max_response = RESPONSE_MAX,
+        };
+        a4ps_http_response rs = {.size = sizeof rs};
+        int hrc = ctx->api->http(ctx, &rq, &rs);
+        ctx->api->free(resp->body.data);
         resp->body = (tbuf){.max = RESPONSE_MAX};
-        resp->retry_after_s = -1;
-        errbuf[0] = '\0';
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left > 0 ? left : 1L);
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                         left < (long)CONNECT_TIMEOUT_MS ? (left > 0 ? left : 1L)
-                                                         : (long)CONNECT_TIMEOUT_MS);
-        CURLcode cc = curl_easy_perform(h);
-        long status = 0;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        if (cc == CURLE_OK && status >= 200 && status < 300)
-            break;
+        resp->retry_after_s = hrc == A4PS_OK ? rs.retry_after_s : -1;
+        if (hrc == A4PS_OK) {
+            resp->body.data = rs.body;        /* the host's buffer, NUL-terminated */
+            resp->body.len = rs.body_len;
+            resp->body.cap = rs.body_len + 1;
+            if (rs.status >= 200 && rs.status < 300)
+                break;
+        }
 
-        bool retry = cc == CURLE_OK ? (status == 429 || status >= 500) : retryable_curl(cc);
+        bool retry = hrc == A4PS_OK ? (rs.status == 429 || rs.status >= 500) : rs.transient != 0;
         unsigned long wait = resp->retry_after_s >= 0
                                  ? (unsigned long)resp->retry_after_s * 1000ul
                                  : backoff;
@@ -649,28 +565,19 @@ static int post(a4ps_ctx *ctx, const settings *s, const char *body, response *re
             snprintf(after, sizeof after, " (after %lu attempt%s%s)", attempt,
                      attempt == 1 ? "" : "s",
                      retry && attempt <= s->retries ? ", no time left within timeout_ms" : "");
-        if ((cc == CURLE_WRITE_ERROR && resp->body.overflow) || cc == CURLE_FILESIZE_EXCEEDED)
+        if (hrc == A4PS_ERANGE)
             rc = reply_fmt(ctx, A4PS_ERROR, "openai: %s answered more than 4 MiB%s", s->url,
                            after);
-        else if (cc != CURLE_OK)
-            rc = reply_fmt(ctx, A4PS_ERROR, "openai: %s: %s%s", s->url,
-                           errbuf[0] ? errbuf : curl_easy_strerror(cc), after);
+        else if (hrc != A4PS_OK)
+            rc = reply_fmt(ctx, A4PS_ERROR, "openai: %s: %s%s", s->url, rs.error, after);
         else {
             char excerpt[ERROR_BODY_SHOWN + 1];
             body_excerpt(&resp->body, excerpt, sizeof excerpt);
-            rc = reply_fmt(ctx, A4PS_ERROR, "openai: %s answered %ld: %s%s", s->url, status,
+            rc = reply_fmt(ctx, A4PS_ERROR, "openai: %s answered %ld: %s%s", s->url, rs.status,
                            excerpt[0] ? excerpt : "(no body)", after);
         }
         break;
     }
-out:
-    /* The list holds a copy of the key: wipe it before it is freed. */
-    for (struct curl_slist *l = hdr; l; l = l->next)
-        if (l->data)
-            explicit_bzero(l->data, strlen(l->data));
-    curl_slist_free_all(hdr);
-    if (h)
-        curl_easy_cleanup(h);
     return rc;
 }
 
@@ -702,20 +609,7 @@ static int openai_generate(a4ps_ctx *ctx, const void *msg, size_t len)
         goto out;
     }
 
-    /* A peer that closes early must not raise SIGPIPE in the daemon. */
-    sigset_t pipeset, oldmask, pending;
-    sigemptyset(&pipeset);
-    sigaddset(&pipeset, SIGPIPE);
-    sigpending(&pending);
-    bool was_pending = sigismember(&pending, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipeset, &oldmask);
     rc = post(ctx, &s, body, &resp);
-    sigpending(&pending);
-    if (!was_pending && sigismember(&pending, SIGPIPE)) {
-        struct timespec zero = {0, 0};
-        sigtimedwait(&pipeset, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
     if (rc != A4PS_OK)
         goto out;
 
@@ -747,7 +641,7 @@ static int openai_generate(a4ps_ctx *ctx, const void *msg, size_t len)
         rc = reply_fmt(ctx, rc, "openai: cannot reply with the %zu bytes of code (%d)", n, rc);
 out:
     json_decref(answer);
-    free(resp.body.data);
+    ctx->api->free(resp.body.data);
     free(body);
     settings_free(&s);
     json_decref(t);
@@ -767,23 +661,7 @@ static int openai_feedback(a4ps_ctx *ctx, const void *msg, size_t len)
     return reply_fmt(ctx, A4PS_OK, "ok");
 }
 
-/* ---- hooks and descriptor ---- */
-
-static int openai_init(a4ps_ctx *ctx)
-{
-    CURLcode cc = curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (cc != CURLE_OK) {
-        ctx->api->log(ctx, A4PS_LOG_ERR, "openai: curl_global_init failed: %s",
-                      curl_easy_strerror(cc));
-        return A4PS_ERROR;
-    }
-    return A4PS_OK;
-}
-
-static void openai_fini(a4ps_ctx *ctx)
-{
-    curl_global_cleanup();
-}
+/* ---- self-test and descriptor ---- */
 
 static bool extracts(const char *content, const char *want)
 {
@@ -837,15 +715,13 @@ static const a4ps_method openai_methods[] = {
 static const a4ps_plugin openai_plugin = {
     A4PS_PLUGIN_HEADER,
     .name = "openai",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .state_version = 1,
     .kind = A4PS_KIND_GENERATOR,
     .methods = openai_methods,
-    .init = openai_init,
-    .fini = openai_fini,
     .self_test = openai_self_test,
     .description = "code generator: an OpenAI-compatible /v1/chat/completions client "
-                   "(llama.cpp server, Ollama, vLLM) via libcurl",
+                   "(llama.cpp server, Ollama, vLLM) through the host's http entry",
 };
 
 A4PS_EXPORT const a4ps_plugin *a4ps_plugin_entry(const a4ps_host_api *host)
