@@ -73,6 +73,10 @@ runtime_dir = "run";
 image = "a4ps.img";
 log_level = "debug";
 control = { socket = "a.sock"; };
+# live-shell imports system(), popen() and execve(): the loader refuses such
+# a plugin unless permitted (limits.allow_threads).  Permitted here, so that
+# what stops the shell is the confinement, not the loader.
+limits = { allow_threads = [ "live-shell" ]; };
 sandbox = { wall_ms = 20000; call_ms = 1000; };
 forge = { dir = "forge"; generator = "INBOX"; iterations = 2; wall_s = 120; probation_s = 1; };
 ${1:-}
