@@ -34,6 +34,13 @@ struct sandbox {
     unsigned long inst;          /* several sandboxes in one process never share an id */
 };
 
+static const sandbox_runner *runner;   /* NULL: fork and exec runsc here */
+
+void sandbox_set_runner(const sandbox_runner *r)
+{
+    runner = r;
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -134,6 +141,15 @@ int sandbox_open(const char *runtime_dir, const char *runsc, const char *const *
     }
     static _Atomic unsigned long instances;
     sb->inst = ++instances;
+    for (size_t i = 0; ro_dirs && ro_dirs[i] && ro_dirs[i + 1]; i += 2)
+        sb->nro += 2;
+    sb->ro = calloc(sb->nro + 1, sizeof *sb->ro);
+    for (size_t i = 0; sb->ro && i < sb->nro; i++)
+        sb->ro[i] = strdup(ro_dirs[i]);
+    if (runner) {
+        *out = sb;               /* runsc is the helper's: it checked it */
+        return 0;
+    }
     mkdir(sb->dir, 0700);
     mkdir(sb->state, 0700);
     /* Containers of a daemon that died: kill and delete them. */
@@ -147,11 +163,6 @@ int sandbox_open(const char *runtime_dir, const char *runsc, const char *const *
     }
     if (d)
         closedir(d);
-    for (size_t i = 0; ro_dirs && ro_dirs[i] && ro_dirs[i + 1]; i += 2)
-        sb->nro += 2;
-    sb->ro = calloc(sb->nro + 1, sizeof *sb->ro);
-    for (size_t i = 0; sb->ro && i < sb->nro; i++)
-        sb->ro[i] = strdup(ro_dirs[i]);
     const char *ver[] = {"--version", NULL};
     if (runsc_quiet(sb, ver) != 0) {
         snprintf(err, errlen, "sandbox: %s --version fails: runsc is installed but cannot run "
@@ -191,7 +202,7 @@ static json_t *rlimit(const char *type, unsigned long long v)
 /* The bundle: config.json and an empty root whose /bin, /lib, /lib64 and
  * /sbin point into the read-only /usr (Debian's merged /usr). */
 static int write_bundle(sandbox *sb, const char *bundle, const char *workdir,
-                        const char *const *argv, const sandbox_limits *lim)
+                        const char *const *argv, const sandbox_limits *lim, uid_t uid, gid_t gid)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/rootfs", bundle);
@@ -231,7 +242,7 @@ static int write_bundle(sandbox *sb, const char *bundle, const char *workdir,
         "{s:s, s:{s:b, s:{s:i, s:i}, s:o, s:[s], s:s, s:o}, s:{s:s, s:b}, s:o,"
         " s:{s:[{s:s},{s:s},{s:s},{s:s},{s:s}]}}",
         "ociVersion", "1.0.0",
-        "process", "terminal", 0, "user", "uid", NOBODY, "gid", NOBODY, "args", args, "env",
+        "process", "terminal", 0, "user", "uid", (int)uid, "gid", (int)gid, "args", args, "env",
         "PATH=/usr/bin:/bin", "cwd", "/work", "rlimits", rl,
         "root", "path", "rootfs", "readonly", 1,
         "mounts", mounts,
@@ -260,48 +271,128 @@ static void keep(char **buf, size_t *len, size_t cap, const char *data, size_t n
     *buf = nb;
 }
 
-int sandbox_run(sandbox *sb, const char *workdir, const char *const *argv,
-                const sandbox_limits *lim, sandbox_result *res, char *err, size_t errlen)
+int sandbox_valid_id(const char *id)
 {
-    memset(res, 0, sizeof *res);
-    char id[64], bundle[4096];
-    snprintf(id, sizeof id, "a4ps-%d-%lu-%lu", (int)getpid(), sb->inst, ++sb->seq);
-    snprintf(bundle, sizeof bundle, "%s/%s", sb->dir, id);
-    /* The sandbox's user must be able to write its work directory. */
-    if (chown(workdir, NOBODY, NOBODY) != 0 || chmod(workdir, 0700) != 0) {
-        snprintf(err, errlen, "sandbox: cannot hand %s to the sandbox's user: %s", workdir,
-                 strerror(errno));
-        return -1;
+    static const char prefix[] = "a4ps-";
+    if (!id || strncmp(id, prefix, sizeof prefix - 1) || strlen(id) >= 64)
+        return 0;
+    int groups = 0;
+    for (const char *p = id + sizeof prefix - 1; *p;) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        groups++;
+        if (*p == '-' && p[1])
+            p++;
+        else if (*p)
+            return 0;
     }
-    if (write_bundle(sb, bundle, workdir, argv, lim) != 0) {
+    return groups == 3;
+}
+
+int sandbox_valid_workdir(const sandbox *sb, const char *workdir, uid_t owner)
+{
+    size_t n = strlen(sb->dir);
+    if (strncmp(workdir, sb->dir, n) || strncmp(workdir + n, "/work-", 6))
+        return 0;
+    const char *x = workdir + n + 6;
+    if (strlen(x) != 6)
+        return 0;
+    for (int i = 0; i < 6; i++)
+        if (!((x[i] >= 'a' && x[i] <= 'z') || (x[i] >= 'A' && x[i] <= 'Z') ||
+              (x[i] >= '0' && x[i] <= '9')))
+            return 0;
+    struct stat st;
+    return lstat(workdir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == owner;
+}
+
+int sandbox_exec_start(sandbox *sb, const char *id, const char *workdir,
+                       const char *const *argv, const sandbox_limits *lim, int out, int errfd,
+                       uid_t uid, gid_t gid, pid_t *pid, char *err, size_t errlen)
+{
+    char bundle[4096];
+    snprintf(bundle, sizeof bundle, "%s/%s", sb->dir, id);
+    if (write_bundle(sb, bundle, workdir, argv, lim, uid, gid) != 0) {
         snprintf(err, errlen, "sandbox: cannot write the bundle %s: %s", bundle, strerror(errno));
         remove_tree(bundle);
         return -1;
     }
-    int po[2], pe[2];
-    if (pipe2(po, O_CLOEXEC) != 0 || pipe2(pe, O_CLOEXEC) != 0) {
-        snprintf(err, errlen, "sandbox: pipe: %s", strerror(errno));
-        remove_tree(bundle);
-        return -1;
-    }
-    uint64_t t0 = now_ms();
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(po[1], 1);
-        dup2(pe[1], 2);
+    *pid = fork();
+    if (*pid == 0) {
+        dup2(out, 1);
+        dup2(errfd, 2);
         int null = open("/dev/null", O_RDONLY);
         dup2(null, 0);
         execl(sb->runsc, sb->runsc, "--root", sb->state, "--network=none", "run", "--bundle",
               bundle, id, (char *)NULL);
         _exit(127);
     }
-    close(po[1]);
-    close(pe[1]);
-    if (pid < 0) {
-        close(po[0]);
-        close(pe[0]);
+    if (*pid < 0) {
         snprintf(err, errlen, "sandbox: fork: %s", strerror(errno));
         remove_tree(bundle);
+        return -1;
+    }
+    return 0;
+}
+
+void sandbox_exec_kill(sandbox *sb, const char *id)
+{
+    const char *kill_args[] = {"kill", id, "KILL", NULL};
+    runsc_quiet(sb, kill_args);
+}
+
+void sandbox_exec_end(sandbox *sb, const char *id)
+{
+    char bundle[4096];
+    snprintf(bundle, sizeof bundle, "%s/%s", sb->dir, id);
+    const char *del[] = {"delete", "--force", id, NULL};
+    runsc_quiet(sb, del);
+    remove_tree(bundle);
+}
+
+int sandbox_run(sandbox *sb, const char *workdir, const char *const *argv,
+                const sandbox_limits *lim, sandbox_result *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    char id[64];
+    snprintf(id, sizeof id, "a4ps-%d-%lu-%lu", (int)getpid(), sb->inst, ++sb->seq);
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    if (!runner && uid == 0) {
+        /* Run by root: the sandbox's user is nobody, and must be able to
+         * write its work directory.  (A process of another user runs the
+         * sandbox as itself, and the helper decides for the daemon.) */
+        uid = gid = NOBODY;
+        if (chown(workdir, NOBODY, NOBODY) != 0 || chmod(workdir, 0700) != 0) {
+            snprintf(err, errlen, "sandbox: cannot hand %s to the sandbox's user: %s", workdir,
+                     strerror(errno));
+            return -1;
+        }
+    }
+    int po[2], pe[2];
+    if (pipe2(po, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "sandbox: pipe: %s", strerror(errno));
+        return -1;
+    }
+    if (pipe2(pe, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "sandbox: pipe: %s", strerror(errno));
+        close(po[0]);
+        close(po[1]);
+        return -1;
+    }
+    uint64_t t0 = now_ms();
+    pid_t pid = -1;
+    int handle = -1;
+    int rc = runner ? ((handle = runner->start(runner->arg, sb, id, workdir, argv, lim, po[1],
+                                               pe[1], err, errlen)) < 0 ? -1 : 0)
+                    : sandbox_exec_start(sb, id, workdir, argv, lim, po[1], pe[1], uid, gid,
+                                         &pid, err, errlen);
+    close(po[1]);
+    close(pe[1]);
+    if (rc != 0) {
+        close(po[0]);
+        close(pe[0]);
         return -1;
     }
     struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
@@ -311,8 +402,10 @@ int sandbox_run(sandbox *sb, const char *workdir, const char *const *argv,
         uint64_t now = now_ms();
         if (lim->wall_ms && now - t0 >= lim->wall_ms && !res->timed_out) {
             res->timed_out = 1;
-            const char *kill_args[] = {"kill", id, "KILL", NULL};
-            runsc_quiet(sb, kill_args);
+            if (runner)
+                runner->kill(runner->arg, handle);
+            else
+                sandbox_exec_kill(sb, id);
         }
         int wait = res->timed_out ? 1000 : lim->wall_ms ? (int)(lim->wall_ms - (now - t0)) : -1;
         int n = poll(fds, 2, wait);
@@ -339,18 +432,21 @@ int sandbox_run(sandbox *sb, const char *workdir, const char *const *argv,
     for (int i = 0; i < 2; i++)
         if (fds[i].fd >= 0)
             close(fds[i].fd);
-    if (res->timed_out)
-        kill(pid, SIGKILL);
     int st = 0;
-    waitpid(pid, &st, 0);
+    if (runner) {
+        if (runner->wait(runner->arg, handle, &st, err, errlen) != 0)
+            return -1;
+    } else {
+        if (res->timed_out)
+            kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        sandbox_exec_end(sb, id);
+    }
     res->wall_ms = now_ms() - t0;
     if (WIFEXITED(st)) {
         res->exited = 1;
         res->status = WEXITSTATUS(st);
     }
-    const char *del[] = {"delete", "--force", id, NULL};
-    runsc_quiet(sb, del);
-    remove_tree(bundle);
     return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct sandbox sandbox;
 
@@ -56,5 +57,43 @@ void sandbox_result_free(sandbox_result *res);
  * deletes it and everything in it. */
 int sandbox_work_create(sandbox *sb, char *path, size_t pathlen, char *err, size_t errlen);
 void sandbox_work_remove(const char *path);
+
+/* ---- Who starts runsc ----
+ * By default sandbox_run forks and execs runsc itself (the tests, and a
+ * process that keeps its rights).  a4psd, which drops its rights and may not
+ * exec, sets a runner that asks its privileged helper (kernel/daemon/
+ * privsep.c) instead; the helper carries the run out with the sandbox_exec_*
+ * calls below.  The runner is process-wide and set before any sandbox is
+ * opened; with one set, sandbox_open leaves checking runsc and deleting old
+ * containers to the helper. */
+typedef struct sandbox_runner {
+    /* Start run id of argv in workdir, its stdout and stderr on out and
+     * errfd (the callee takes copies).  A handle >= 0, or -1 with err. */
+    int (*start)(void *arg, sandbox *sb, const char *id, const char *workdir,
+                 const char *const *argv, const sandbox_limits *lim, int out, int errfd,
+                 char *err, size_t errlen);
+    void (*kill)(void *arg, int handle);          /* past its wall-clock limit */
+    /* Wait for its end (deleted, bundle gone): 0 and the wait status, or -1
+     * with err; the handle is released either way. */
+    int (*wait)(void *arg, int handle, int *wstatus, char *err, size_t errlen);
+    void *arg;
+} sandbox_runner;
+void sandbox_set_runner(const sandbox_runner *r);
+
+/* ---- For the process that execs runsc (the helper, or this one) ---- */
+/* "a4ps-PID-N-N", as sandbox_run names its runs. */
+int sandbox_valid_id(const char *id);
+/* workdir is one sandbox_work_create made under sb: that name, a real
+ * directory (no link) of owner. */
+int sandbox_valid_workdir(const sandbox *sb, const char *workdir, uid_t owner);
+/* Write the bundle and start runsc for run id; the process inside runs as
+ * uid:gid.  *pid, or -1 with err.  sandbox_exec_kill kills the container;
+ * sandbox_exec_end deletes it and its bundle (after the runsc process was
+ * waited for). */
+int sandbox_exec_start(sandbox *sb, const char *id, const char *workdir,
+                       const char *const *argv, const sandbox_limits *lim, int out, int errfd,
+                       uid_t uid, gid_t gid, pid_t *pid, char *err, size_t errlen);
+void sandbox_exec_kill(sandbox *sb, const char *id);
+void sandbox_exec_end(sandbox *sb, const char *id);
 
 #endif

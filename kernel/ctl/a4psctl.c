@@ -696,6 +696,15 @@ static void show_status(const json_t *res)
         if (jstr(sb, "error"))
             print_field("SANDBOX", json_object_get(sb, "error"));
     }
+    const json_t *cf = json_object_get(res, "confinement");
+    if (json_is_object(cf)) {
+        static const char *const layers[][2] = {
+            {"user", "user"},         {"helper", "helper"},   {"no_new_privs", "no_new_privs"},
+            {"landlock", "landlock"}, {"seccomp", "seccomp"}, {"rlimits", "rlimits"}};
+        for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++)
+            if (jstr(cf, layers[i][0]) && *jstr(cf, layers[i][0]))
+                print_field(layers[i][1], json_object_get(cf, layers[i][0]));
+    }
     const json_t *ev = json_object_get(res, "events");
     static const char *const counters[] = {"published", "delivered", "dropped", "failed", "queued"};
     printf("  %-13s", "events");

@@ -10,7 +10,9 @@
  * arrive only through the signalfd. */
 #define _GNU_SOURCE
 #include "daemon/daemon.h"
+#include "daemon/privsep.h"
 #include "image/image.h"
+#include "probe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -158,6 +160,12 @@ static void apply(a4psd *d, dconfig *nc)
                       oc->forge_iterations != nc->forge_iterations ||
                       oc->forge_wall_s != nc->forge_wall_s ||
                       oc->forge_probation_s != nc->forge_probation_s},
+        {"daemon", !same_str(oc->daemon_user, nc->daemon_user) ||
+                       !same_str(oc->daemon_group, nc->daemon_group) ||
+                       oc->daemon_confine != nc->daemon_confine ||
+                       oc->daemon_as_mb != nc->daemon_as_mb ||
+                       oc->daemon_open_files != nc->daemon_open_files ||
+                       oc->daemon_threads != nc->daemon_threads},
         {"outside", !outside_policy_equal(&oc->outside, &nc->outside)},
         {"limits (kernel)", oc->max_plugin_bytes != nc->max_plugin_bytes ||
                                 oc->hook_timeout_ms != nc->hook_timeout_ms ||
@@ -477,6 +485,54 @@ static int add_fd(a4psd *d, int fd, int *slot)
     return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
+/* Fork the privileged helper, the first thing a4psd does after reading its
+ * config: it keeps the rights a4psd started with and starts runsc for the
+ * sandbox, since a4psd may not exec once confined.  None when the sandbox is
+ * off (mode "none").  A helper whose runsc cannot run is kept: the sandbox
+ * then reports why, as it did when a4psd ran runsc itself. */
+static int helper_start(a4psd *d, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    const dconfig *c = d->cfg;
+    if (c->sandbox_none) {
+        snprintf(d->conf.helper, sizeof d->conf.helper, "none (sandbox.mode = \"none\")");
+        return 0;
+    }
+    static char probe_dir[4096], forge_rt[4200];
+    snprintf(probe_dir, sizeof probe_dir, "%s", c->probe ? c->probe : A4PS_PROBE_PATH);
+    char *slash = strrchr(probe_dir, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(forge_rt, sizeof forge_rt, "%s/forge-sandbox", c->runtime_dir);
+    /* The runtime dirs of verify_open's two sandboxes (dropped files, forge). */
+    static const char *dirs[3];
+    static const char *ro[5];
+    dirs[0] = c->runtime_dir;
+    dirs[1] = forge_rt;
+    ro[0] = c->abi_dir ? c->abi_dir : A4PS_ABI_DIR;
+    ro[1] = SANDBOX_ABI_MOUNT;
+    ro[2] = probe_dir;
+    ro[3] = SANDBOX_PROBE_MOUNT;
+    static privsep_config pc;
+    pc = (privsep_config){.runsc = c->runsc, .sandbox_dirs = dirs, .ro_dirs = ro,
+                          .daemon_uid = uid, .daemon_gid = gid,
+                          .max = {.cpu_s = c->sbx_cpu_s, .mem_bytes = c->sbx_mem_bytes,
+                                  .nproc = c->sbx_nproc, .file_bytes = c->sbx_file_bytes}};
+    char *why = NULL;
+    if (privsep_start(&pc, &d->ps, &why, err, errlen) != 0)
+        return -1;
+    sandbox_set_runner(privsep_runner(d->ps));
+    snprintf(d->conf.helper, sizeof d->conf.helper, "pid %d (uid %u): starts runsc%s%s",
+             (int)privsep_pid(d->ps), (unsigned)geteuid(), why ? "; NOT READY: " : "",
+             why ? why : "");
+    if (why)
+        dlog(d, LOG_ERR, "privileged helper: %s", why);
+    else
+        dlog(d, LOG_INFO, "privileged helper: pid %d, starts runsc for the sandbox",
+             (int)privsep_pid(d->ps));
+    d->helper_error = why;       /* the sandbox is unavailable for this reason */
+    return 0;
+}
+
 /* limits.allow_threads as the daemon started with it (a reload does not
  * change it: a pinned generation cannot be unpinned anyway). */
 static char **allow_threads;
@@ -554,12 +610,25 @@ int main(int argc, char **argv)
              cfg->outside.nhttp == 1 ? "" : "s", (int)outside_run_pid(d->outside),
              cfg->outside.nrun, cfg->outside.nrun == 1 ? "" : "s");
     d->started = time(NULL);
+    d->start_uid = getuid();
     d->last_snapshot = d->started;   /* the interval counts from the start */
     pthread_mutex_init(&d->mx, NULL);
     pthread_mutex_init(&d->qlock, NULL);
     pthread_cond_init(&d->qcv, NULL);
     pthread_mutex_init(&d->evlock, NULL);
     setvbuf(stderr, NULL, _IOLBF, 0);
+
+    /* Privilege separation (DESIGN.md §9): the helper first, while we have
+     * every right; then what the user needs; the socket; the drop. */
+    uid_t uid;
+    gid_t gid;
+    bool drop;
+    if (drop_lookup(d, &uid, &gid, &drop) != 0)
+        return 1;
+    if (helper_start(d, uid, gid, err, sizeof err) != 0) {
+        dlog(d, LOG_ERR, "%s", err);
+        return 1;
+    }
     /* A file-size limit (RLIMIT_FSIZE) must fail a snapshot's write with
      * EFBIG, which SQLite reports and we survive, not kill the daemon. */
     signal(SIGXFSZ, SIG_IGN);
@@ -595,6 +664,32 @@ int main(int argc, char **argv)
             dlog(d, LOG_ERR, "%s: plugin_dir %s: %s", cfg->path, cfg->plugin_dir, strerror(errno));
             return 1;
         }
+    }
+    if (drop_prepare(d, drop, uid, gid) != 0)
+        return 1;
+    /* The socket is bound before the drop (its directory need not be the
+     * user's) and then given to the user. */
+    if (ctl_open(d, err, sizeof err) != 0) {
+        dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
+        return 1;
+    }
+    if (drop && lchown(cfg->socket, uid, cfg->group ? (gid_t)-1 : gid) != 0) {
+        dlog(d, LOG_ERR, "control.socket %s: cannot give it to %s: %s", cfg->socket,
+             cfg->daemon_user, strerror(errno));
+        return 1;
+    }
+    if (drop && drop_now(d, uid, gid) != 0)
+        return 1;
+    /* SQLite's temporary files (VACUUM INTO's, for the backups) go to the
+     * runtime directory: /tmp and /var/tmp are outside what Landlock lets
+     * a4psd write. */
+    setenv("SQLITE_TMPDIR", cfg->runtime_dir, 1);
+    /* Confined before the first thread, so every thread is (Landlock holds
+     * for the threads a thread creates after it). */
+    if (confine_rlimits(d, &d->conf) != 0 || confine_apply(d, &d->conf) != 0) {
+        dlog(d, LOG_ERR, "not starting half-confined (daemon.confine = false turns "
+             "confinement off, loudly)");
+        return 1;
     }
     /* Plugin code that calls exit(), _exit() or exit_group faults instead
      * of ending a4psd.  Process-wide and inherited by children: after any
@@ -699,7 +794,7 @@ int main(int argc, char **argv)
             dlog(d, LOG_WARNING, "%s", err);
     }
     /* The forge before the workers: a plugin may open a task from any send. */
-    if (ctl_open(d, err, sizeof err) != 0 || watch_open(d, err, sizeof err) != 0 ||
+    if (watch_open(d, err, sizeof err) != 0 ||
         forge_open(d, err, sizeof err) != 0 || ctl_workers_start(d, err, sizeof err) != 0) {
         dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
         forge_stop(d);
@@ -710,9 +805,9 @@ int main(int argc, char **argv)
         verify_close(d);
         return 1;
     }
-    dlog(d, LOG_NOTICE, "a4psd %s up (pid %d): config %s, plugins %s, socket %s, %d workers",
-         A4PS_ABI_VERSION_STRING, (int)getpid(), cfg->path, cfg->plugin_dir, cfg->socket,
-         cfg->workers);
+    dlog(d, LOG_NOTICE, "a4psd %s up (pid %d): config %s, plugins %s, socket %s, %d workers; "
+         "user %s", A4PS_ABI_VERSION_STRING, (int)getpid(), cfg->path, cfg->plugin_dir,
+         cfg->socket, cfg->workers, d->conf.user);
     watch_scan(d, true);
     daemon_create_protos(d, NULL);
 
@@ -777,6 +872,8 @@ int main(int argc, char **argv)
     forge_free(d);               /* workers and plugins may have used it until now */
     outside_stop(d->outside);
     verify_close(d);
+    privsep_stop(d->ps);         /* the helper ends with its channel */
+    free(d->helper_error);
     dlog(d, LOG_NOTICE, "stopped");
     for (unsigned i = 0; i < EVENT_RING; i++)
         free(d->ring[i]);

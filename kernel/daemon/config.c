@@ -305,7 +305,17 @@ static const keyspec root_spec[] = {
     {"subscriptions", K_LIST, 0, 0, 0, 0},
     {"sandbox", K_GROUP, 0, 0, 0, 0},
     {"forge", K_GROUP, 0, 0, 0, 0},
+    {"daemon", K_GROUP, 0, 0, 0, 0},
     {"outside", K_GROUP, 0, 0, 0, 0},
+    {NULL, 0, 0, 0, 0, 0},
+};
+static const keyspec daemon_spec[] = {
+    {"user", K_STRING, 0, 0, 0, 0},
+    {"group", K_STRING, 0, 0, 0, 0},
+    {"confine", K_ANY, 0, 0, 0, 0},
+    {"address_space_mb", K_INT, 0, 1 << 24, 0, 0},
+    {"open_files", K_INT, 0, 1 << 20, 0, 0},
+    {"threads", K_INT, 0, 1 << 20, 0, 0},
     {NULL, 0, 0, 0, 0, 0},
 };
 /* outside { user; http = ( {...} ); run = ( {...} ); }: what each plugin may
@@ -784,6 +794,24 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->forge_wall_s = (unsigned)spec_int(fg, forge_spec, "wall_s");
     c->forge_probation_s = (unsigned)spec_int(fg, forge_spec, "probation_s");
 
+    const config_setting_t *dm = checked_group(&e, root, "daemon", daemon_spec);
+    c->daemon_user = strdup((s = str_member(dm, "user")) && *s ? s : "a4ps");
+    if ((s = str_member(dm, "group")) && *s) {
+        if (!getgrnam(s))
+            errf(&e, config_setting_get_member(dm, "group"),
+                 "daemon.group: no group named '%s' on this machine", s);
+        c->daemon_group = strdup(s);
+    }
+    const config_setting_t *conf = dm ? config_setting_get_member(dm, "confine") : NULL;
+    if (conf && config_setting_type(conf) != CONFIG_TYPE_BOOL)
+        errf(&e, conf, "daemon.confine: expected a boolean (true or false), found %s",
+             type_name(config_setting_type(conf)));
+    c->daemon_confine = !conf || config_setting_type(conf) != CONFIG_TYPE_BOOL ||
+                        config_setting_get_bool(conf);
+    c->daemon_as_mb = (unsigned long)spec_int(dm, daemon_spec, "address_space_mb");
+    c->daemon_open_files = (unsigned long)spec_int(dm, daemon_spec, "open_files");
+    c->daemon_threads = (unsigned long)spec_int(dm, daemon_spec, "threads");
+
     const config_setting_t *og = checked_group(&e, root, "outside", outside_spec);
     if (og)
         parse_outside(&e, c, og);
@@ -854,6 +882,8 @@ void dconfig_free(dconfig *c)
     free(c->abi_dir);
     free(c->forge_generator);
     free(c->forge_dir);
+    free(c->daemon_user);
+    free(c->daemon_group);
     outside_policy_free(&c->outside);
     free(c->socket);
     free(c->group);

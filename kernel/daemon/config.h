@@ -69,6 +69,13 @@ typedef struct dconfig {
     char *forge_generator;       /* proto asked for candidates; NULL: none */
     char *forge_dir;             /* task directories (inboxes, attempts) */
     unsigned forge_iterations, forge_wall_s, forge_probation_s;
+    /* daemon { } (needs a restart): who a4psd runs as, how it confines itself */
+    char *daemon_user;           /* "root": no drop (said loudly) */
+    char *daemon_group;          /* NULL: the user's primary group */
+    int daemon_confine;          /* Landlock + seccomp + no_new_privs after start */
+    unsigned long daemon_as_mb;  /* RLIMIT_AS; 0: unchanged */
+    unsigned long daemon_open_files; /* RLIMIT_NOFILE; 0: unchanged */
+    unsigned long daemon_threads;    /* RLIMIT_NPROC; 0: unchanged */
     /* outside { } (needs a restart): what plugins may reach (ABI rule R12) */
     outside_policy outside;
     dproto *protos;

@@ -280,6 +280,7 @@ static json_t *status_json(a4psd *d)
 #undef CTLCOUNT
     json_object_set_new(j, "daemon", info);
     json_object_set_new(j, "sandbox", verify_status(d));
+    json_object_set_new(j, "confinement", confine_status(&d->conf));
     return j;
 }
 
@@ -757,7 +758,7 @@ void ctl_jobs_done(a4psd *d)
 
 static bool permitted(a4psd *d, uid_t uid)
 {
-    if (uid == geteuid())
+    if (uid == geteuid() || uid == d->start_uid)
         return true;
     for (int i = 0; i < d->cfg->nuids; i++)
         if (d->cfg->uids[i] == uid)

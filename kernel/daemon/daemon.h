@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "daemon/config.h"
+#include "daemon/confine.h"
 #include "kernel.h"
 
 typedef struct client client;
@@ -26,6 +27,7 @@ typedef struct job job;
 typedef struct dverify dverify;
 typedef struct dforge dforge;
 struct image;
+struct privsep;
 
 #define EVENT_RING 256
 
@@ -41,6 +43,10 @@ typedef struct a4psd {
     char *snapshot_error;        /* of the last failed snapshot; under mx */
     int level;                   /* log level, read by every thread */
     time_t started;
+    uid_t start_uid;             /* who started a4psd: may always control it */
+    struct privsep *ps;          /* the privileged helper; NULL without a sandbox */
+    char *helper_error;          /* why the helper cannot run the sandbox; NULL: it can */
+    dconfine conf;               /* the user and each confinement layer, for status */
     bool stopping;
     bool stuck;                  /* calls still running when we gave up waiting */
 

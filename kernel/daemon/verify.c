@@ -131,7 +131,10 @@ int verify_open(a4psd *d)
         snprintf(forge_rt, sizeof forge_rt, "%s/forge-sandbox", c->runtime_dir);
         if (mkdir(forge_rt, 0700) != 0 && errno != EEXIST)
             snprintf(err, sizeof err, "%s: %s", forge_rt, strerror(errno));
-        if (sandbox_open(c->runtime_dir, c->runsc, ro, &v->sb, err, sizeof err) != 0 ||
+        if (d->helper_error)     /* runsc is the privileged helper's, and it cannot */
+            snprintf(err, sizeof err, "%s", d->helper_error);
+        if (d->helper_error ||
+            sandbox_open(c->runtime_dir, c->runsc, ro, &v->sb, err, sizeof err) != 0 ||
             sandbox_open(forge_rt, c->runsc, ro, &v->fsb, err, sizeof err) != 0) {
             v->sb_error = strdup(err);
             if (v->sb)

@@ -26,7 +26,7 @@ PY=$(command -v /usr/bin/python3 || command -v python3) || { echo "FAIL: no pyth
 
 start() {   # limits
     T=$(mktemp -d /tmp/a4ps-it-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
     cat > "$T/a4ps.cfg" <<CFG

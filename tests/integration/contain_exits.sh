@@ -27,7 +27,7 @@ PID=""
 # plugin $2) in its plugin directory; $3: extra config lines.
 start_with() {
     T=$(mktemp -d /tmp/a4ps-exits-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
     install -m 644 "$TEST_PLUGINS/live_$1.so" "$T/plugins/live_$1.so"
@@ -154,7 +154,7 @@ test_permitted_thread_is_pinned() {
 test_forged_exit_is_rolled_back() {
     CURRENT=forged_exit
     T=$(mktemp -d /tmp/a4ps-exits-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     for p in counter-1 inbox; do
         install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"

@@ -20,7 +20,7 @@ PID=""
 
 start() {
     T=$(mktemp -d /tmp/a4ps-it-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins" "$T/stage"
     install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
     cat > "$T/a4ps.cfg" <<CFG

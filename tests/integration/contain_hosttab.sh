@@ -27,7 +27,7 @@ PID=""
 # forge's), and protos H and L waiting for the hostile plugins.
 start() {
     T=$(mktemp -d /tmp/a4ps-hosttab-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     for p in brick robin babs alfred counter-1 inbox; do
         install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"

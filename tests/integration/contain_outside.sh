@@ -153,7 +153,7 @@ expect_contained() {   # what
 
 test_exfil_refused_llm_served() {
     T=$(mktemp -d /tmp/a4ps-outside-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     sed -e 's/"VERSION"/"1.1.0"/' -e 's/BODY/c \* 2/' -e 's/CRASH_ON/0/' -e 's/FAILS/0/' \
         "$HERE/forge/counter_double.c.in" > "$T/right.c"
     python3 - "$T" <<'EOF'

@@ -27,7 +27,7 @@ PID=""
 # through the host API).
 start_forge() {
     T=$(mktemp -d /tmp/a4ps-contain-report-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     for p in counter-1 inbox; do
         install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"

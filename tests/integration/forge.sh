@@ -37,7 +37,7 @@ candidate() {   # out version body crash_on [fails]
 # plugins; $1: extra protos, $2: extra top-level config.
 start_forge() {
     T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     for p in counter-1 inbox command openai; do
         install -m 644 "$PLUGINS/$p.so" "$T/plugins/$p.so"
@@ -72,7 +72,7 @@ EOF
 # config lines, $2 the PATH it runs with (default: ours).  Returns at once.
 start_minimal() {
     T=$(mktemp -d /tmp/a4ps-forge-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     install -m 644 "$PLUGINS/counter-1.so" "$T/plugins/counter-1.so"
     cat > "$T/a4ps.cfg" <<EOF

@@ -34,7 +34,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # A fresh temp dir with the given plugin files in its plugin directory.
 new_dir() {
     T=$(mktemp -d /tmp/a4ps-if-XXXXXX)
-    chmod 755 "$T"
+    daemon_dir "$T"
     mkdir -p "$T/plugins"
     local f
     for f in "$@"; do install -m 644 "$f" "$T/plugins/$(basename "$f")"; done
@@ -295,7 +295,7 @@ test_full_disk() {
 1
 kept by the last good snapshot" ] || fail "the image does not hold the last good snapshot: $check"
     # The limit raised on the running process: the next snapshot succeeds.
-    prlimit --pid "$PID" --fsize=unlimited || { fail "prlimit --pid failed"; return; }
+    as_daemon prlimit --pid "$PID" --fsize=unlimited || { fail "prlimit --pid failed"; return; }
     r=$(ctl snapshot 2>&1) || fail "the snapshot after raising the limit failed: $r"
     st=$(ctl --json status)
     expect_contains "$st" '"snapshot_error":null' "status after the good snapshot"

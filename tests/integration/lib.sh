@@ -3,6 +3,15 @@
 # The sourcing script sets CURRENT (the test's name), T (its temp dir), PID
 # (its daemon) and failures; these helpers read and update them.
 
+# a4psd, started as root, drops to its own user (daemon.user, "a4ps"): the
+# test's directory plays the part of its data directory (the image and its
+# backups, the control socket), which must be that user's.  Its other files
+# stay root's and readable.
+daemon_dir() { chmod 755 "$1" && chown a4ps "$1"; }
+# What acts on the running a4psd as its own user would (prlimit --pid needs
+# the same uid, or CAP_SYS_RESOURCE, which a container's root may lack).
+as_daemon() { setpriv --reuid=a4ps --regid="$(id -g a4ps)" --clear-groups "$@"; }
+
 fail() { echo "FAIL $CURRENT: $*"; failures=$((failures + 1)); return 1; }
 ctl() { "$A4PSCTL" -s "$T/a.sock" "$@"; }
 
