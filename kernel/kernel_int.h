@@ -404,6 +404,10 @@ int fault_install(void);
 int fault_thread_init(kthread *t);
 void fault_thread_fini(kthread *t);
 const char *fault_signame(int sig);
+/* From a signal handler on a thread inside a plugin call (depth > 0):
+ * record the fault and rewrite the interrupted context uc so that returning
+ * from the handler resumes the call's landing with KFAULTED. */
+void fault_land(kthread *t, void *uc, int sig, int code, void *addr);
 void fault_landed(void);
 /* Call fn(a0, a1, a2) as plugin call d of thread t: sets t->depth to d + 1
  * and the recovery point jb[d], and on return (normal or after a fault) sets

@@ -209,19 +209,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
     int d = t->depth;
     if (d <= 0)
         a4ps_exit_group(status);
-    void **jb = t->jb[d - 1];
-    t->fault.sig = KFAULT_EXIT_GROUP;
-    t->fault.code = status;
-    t->fault.addr = si->si_call_addr;
-    g[REG_RBX] = (greg_t)jb[0];
-    g[REG_RBP] = (greg_t)jb[1];
-    g[REG_R12] = (greg_t)jb[2];
-    g[REG_R13] = (greg_t)jb[3];
-    g[REG_R14] = (greg_t)jb[4];
-    g[REG_R15] = (greg_t)jb[5];
-    g[REG_RSP] = (greg_t)jb[6];
-    g[REG_RIP] = (greg_t)jb[7];
-    g[REG_RAX] = (greg_t)KFAULTED;
+    fault_land(t, ucv, KFAULT_EXIT_GROUP, status, si->si_call_addr);
 }
 
 typedef struct text_span {

@@ -21,6 +21,7 @@
 _Static_assert(KFAULTED == A4PS_KFAULTED_ASM, "asm: KFAULTED");
 _Static_assert(offsetof(kthread, jb) == A4PS_JB_OFFSET, "asm: jb offset");
 
+#include <assert.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,30 +59,37 @@ const char *fault_signame(int sig)
     }
 }
 
+void fault_land(kthread *t, void *uc, int sig, int code, void *addr)
+{
+    int d = t->depth;
+    assert(d > 0);
+    void **jb = t->jb[d - 1];
+    t->fault.sig = sig;
+    t->fault.code = code;
+    t->fault.addr = addr;
+#if defined(__x86_64__)
+    greg_t *g = ((ucontext_t *)uc)->uc_mcontext.gregs;
+    g[REG_RBX] = (greg_t)jb[0];
+    g[REG_RBP] = (greg_t)jb[1];
+    g[REG_R12] = (greg_t)jb[2];
+    g[REG_R13] = (greg_t)jb[3];
+    g[REG_R14] = (greg_t)jb[4];
+    g[REG_R15] = (greg_t)jb[5];
+    g[REG_RSP] = (greg_t)jb[6];
+    g[REG_RIP] = (greg_t)jb[7];
+    g[REG_RAX] = (greg_t)KFAULTED;
+#else
+    (void)uc;
+    __builtin_longjmp(jb, 1);
+#endif
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     kthread *t = &kt_self;
-    int d = t->depth;
-    if (d > 0) {
-        void **jb = t->jb[d - 1];
-        t->fault.sig = sig;
-        t->fault.code = si ? si->si_code : 0;
-        t->fault.addr = si ? si->si_addr : NULL;
-#if defined(__x86_64__)
-        greg_t *g = ((ucontext_t *)uc)->uc_mcontext.gregs;
-        g[REG_RBX] = (greg_t)jb[0];
-        g[REG_RBP] = (greg_t)jb[1];
-        g[REG_R12] = (greg_t)jb[2];
-        g[REG_R13] = (greg_t)jb[3];
-        g[REG_R14] = (greg_t)jb[4];
-        g[REG_R15] = (greg_t)jb[5];
-        g[REG_RSP] = (greg_t)jb[6];
-        g[REG_RIP] = (greg_t)jb[7];
-        g[REG_RAX] = (greg_t)KFAULTED;
+    if (t->depth > 0) {
+        fault_land(t, uc, sig, si ? si->si_code : 0, si ? si->si_addr : NULL);
         return;
-#else
-        __builtin_longjmp(jb, 1);
-#endif
     }
     for (size_t i = 0; i < NFAULT; i++) {
         if (fault_signals[i] != sig)
