@@ -1115,6 +1115,30 @@ static char *fm_str(const fmsg *m, unsigned tag, bool *bad)
     return s;
 }
 
+/* Every field tagged tag, in order, as NUL-terminated copies in out (at
+ * most max, then a NULL): how many.  More than max, a NUL inside one, or no
+ * memory sets *bad; the copies made are still in out for the caller to free. */
+static int fm_strs(const fmsg *m, unsigned tag, char **out, int max, bool *bad)
+{
+    int n = 0;
+    for (int i = 0; i < m->n; i++) {
+        if (m->f[i].tag != tag)
+            continue;
+        if (n == max || memchr(m->f[i].p, 0, m->f[i].len)) {
+            *bad = true;
+            break;
+        }
+        out[n] = strndup((const char *)m->f[i].p, m->f[i].len);
+        if (!out[n]) {
+            *bad = true;
+            break;
+        }
+        n++;
+    }
+    out[n] = NULL;
+    return n;
+}
+
 static int64_t fm_int(const fmsg *m, unsigned tag, int64_t dflt, bool *bad)
 {
     size_t n = 0;
@@ -1252,22 +1276,7 @@ static void serve_http(const outside_policy *p, const fmsg *m, fbuf *ans)
     int64_t timeout = fm_int(m, HQ_TIMEOUT, 0, &bad);
     int64_t maxr = fm_int(m, HQ_MAX_RESPONSE, 0, &bad);
     char *headers[HEADERS_MAX + 1];
-    int nh = 0;
-    for (int i = 0; i < m->n; i++) {
-        if (m->f[i].tag != HQ_HEADER)
-            continue;
-        if (nh == HEADERS_MAX || memchr(m->f[i].p, 0, m->f[i].len)) {
-            bad = true;
-            break;
-        }
-        headers[nh] = strndup((const char *)m->f[i].p, m->f[i].len);
-        if (!headers[nh]) {
-            bad = true;
-            break;
-        }
-        nh++;
-    }
-    headers[nh] = NULL;
+    int nh = fm_strs(m, HQ_HEADER, headers, HEADERS_MAX, &bad);
     int rc;
     if (bad || !plugin || !method || !url || timeout < 0 || timeout > UINT32_MAX || maxr < 0) {
         errf(rs.error, sizeof rs.error, "http: a malformed request reached the helper");
@@ -1306,22 +1315,7 @@ static void serve_run(const outside_policy *p, const fmsg *m, fbuf *ans)
     int64_t timeout = fm_int(m, RQ_TIMEOUT, 0, &bad);
     int64_t omax = fm_int(m, RQ_STDOUT_MAX, 0, &bad), emax = fm_int(m, RQ_STDERR_MAX, 0, &bad);
     char *argv[ARGS_MAX + 1];
-    int na = 0;
-    for (int i = 0; i < m->n; i++) {
-        if (m->f[i].tag != RQ_ARG)
-            continue;
-        if (na == ARGS_MAX || memchr(m->f[i].p, 0, m->f[i].len)) {
-            bad = true;
-            break;
-        }
-        argv[na] = strndup((const char *)m->f[i].p, m->f[i].len);
-        if (!argv[na]) {
-            bad = true;
-            break;
-        }
-        na++;
-    }
-    argv[na] = NULL;
+    int na = fm_strs(m, RQ_ARG, argv, ARGS_MAX, &bad);
     int rc;
     if (bad || !plugin || na == 0 || timeout < 0 || timeout > UINT32_MAX || omax < 0 ||
         emax < 0) {
