@@ -400,6 +400,14 @@ static const keyspec sub_spec[] = {
 
 /* The strings of array key of g, each checked by ok (which writes why)
  * and transformed into a malloc'd copy; *n of them. */
+static char *plugin_name_ok(const char *v, char *why, size_t whylen)
+{
+    if (kernel_valid_plugin_name(v))
+        return strdup(v);
+    snprintf(why, whylen, "'%.64s' is not a plugin name ([a-z][a-z0-9_-]{0,63})", v);
+    return NULL;
+}
+
 static char **str_array(errs *e, const config_setting_t *g, const char *key, int *n,
                         char *(*ok)(const char *v, char *why, size_t whylen))
 {
@@ -742,22 +750,8 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->max_clients = (int)spec_int(lim, limits_spec, "max_clients");
     c->request_timeout_ms = (unsigned)spec_int(lim, limits_spec, "request_timeout_ms");
     c->idle_timeout_ms = (unsigned)spec_int(lim, limits_spec, "idle_timeout_ms");
-    const config_setting_t *at = lim ? config_setting_get_member(lim, "allow_threads") : NULL;
-    if (at && type_ok(at, K_STRINGS)) {
-        int n = config_setting_length(at);
-        c->allow_threads = calloc((size_t)(n ? n : 1), sizeof *c->allow_threads);
-        for (int i = 0; c->allow_threads && i < n; i++) {
-            config_setting_t *a = config_setting_get_elem(at, (unsigned)i);
-            const char *nm = config_setting_type(a) == CONFIG_TYPE_STRING
-                                 ? config_setting_get_string(a) : NULL;
-            if (!nm || !kernel_valid_plugin_name(nm)) {
-                errf(&e, a, "limits.allow_threads[%d]: expected a plugin name "
-                     "([a-z][a-z0-9_-]{0,63})", i);
-                continue;
-            }
-            c->allow_threads[c->nallow_threads++] = strdup(nm);
-        }
-    }
+    if (lim)
+        c->allow_threads = str_array(&e, lim, "allow_threads", &c->nallow_threads, plugin_name_ok);
 
     const config_setting_t *sbx = checked_group(&e, root, "sandbox", sandbox_spec);
     if ((s = str_member(sbx, "mode"))) {
