@@ -59,7 +59,7 @@ EOF
 
 # Wait until a4psctl status contains a needle (for asynchronous effects).
 wait_status() {
-    for _ in $(seq 200); do
+    for _ in $(seq 600); do
         ctl --json status 2> /dev/null | grep -qF -- "$1" && return 0
         sleep 0.05
     done
@@ -69,7 +69,7 @@ wait_status() {
 # Wait until PROTO runs VERSION: a dropped file is probed in the sandbox
 # (on the verifier thread) before it is loaded and swapped in.
 wait_version() {
-    for _ in $(seq 200); do
+    for _ in $(seq 600); do
         ctl --json explain "$1" 2> /dev/null | grep -qF "\"version\":\"$2\"" && return 0
         sleep 0.05
     done
