@@ -33,6 +33,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "bench_daemon.h"
 
 #define ROUNDS 20
 #define PER_ROUND 1000           /* requests of each kind per round */
@@ -148,6 +149,7 @@ static void daemon_start(daemon_run *r, const char *exe)
     snprintf(r->dir, sizeof r->dir, "/tmp/a4ps-bench-control-XXXXXX");
     if (!mkdtemp(r->dir))
         die("mkdtemp");
+    bench_daemon_dir(r->dir);
     char path[256], cfg[256], sock[256], log[256];
     snprintf(path, sizeof path, "%s/plugins", r->dir);
     mkdir(path, 0755);

@@ -27,6 +27,7 @@
 
 #include "probe.h"
 #include "sandbox.h"
+#include "bench_daemon.h"
 
 #define RUNS 7
 #define TASKS 10
@@ -253,6 +254,7 @@ int main(void)
     if (!mkdtemp(dir))
         die("mkdtemp", NULL);
     chmod(dir, 0755);
+    bench_daemon_dir(dir);
     double bare, boxed, p50, p90;
     steps(dir, &bare, &boxed);
     end_to_end(dir, &p50, &p90);

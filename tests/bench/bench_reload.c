@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "bench_daemon.h"
 
 #define DROPS 200
 #define DROPS_VERIFIED 20
@@ -98,6 +99,7 @@ static int run(bool verified, int drops)
     char dir[] = "/tmp/a4ps-bench-reload-XXXXXX";
     if (!mkdtemp(dir))
         die("mkdtemp");
+    bench_daemon_dir(dir);
     char path[512], cfg[512], sockpath[512], plugdir[512];
     snprintf(plugdir, sizeof plugdir, "%s/plugins", dir);
     mkdir(plugdir, 0755);
