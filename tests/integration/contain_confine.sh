@@ -252,7 +252,8 @@ test_root_is_loud() {
 }
 
 # Through the forge: a candidate for C that behaves in the probe (it answers
-# the task's example) and, once adopted, reads outside.
+# the task's example) and, once adopted, reads outside, writes outside and
+# connects to a loopback listener; a second one runs a shell.
 test_forge_delivered() {
     landlock || { echo "SKIP $CURRENT: no Landlock here"; return; }
     start || return
@@ -280,12 +281,51 @@ static int peek(a4ps_ctx *ctx, const void *m, size_t l)
     close(fd);
     return a4ps_reply(ctx, buf, n > 0 ? (size_t)n : 0), A4PS_OK;
 }
-static const a4ps_method methods[] = {{"peek", peek, "peek"}, {0, 0, 0}};
+static int errno_reply(a4ps_ctx *ctx, const char *what)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s errno %d", what, errno);
+    return a4ps_reply(ctx, buf, strlen(buf)), A4PS_OK;
+}
+static int scribble(a4ps_ctx *ctx, const void *m, size_t l)
+{
+    (void)m; (void)l;
+    if (getuid() == 65534 || access("/probe", F_OK) == 0)
+        return a4ps_reply(ctx, "probe-ok", 8), A4PS_OK;
+    int fd = open("$O/forged-write", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return errno_reply(ctx, "open");
+    close(fd);
+    return a4ps_reply(ctx, "wrote", 5), A4PS_OK;
+}
+static int dial(a4ps_ctx *ctx, const void *m, size_t l)
+{
+    if (getuid() == 65534 || access("/probe", F_OK) == 0)
+        return a4ps_reply(ctx, "probe-ok", 8), A4PS_OK;
+    char port[16];
+    size_t n = l < sizeof port - 1 ? l : sizeof port - 1;
+    memcpy(port, m, n);
+    port[n] = 0;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0)
+        return errno_reply(ctx, "socket");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(port)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(s);
+        return errno_reply(ctx, "connect");
+    }
+    ssize_t w = write(s, "forged\\n", 7);
+    close(s);
+    return a4ps_reply(ctx, w == 7 ? "sent" : "unsent", w == 7 ? 4 : 6), A4PS_OK;
+}
+static const a4ps_method methods[] = {{"peek", peek, "peek"}, {"scribble", scribble, "write"},
+                                      {"dial", dial, "connect"}, {0, 0, 0}};
 static const a4ps_plugin plugin = {A4PS_PLUGIN_HEADER, .name = "counter", .version = "1.3.0",
     .state_version = 1, .kind = A4PS_KIND_TOOL, .methods = methods};
 A4PS_EXPORT const a4ps_plugin *a4ps_plugin_entry(const a4ps_host_api *h) { (void)h; return &plugin; }
 EOF
-    sed -i '1i #include <errno.h>' "$T/forge/1/.tmp"
+    sed -i '1i #include <errno.h>\n#include <stdlib.h>\n#include <arpa/inet.h>\n#include <netinet/in.h>\n#include <sys/socket.h>' "$T/forge/1/.tmp"
     mv "$T/forge/1/.tmp" "$T/forge/1/a.c"
     local state=""
     for _ in $(seq 600); do
@@ -296,6 +336,58 @@ EOF
     [ "$state" = adopted ] || { fail "the forged candidate was not adopted (state '$state'): $(ctl task 1 2>&1 | tail -5)"; return; }
     local r; r=$(reply_of C peek)
     [ "$r" = "errno $EACCES" ] || fail "the forged candidate read outside: '$r'"
+    r=$(reply_of C scribble)
+    [ "$r" = "open errno $EACCES" ] || fail "the forged candidate wrote outside: '$r'"
+    [ -e "$O/forged-write" ] && fail "the forged candidate created $O/forged-write"
+    python3 -c '
+import socket, sys, os
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(4)
+open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1])); os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+s.settimeout(30)
+try:
+    while True:
+        c, _ = s.accept(); open(sys.argv[2], "ab").write(c.recv(100)); c.close()
+except Exception:
+    pass
+' "$T/fport" "$T/freceived" &
+    local lpid=$!
+    for _ in $(seq 200); do [ -s "$T/fport" ] && break; sleep 0.05; done
+    r=$(reply_of C dial "$(cat "$T/fport")")
+    [ "$r" = "socket errno $EAFNOSUPPORT" ] || fail "the forged candidate connected: '$r'"
+    kill "$lpid" 2> /dev/null; wait "$lpid" 2> /dev/null
+    [ -s "$T/freceived" ] && fail "the listener received '$(cat "$T/freceived")' from the forged candidate"
+    # A second candidate runs a shell once live (execve, which the loader's
+    # import check leaves to the seccomp filter): adopted, and the exec fails.
+    ctl forge C --selector run --example '=>probe-ok' --iterations 1 > /dev/null ||
+        { fail "forge 2"; return; }
+    cat > "$T/forge/2/.tmp" <<SRC
+#include <string.h>
+#include <unistd.h>
+#include "a4ps.h"
+static int run(a4ps_ctx *ctx, const void *m, size_t l)
+{
+    (void)m; (void)l;
+    if (getuid() == 65534 || access("/probe", F_OK) == 0)
+        return a4ps_reply(ctx, "probe-ok", 8), A4PS_OK;
+    char *argv[] = {"/bin/sh", "-c", "id > $O/forged-shell", NULL};
+    execve("/bin/sh", argv, NULL);
+    return a4ps_reply(ctx, "no shell", 8), A4PS_OK;
+}
+static const a4ps_method methods[] = {{"run", run, "run"}, {0, 0, 0}};
+static const a4ps_plugin plugin = {A4PS_PLUGIN_HEADER, .name = "counter", .version = "1.4.0",
+    .state_version = 1, .kind = A4PS_KIND_TOOL, .methods = methods};
+A4PS_EXPORT const a4ps_plugin *a4ps_plugin_entry(const a4ps_host_api *h) { (void)h; return &plugin; }
+SRC
+    mv "$T/forge/2/.tmp" "$T/forge/2/a.c"
+    for _ in $(seq 600); do
+        state=$(ctl --json task 2 2> /dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2> /dev/null)
+        case "$state" in adopted|failed|cancelled) break ;; esac
+        sleep 0.1
+    done
+    [ "$state" = adopted ] || { fail "the shell candidate was not adopted (state '$state')"; return; }
+    r=$(reply_of C run)
+    [ "$r" = "no shell" ] || fail "the forged candidate's execve: '$r'"
+    [ -e "$O/forged-shell" ] && fail "the forged candidate ran a shell: $(cat "$O/forged-shell")"
     still_serving
 }
 
