@@ -887,6 +887,16 @@ void ctl_accept(a4psd *d)
             refuse_now(fd, err_line("refused", "cannot identify the peer (SO_PEERCRED failed)"));
             continue;
         }
+        if (cr.pid == getpid()) {
+            /* Only plugin code connects from inside a4psd: a plugin is not
+             * an operator, whatever uid a4psd runs as. */
+            count(&d->ctlcount.refused_uid);
+            rl_log(d, &d->rl_uid, RL_UID_LEVEL, RL_UID_WHAT,
+                   "control socket: refused a connection from a4psd's own process "
+                   "(plugin code)");
+            refuse_now(fd, err_line("refused", "a plugin may not control a4psd"));
+            continue;
+        }
         if (!permitted(d, cr.uid)) {
             count(&d->ctlcount.refused_uid);
             rl_log(d, &d->rl_uid, RL_UID_LEVEL, RL_UID_WHAT,

@@ -51,6 +51,10 @@ typedef struct a4psd {
     bool stuck;                  /* calls still running when we gave up waiting */
 
     int epfd, sigfd, inofd, wd, lfd, tickfd;
+    /* Plugin files that arrived unreadable to a4psd's user (install(1)
+     * writes 0600 and chmods after the close): looked at again when their
+     * mode changes (IN_ATTRIB), never before.  watch.c; at most WATCH_UNREADABLE. */
+    char *unreadable[16];
     int jobfd;                   /* eventfd: jobs completed */
     int vfd;                     /* eventfd: dropped files verified (verify.c) */
     int evfd;                    /* eventfd: events to stream */

@@ -9,12 +9,16 @@
  * it already has by hash.  Dot-files and anything not ending in ".so" are
  * ignored (editors' and copy tools' temporaries).  A queue overflow means
  * events were lost: the whole directory is scanned again.  A deleted file
- * unloads nothing -- the kernel has its own copy. */
+ * unloads nothing -- the kernel has its own copy.  a4psd runs as its own
+ * user, so a file can arrive closed but not yet readable to it (install(1)
+ * writes it 0600 as root, then chmods): such a file waits for its mode to
+ * change (IN_ATTRIB) instead of being refused. */
 #define _GNU_SOURCE
 #include "daemon/daemon.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,7 +145,8 @@ int watch_open(a4psd *d, char *err, size_t errlen)
     }
     /* The new watch first: if it cannot be had, the old one stays. */
     int wd = inotify_add_watch(d->inofd, d->cfg->plugin_dir,
-                               IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
+                               IN_CLOSE_WRITE | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF |
+                                   IN_MOVE_SELF |
                                    IN_ONLYDIR);
     if (wd < 0) {
         snprintf(err, errlen, "plugin_dir %s: cannot watch: %s", d->cfg->plugin_dir,
@@ -159,6 +164,44 @@ void watch_close(a4psd *d)
     if (d->inofd >= 0)
         close(d->inofd);
     d->inofd = d->wd = -1;
+}
+
+#define NUNREADABLE (sizeof ((a4psd *)0)->unreadable / sizeof ((a4psd *)0)->unreadable[0])
+
+/* Whether an event makes name worth loading now.  A close or a rename: yes,
+ * unless a4psd's user cannot read the file yet -- then it is remembered and
+ * waits for IN_ATTRIB.  A change of mode: only for a file remembered so
+ * (a writer's own fchmod mid-write must not load half a file). */
+static bool ready(a4psd *d, const char *name, uint32_t mask)
+{
+    size_t slot = NUNREADABLE;
+    for (size_t i = 0; i < NUNREADABLE; i++)
+        if (d->unreadable[i] && !strcmp(d->unreadable[i], name))
+            slot = i;
+    if (mask & IN_ATTRIB) {
+        if (slot == NUNREADABLE)
+            return false;
+    }
+    int dfd = open(d->cfg->plugin_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    bool readable = dfd < 0 || faccessat(dfd, name, R_OK, AT_EACCESS) == 0 || errno != EACCES;
+    if (dfd >= 0)
+        close(dfd);
+    if (readable) {
+        if (slot != NUNREADABLE) {
+            free(d->unreadable[slot]);
+            d->unreadable[slot] = NULL;
+        }
+        return true;
+    }
+    if (slot == NUNREADABLE) {
+        /* The oldest gives way; it is still loaded by a SIGHUP's rescan. */
+        free(d->unreadable[0]);
+        memmove(d->unreadable, d->unreadable + 1, (NUNREADABLE - 1) * sizeof d->unreadable[0]);
+        d->unreadable[NUNREADABLE - 1] = strdup(name);
+        dlog(d, LOG_INFO, "%s/%s: not readable by a4psd's user yet; loaded when its mode "
+             "changes", d->cfg->plugin_dir, name);
+    }
+    return false;
 }
 
 void watch_event(a4psd *d)
@@ -197,6 +240,8 @@ void watch_event(a4psd *d)
             if (ev->wd != d->wd)
                 continue;        /* from a watch we already dropped */
             if (!ev->len || !wanted(ev->name))
+                continue;
+            if (!ready(d, ev->name, ev->mask))
                 continue;
             bool dup = false;
             for (size_t i = 0; i < n && !dup; i++)

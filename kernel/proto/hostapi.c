@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define KC(ctx) ((kctx *)(ctx))
@@ -344,6 +345,8 @@ static int h_run(a4ps_ctx *ctx, const a4ps_run_request *rq, a4ps_run_result *rs)
     return rc;
 }
 
+#define HOSTAPI_NR_MSEAL 462   /* x86-64; glibc 2.36 has neither wrapper nor number */
+
 static size_t table_bytes(void)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -385,11 +388,18 @@ const a4ps_host_api *hostapi_create(void)
         errno = e;
         return NULL;
     }
+#ifdef __x86_64__
+    /* Read-only is not enough: a plugin can mprotect the page writable
+     * again.  mseal (Linux 6.10) makes the mapping's protection final; a
+     * kernel without it keeps the table read-only only. */
+    syscall(HOSTAPI_NR_MSEAL, mem, n, 0UL);
+#endif
     return mem;
 }
 
 void hostapi_destroy(const a4ps_host_api *api)
 {
+    /* A sealed table cannot be unmapped (EPERM): its page stays, harmless. */
     if (api)
         munmap((void *)api, table_bytes());
 }

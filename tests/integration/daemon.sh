@@ -514,6 +514,8 @@ for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures
     "test_$t"
+    # A failure shows the daemon's own account of it (CI keeps only this output).
+    [ "$failures" != "$before" ] && [ -n "$T" ] && tail -40 "$T/log" 2> /dev/null | sed 's/^/    log: /'
     stop
     [ "$failures" = "$before" ] && echo "PASS $t"
 done

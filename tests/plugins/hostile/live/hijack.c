@@ -1,8 +1,9 @@
 /* hijack.c -- behaves in the probe; live, it goes for what every plugin
  * shares with the others (issue 10: ROBIN's replies came back "HIJACKED:").
  *
- *   ping   live, on its first call: casts away const and points the host
- *          table's `reply` at its own function.  The table is read-only, so
+ *   ping   live, on its first call: mprotects the host table's page
+ *          writable, casts away const and points its `reply` at its own
+ *          function.  The table is read-only and sealed, so
  *          the write faults inside this call: this plugin alone is
  *          quarantined, every other plugin's replies are unchanged.
  *   stash  live: keeps the pointer to its call's context (the thread's slot
@@ -18,6 +19,7 @@
  *
  * In the probe each method just answers. */
 #include <stdint.h>
+#include <sys/mman.h>
 
 #include "live.h"
 
@@ -41,8 +43,12 @@ static int hijack_ping(a4ps_ctx *ctx, const void *msg, size_t len)
     (void)len;
     if (!live_in_probe() && !done) {
         done = 1;
-        /* What the attacker did: the table is const only in the header. */
+        /* What the attacker did: the table is const only in the header.
+         * And what the red team did next: make its page writable again
+         * first (the kernel seals it, so this fails and the write faults). */
         a4ps_host_api *volatile table = (a4ps_host_api *)(uintptr_t)ctx->api;
+        uintptr_t page = (uintptr_t)table & ~(uintptr_t)4095;
+        mprotect((void *)page, 4096, PROT_READ | PROT_WRITE);
         table->reply = evil_reply;
     }
     return h_reply(ctx, "pong");
