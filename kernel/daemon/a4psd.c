@@ -810,6 +810,11 @@ int main(int argc, char **argv)
          cfg->socket, cfg->workers, d->conf.user);
     watch_scan(d, true);
     daemon_create_protos(d, NULL);
+    int guarded[3] = {d->ps ? privsep_fd(d->ps) : -1, -1, -1};
+    int nguarded = 1 + outside_fds(d->outside, guarded + 1);
+    if (confine_seal(d, &d->conf, guarded, nguarded) != 0)
+        dlog(d, LOG_ERR, "confine: NOT SEALED: a plugin could add a seccomp filter, lower a "
+             "limit, open a socket or stop a4psd");
 
     while (!d->stopping) {
         struct epoll_event evs[64];

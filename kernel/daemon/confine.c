@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <linux/sched.h>
 #include <seccomp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -318,6 +319,102 @@ static int seccomp_apply(a4psd *d, dconfine *out)
              "tracer (clone with CLONE_VM|CLONE_UNTRACED, ptrace) through and Landlock grants "
              "/proc; a release build does not");
     dlog(d, LOG_INFO, "confine: seccomp: %s", out->seccomp);
+    return 0;
+}
+
+/* The last filter, once a4psd is up and will never again install a
+ * filter, set a limit, open a socket or signal itself: what a plugin
+ * running inside it could otherwise use to take the daemon down or to
+ * widen what it may do (found by playing the attacker against the first
+ * filter).  Stacks on top of the others; EPERM, as they do. */
+int confine_seal(a4psd *d, dconfine *out, const int *guarded, int nguarded)
+{
+    if (!d->cfg->daemon_confine)
+        return 0;
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx) {
+        dlog(d, LOG_ERR, "confine: seal: seccomp_init failed");
+        return -1;
+    }
+    int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+    /* No filter of a plugin's own (one returning KILL would end us), no
+     * dumpable process, no limit lowered under the daemon (RLIMIT_NOFILE
+     * at 8 turned accept into a busy loop); getrlimit stays (new == NULL). */
+    static const char *const denied[] = {"seccomp", "setrlimit", "close_range", NULL};
+    for (int i = 0; !rc && denied[i]; i++)
+        rc = sc_deny(ctx, EPERM, denied[i], 0, NULL);
+    struct scmp_arg_cmp setting = SCMP_A2(SCMP_CMP_NE, 0, 0);
+    if (!rc)
+        rc = sc_deny(ctx, EPERM, "prlimit64", 1, &setting);
+    /* LeakSanitizer's tracer may make us dumpable and tkill: sanitizer
+     * builds keep those two. */
+    static const int prctls[] = {PR_SET_SECCOMP, PR_SET_DUMPABLE};
+    size_t nprctls = A4PS_SANITIZED ? 1 : 2;
+    for (size_t i = 0; !rc && i < nprctls; i++) {
+        struct scmp_arg_cmp op = SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)prctls[i], 0);
+        rc = sc_deny(ctx, EPERM, "prctl", 1, &op);
+    }
+    /* No new socket and no connect: every socket a4psd needs exists by now
+     * (its listener, the helpers' channels; a call to a helper makes a
+     * socketpair).  A pathname Unix socket is beyond Landlock's reach. */
+    if (!rc)
+        rc = sc_deny(ctx, EPERM, "socket", 0, NULL);
+    if (!rc)
+        rc = sc_deny(ctx, EPERM, "connect", 0, NULL);
+    /* The helpers' channels stay ours: a plugin that closed one and put a
+     * socket of its own in its place would answer for the root helper. */
+    for (int i = 0; !rc && i < nguarded; i++) {
+        if (guarded[i] < 0)
+            continue;
+        struct scmp_arg_cmp a0 = SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)guarded[i], 0);
+        struct scmp_arg_cmp a1 = SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)guarded[i], 0);
+        rc = sc_deny(ctx, EPERM, "close", 1, &a0);
+        if (!rc)
+            rc = sc_deny(ctx, EPERM, "dup2", 1, &a1);
+        if (!rc)
+            rc = sc_deny(ctx, EPERM, "dup3", 1, &a1);
+    }
+    /* Signals that stop or end the process, sent to itself (or its group):
+     * the ones a4psd handles (HUP, USR1, TERM, INT) and the faults it
+     * catches stay; these would end or freeze it without a word. */
+    static const int fatal[] = {SIGKILL, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGQUIT, SIGUSR2,
+                                SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, SIGPWR, SIGSTKFLT, SIGIO,
+                                SIGTRAP};
+    const scmp_datum_t self[] = {(scmp_datum_t)getpid(), 0};
+    for (size_t s = 0; !rc && s < sizeof fatal / sizeof fatal[0]; s++) {
+        for (size_t w = 0; !rc && w < sizeof self / sizeof self[0]; w++) {
+            struct scmp_arg_cmp kc[2] = {
+                SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, self[w]),
+                SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)fatal[s], 0)};
+            rc = sc_deny(ctx, EPERM, "kill", 2, kc);
+        }
+        if (!rc) {
+            struct scmp_arg_cmp tc[2] = {SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, self[0]),
+                                         SCMP_A2(SCMP_CMP_EQ, (scmp_datum_t)fatal[s], 0)};
+            rc = sc_deny(ctx, EPERM, "tgkill", 2, tc);
+        }
+        if (!rc && !A4PS_SANITIZED) {
+            struct scmp_arg_cmp ac[1] = {SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)fatal[s], 0)};
+            rc = sc_deny(ctx, EPERM, "tkill", 1, ac);
+        }
+    }
+    /* kill(-1, ...) reaches every process a4ps may signal. */
+    struct scmp_arg_cmp all = SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, 0xffffffffu);
+    if (!rc)
+        rc = sc_deny(ctx, EPERM, "kill", 1, &all);
+    if (!rc)
+        rc = seccomp_load(ctx);
+    seccomp_release(ctx);
+    if (rc) {
+        dlog(d, LOG_ERR, "confine: seal: seccomp filter: %s", strerror(-rc));
+        return -1;
+    }
+    size_t used = strlen(out->seccomp);
+    snprintf(out->seccomp + used, sizeof out->seccomp - used,
+             "; sealed: no new filter, socket, connect, rlimit, self-stop");
+    dlog(d, LOG_INFO, "confine: sealed once up: no new seccomp filter, dumpable, rlimit, "
+         "socket or connect; the helpers' channels cannot be closed or replaced; no "
+         "stopping or killing signal to a4psd itself");
     return 0;
 }
 

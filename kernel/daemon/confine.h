@@ -49,6 +49,12 @@ int confine_apply(struct a4psd *d, dconfine *out);
  * inherit them.  -1 with the reason logged when one is refused. */
 int confine_rlimits(struct a4psd *d, dconfine *out);
 
+/* The last filter, right before the loop, when a4psd will never again add
+ * a filter, set a limit, open or connect a socket, or close one of guarded
+ * (the helpers' channels): those, and signals that would stop or kill
+ * a4psd, are refused from then on.  0, or -1 with the reason logged. */
+int confine_seal(struct a4psd *d, dconfine *out, const int *guarded, int nguarded);
+
 json_t *confine_status(const dconfine *c);
 
 /* dropuser.c.  drop_lookup: whom to run as (*drop false: stay as we are,

@@ -1580,6 +1580,16 @@ struct outside {
     chan http, run;
 };
 
+int outside_fds(const outside *o, int *fds)
+{
+    int n = 0;
+    if (o && o->http.fd >= 0)
+        fds[n++] = o->http.fd;
+    if (o && o->run.fd >= 0)
+        fds[n++] = o->run.fd;
+    return n;
+}
+
 static int fork_helper(int kind, const outside_policy *p, chan *c, uid_t uid, gid_t gid,
                        bool drop, char *err, size_t errlen)
 {
@@ -1674,8 +1684,12 @@ void outside_stop(outside *o)
         return;
     chan *cs[] = {&o->http, &o->run};
     for (int i = 0; i < 2; i++) {
-        if (cs[i]->fd >= 0)
+        if (cs[i]->fd >= 0) {
+            /* shutdown, not close alone, tells the helper: once sealed
+             * (confine_seal) a4psd may no longer close its channels. */
+            shutdown(cs[i]->fd, SHUT_RDWR);
             close(cs[i]->fd);
+        }
         if (cs[i]->pid > 0)
             while (waitpid(cs[i]->pid, NULL, 0) < 0 && errno == EINTR)
                 ;

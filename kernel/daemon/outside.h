@@ -97,6 +97,10 @@ typedef struct outside outside;
  * and nothing else of a4psd's; when started as root they drop to p->user
  * (default "nobody").  Call before any thread exists.  0 and *out, or -1
  * with err. */
+/* The helpers' channels in a4psd (up to 2 into fds, -1 for none): what
+ * confine_seal guards.  How many. */
+int outside_fds(const outside *o, int *fds);
+
 int outside_start(const outside_policy *p, outside **out, char *err, size_t errlen);
 /* Remove the credential variables of p from this process's environment:
  * only the http helper keeps them.  Call after outside_start, before any

@@ -477,6 +477,7 @@ void privsep_stop(privsep *ps)
 {
     if (!ps)
         return;
+    shutdown(ps->fd, SHUT_RDWR);  /* the helper's EOF even when close is sealed off */
     close(ps->fd);
     waitpid(ps->pid, NULL, 0);
     pthread_mutex_destroy(&ps->lock);

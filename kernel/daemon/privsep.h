@@ -60,8 +60,9 @@ typedef struct privsep_reply {
     int32_t wstatus;
     char message[256];
 } privsep_reply;
-/* The helper's end of the channel, for tests: requests go here with three
- * descriptors (stdout pipe, stderr pipe, a SOCK_SEQPACKET reply socket). */
+/* a4psd's end of the channel to the helper: requests go here with three
+ * descriptors (stdout pipe, stderr pipe, a SOCK_SEQPACKET reply socket);
+ * tests send theirs, and confine_seal guards it from plugins. */
 int privsep_fd(const privsep *ps);
 
 #endif
