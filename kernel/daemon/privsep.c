@@ -237,6 +237,13 @@ static void handle(helper *h, int fd)
         argv[rq.nargs] = NULL;
         if (!why && argv[0][0] != '/')
             why = "the program must be an absolute path inside the sandbox";
+        static const char *const programs[] = PRIVSEP_PROGRAMS;
+        const char *const *allowed = h->pc->programs ? h->pc->programs : programs;
+        bool known = false;
+        for (int i = 0; !why && allowed[i] && !known; i++)
+            known = !strcmp(argv[0], allowed[i]);
+        if (!why && !known)
+            why = "the program is not one a4psd runs in the sandbox (the compiler, the probe)";
     }
     if (why) {
         snprintf(whybuf, sizeof whybuf, "%s", why);

@@ -26,7 +26,13 @@ typedef struct privsep_config {
     uid_t daemon_uid;            /* whom a4psd will run as: owner of work dirs */
     gid_t daemon_gid;
     sandbox_limits max;          /* a request's limits may not exceed these */
+    const char *const *programs; /* what may run in the sandbox (NULL-terminated);
+                                    NULL: PRIVSEP_PROGRAMS, the compiler and the probe */
 } privsep_config;
+
+/* The only programs a4psd ever runs in the sandbox (sandbox/probe.c): a
+ * plugin that finds the channel cannot have the root helper start a shell. */
+#define PRIVSEP_PROGRAMS {"/usr/bin/cc", "/probe/a4ps-probe", NULL}
 
 /* Fork the helper.  It opens its sandboxes (checking runsc, deleting the
  * containers of a daemon that died) and answers whether that worked; a

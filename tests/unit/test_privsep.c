@@ -44,6 +44,11 @@ static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *
     return 0;
 }
 
+/* The stand-in runsc runs nothing, so the helper's allow-list is the
+ * harmless program the valid requests name; the real one's list is
+ * PRIVSEP_PROGRAMS. */
+static const char *const test_programs[] = {"/usr/bin/true", NULL};
+
 static int setup(void **state)
 {
     env *e = calloc(1, sizeof *e);
@@ -60,7 +65,8 @@ static int setup(void **state)
     e->pc = (privsep_config){.runsc = e->runsc, .sandbox_dirs = e->dirs, .ro_dirs = NULL,
                              .daemon_uid = geteuid(), .daemon_gid = getegid(),
                              .max = {.cpu_s = 10, .mem_bytes = 1 << 30, .nproc = 16,
-                                     .file_bytes = 1 << 20}};
+                                     .file_bytes = 1 << 20},
+                             .programs = test_programs};
     char err[512], *why = NULL;
     if (privsep_start(&e->pc, &e->ps, &why, err, sizeof err) != 0)
         fail_msg("privsep_start: %s", err);
@@ -255,6 +261,11 @@ static void malformed_requests_refused(void **state)
     }
     bad = rq;
     snprintf(bad.args, sizeof bad.args, "sh");
+    send_raw(e, &bad, sizeof bad, 3, 0, true);
+    /* An absolute program that is not one a4psd runs: what a plugin that
+     * found the channel asked for (the red team ran /bin/sh as root's run). */
+    bad = rq;
+    snprintf(bad.args, sizeof bad.args, "/bin/sh");
     send_raw(e, &bad, sizeof bad, 3, 0, true);
     /* After all of it the helper still serves. */
     run_ok(e);
