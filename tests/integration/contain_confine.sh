@@ -330,11 +330,8 @@ EOF
     sed -i '1i #include <errno.h>\n#include <stdlib.h>\n#include <arpa/inet.h>\n#include <netinet/in.h>\n#include <sys/socket.h>' "$T/forge/1/.tmp"
     mv "$T/forge/1/.tmp" "$T/forge/1/a.c"
     local state=""
-    for _ in $(seq 600); do
-        state=$(ctl --json task 1 2> /dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2> /dev/null)
-        case "$state" in adopted|failed|cancelled) break ;; esac
-        sleep 0.1
-    done
+    wait_task_end 1
+    state=$TASK_STATE
     [ "$state" = adopted ] || { fail "the forged candidate was not adopted (state '$state'): $(ctl task 1 2>&1 | tail -5)"; return; }
     local r; r=$(reply_of C peek)
     [ "$r" = "errno $EACCES" ] || fail "the forged candidate read outside: '$r'"
@@ -381,11 +378,8 @@ static const a4ps_plugin plugin = {A4PS_PLUGIN_HEADER, .name = "counter", .versi
 A4PS_EXPORT const a4ps_plugin *a4ps_plugin_entry(const a4ps_host_api *h) { (void)h; return &plugin; }
 SRC
     mv "$T/forge/2/.tmp" "$T/forge/2/a.c"
-    for _ in $(seq 600); do
-        state=$(ctl --json task 2 2> /dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2> /dev/null)
-        case "$state" in adopted|failed|cancelled) break ;; esac
-        sleep 0.1
-    done
+    wait_task_end 2
+    state=$TASK_STATE
     [ "$state" = adopted ] || { fail "the shell candidate was not adopted (state '$state')"; return; }
     r=$(reply_of C run)
     [ "$r" = "no shell" ] || fail "the forged candidate's execve: '$r'"

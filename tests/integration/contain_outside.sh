@@ -36,10 +36,6 @@ cleanup() {
     stop
 }
 
-task_field() {   # id python-expression over t
-    ctl --json task "$1" | python3 -c "import json,sys; t=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"
-}
-
 # A TCP listener on 127.0.0.1 that appends every byte it receives to
 # $T/listener.bytes and counts connections in $T/listener.conns.
 start_listener() {
@@ -198,11 +194,8 @@ EOF
         > "$T/forge/2/.tmp"
     mv "$T/forge/2/.tmp" "$T/forge/2/a.c"
     local state=""
-    for _ in $(seq 600); do
-        state=$(task_field 2 't["state"]' 2> /dev/null)
-        case "$state" in adopted | failed | cancelled) break ;; esac
-        sleep 0.1
-    done
+    wait_task_end 2
+    state=$TASK_STATE
     [ "$state" = adopted ] || { fail "forge X: task 2 ended '$state': $(ctl task 2 2>&1 | tail -5)"; return; }
     expect_contains "$(ctl --json explain X)" '"version":"1.1.0"' "explain X"
     expect_contained "through the forge"

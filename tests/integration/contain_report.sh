@@ -56,20 +56,6 @@ EOF
     fail "a4psd did not come up: $(tail -5 "$T/log")"
 }
 
-task_field() {   # id python-expression over the task t
-    ctl --json task "$1" | python3 -c "import json,sys; t=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"
-}
-
-wait_task_end() {   # id
-    local s
-    for _ in $(seq 600); do
-        s=$(task_field "$1" 't["state"]' 2> /dev/null)
-        case "$s" in failed|adopted|cancelled) return 0 ;; esac
-        sleep 0.1
-    done
-    fail "task $1 did not end (state '$s')"
-}
-
 # (a) The forger dropped as a binary into the plugin directory: probed,
 # refused for what it did, its forgery nowhere; C and INBOX keep serving.
 test_drop_forger_refused() {

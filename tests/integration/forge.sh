@@ -97,10 +97,6 @@ start_double() {   # script
     fail "the LLM double did not start: $(cat "$T/llm.out")"
 }
 
-task_field() {   # id jq-less field extraction through python
-    ctl --json task "$1" | python3 -c "import json,sys; t=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"
-}
-
 # ---- the tests ----
 
 # The issue's first case: the first candidate does not compile, the second

@@ -26,6 +26,23 @@ stop() {
     T=""
 }
 
+# A forge task's field: $2 is a Python expression over the task t.
+task_field() {   # id expression
+    ctl --json task "$1" | python3 -c "import json,sys; t=json.load(sys.stdin); print(eval(sys.argv[1]))" "$2"
+}
+
+# Wait until task $1 ends (adopted, failed or cancelled); its state is then
+# in TASK_STATE.  Fails the test when it never does.
+wait_task_end() {   # id
+    TASK_STATE=""
+    for _ in $(seq 600); do
+        TASK_STATE=$(task_field "$1" 't["state"]' 2> /dev/null)
+        case "$TASK_STATE" in failed|adopted|cancelled) return 0 ;; esac
+        sleep 0.1
+    done
+    fail "task $1 did not end (state '$TASK_STATE')"
+}
+
 expect_reply() {   # proto selector payload expected
     local got
     got=$(ctl send "$1" "$2" "$3" 2>&1) || { fail "send $1 $2 '$3' failed: $got"; return 1; }
