@@ -90,8 +90,22 @@ test_fifo_refused() {
     kill -0 "$PID" || fail "a4psd died"
 }
 
+# a4psd reads the plugin directory as a4ps.  A file written 0600 by root and
+# chmodded only after its close (what install(1) does) is not readable at
+# IN_CLOSE_WRITE: it must wait for its mode to change, not be missed.  Written
+# here in those two steps, with the chmod held back until the wait is seen.
+test_unreadable_until_chmod() {
+    start || return
+    [ "$(id -u)" = 0 ] || { echo "SKIP $CURRENT: needs root (a4psd's own user must differ)"; return; }
+    (umask 077 && cat "$PLUGINS/counter-2.so" > "$T/plugins/counter-2.so")
+    wait_log "counter-2.so: not readable by a4psd's user yet" 1 "the wait for the mode" || return
+    expect_reply C get "" "v1 count=100"
+    chmod 644 "$T/plugins/counter-2.so"
+    wait_reply C get "" "v2 count=100" "the file once readable"
+}
+
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(fifo_refused)
+[ ${#tests[@]} -gt 0 ] || tests=(fifo_refused unreadable_until_chmod)
 for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures
