@@ -297,6 +297,7 @@ static const keyspec root_spec[] = {
     {"image_backups", K_INT, 0, 100, 0, 3},
     {"audit_keep", K_INT, 100, 100000000, 0, 10000},
     {"image_recover", K_ANY, 0, 0, 0, 0},
+    {"durability", K_STRING, 0, 0, 0, 0},
     {"log_level", K_STRING, 0, 0, 0, 0},
     {"workers", K_INT, 1, 64, 0, 2},
     {"control", K_GROUP, 0, 0, 1, 0},
@@ -713,6 +714,18 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
              type_name(config_setting_type(rec)));
     c->image_recover = rec && config_setting_type(rec) == CONFIG_TYPE_BOOL &&
                        config_setting_get_bool(rec);
+    c->durability = DURABLE_EVERYSEC;
+    if ((s = str_member(root, "durability"))) {
+        int found = 0;
+        for (int i = DURABLE_SNAPSHOT; i <= DURABLE_ALWAYS; i++)
+            if (!strcmp(dconfig_durability_name(i), s)) {
+                c->durability = i;
+                found = 1;
+            }
+        if (!found)
+            errf(&e, config_setting_get_member(root, "durability"),
+                 "durability: '%s' is not one of always, everysec, snapshot", s);
+    }
 
     const config_setting_t *ctl = config_setting_get_member(root, "control");
     if (ctl && config_setting_type(ctl) == CONFIG_TYPE_GROUP && !check_group(&e, ctl, control_spec)) {
@@ -882,4 +895,13 @@ void dconfig_free(dconfig *c)
     free(c->socket);
     free(c->group);
     free(c);
+}
+
+const char *dconfig_durability_name(int durability)
+{
+    switch (durability) {
+    case DURABLE_ALWAYS: return "always";
+    case DURABLE_EVERYSEC: return "everysec";
+    default: return "snapshot";
+    }
 }

@@ -33,6 +33,12 @@ typedef struct dsub {
     char *selector;
 } dsub;
 
+/* durability: the journal beside the image (journal.c).  SNAPSHOT keeps no
+ * journal (a crash loses what came after the last snapshot); EVERYSEC
+ * writes every change before its reply and fsyncs once a second; ALWAYS
+ * fsyncs before the reply. */
+enum { DURABLE_SNAPSHOT = 0, DURABLE_EVERYSEC = 1, DURABLE_ALWAYS = 2 };
+
 typedef struct dconfig {
     char *path;                  /* the file, absolute */
     char *plugin_dir;
@@ -42,6 +48,7 @@ typedef struct dconfig {
     int image_backups;           /* good generations kept as IMAGE.1 ... */
     long audit_keep;             /* newest audit entries the image keeps */
     int image_recover;           /* start from the newest good backup if damaged */
+    int durability;              /* DURABLE_*: when the journal reaches the disk */
     char *socket;
     char *group;                 /* NULL: socket mode 0600 */
     uid_t *uids;                 /* permitted besides the daemon's own uid */
@@ -90,5 +97,6 @@ int dconfig_load(const char *path, dconfig **out, char **errors);
 void dconfig_free(dconfig *c);
 
 const char *dconfig_level_name(int level);
+const char *dconfig_durability_name(int durability);
 
 #endif
