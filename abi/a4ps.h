@@ -99,6 +99,9 @@ extern "C" {
 #define A4PS_OK           0
 #define A4PS_ERROR      (-1)   /* the method failed; its reply says why */
 #define A4PS_ENOENT     (-2)   /* no such proto, key or version */
+#define A4PS_EIO        (-5)   /* the host could not record a state change
+                                  (its journal cannot be written); nothing
+                                  was changed */
 #define A4PS_ENOMEM    (-12)
 #define A4PS_EFAULT    (-14)   /* the plugin faulted; the call was abandoned */
 #define A4PS_EBUSY     (-16)   /* the proto is being changed; try again */

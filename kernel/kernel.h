@@ -76,6 +76,32 @@ typedef void (*kernel_event_fn)(void *arg, const char *event,
  * takes no argument. */
 typedef int (*kernel_alloc_counters_fn)(const uint64_t **allocated, const uint64_t **freed);
 
+/* Where every change of a proto's state is told, in order: a4psd's journal
+ * (daemon/journal.c), which makes acknowledged changes survive a crash.
+ *   change(arg, proto, op, key, val, len)
+ *       op KERNEL_STATE_SET (val, len) or KERNEL_STATE_DEL: called with that
+ *       proto's state lock held, before the change is made, so the order
+ *       of the calls for one proto is the order of its changes.  It must be
+ *       quick and never call into the kernel.  Non-zero refuses the change:
+ *       the plugin's state_set / state_delete return A4PS_EIO.
+ *       op KERNEL_STATE_RESET (no key): the proto's state was replaced
+ *       whole or the proto came or went (a migration, a rollback across
+ *       layouts, create, clone, destroy) -- what follows belongs to a
+ *       structure only a snapshot records.  Called under k->lock with no
+ *       call of the proto in flight; its result is ignored.
+ *   cut(arg)
+ *       called by kernel_snapshot_take at its cut, when no send runs: the
+ *       position the snapshot covers (kernel_snapshot.log_position).
+ * Only the state of live protos is told; a migration's working copy, a
+ * self-test's scratch state and kernel_restore_proto are not. */
+enum { KERNEL_STATE_SET = 1, KERNEL_STATE_DEL = 2, KERNEL_STATE_RESET = 3 };
+typedef struct kernel_state_log {
+    int (*change)(void *arg, const char *proto, int op, const char *key, const void *val,
+                  size_t len);
+    uint64_t (*cut)(void *arg);
+    void *arg;
+} kernel_state_log;
+
 typedef struct kernel_config {
     const char *runtime_dir;      /* private dir for generations; created 0700 */
     size_t max_plugin_bytes;      /* refuse larger files; 0 = 64 MiB */
@@ -110,6 +136,7 @@ typedef struct kernel_config {
     void *http_arg;
     kernel_run_fn run;            /* NULL: the run entry answers A4PS_ENOSYS */
     void *run_arg;
+    kernel_state_log state_log;   /* change NULL: state changes go untold */
 } kernel_config;
 
 /* The reply of a send.  Reused across calls to avoid allocation; free with
@@ -275,6 +302,9 @@ int kernel_state_set(kernel *k, const char *proto, const char *key,
                      const void *data, size_t len);
 int kernel_state_get(kernel *k, const char *proto, const char *key,
                      void **out, size_t *len);
+/* A4PS_OK, A4PS_ENOENT (no such proto or key), A4PS_EIO (the state log
+ * refused it). */
+int kernel_state_delete(kernel *k, const char *proto, const char *key);
 
 /* The whole state of proto as one buffer (malloc'd, caller frees) of
  * records "u32 key length | key | u32 value length | value", lengths little
@@ -397,6 +427,7 @@ typedef struct kernel_snapshot {
     kernel_snap_version *versions; /* every version ever loaded */
     size_t nversions;
     uint64_t stall_ns;           /* how long outermost sends were held */
+    uint64_t log_position;       /* state_log.cut at the cut (0 without one) */
     uint64_t *gens;              /* internal: what kernel_snapshot_done marks saved */
 } kernel_snapshot;
 

@@ -364,6 +364,11 @@ void proto_destroy_all(kernel *k);
 /* Every proto, as a malloc'd array of *n (NULL on ENOMEM).  Caller holds
  * k->lock, which keeps the list valid while it is used. */
 kproto **proto_all(kernel *k, size_t *n);
+/* Make s (may be NULL) the observed state of p and, with reset, tell the
+ * state log that p's state was replaced or p came or went.  Under k->lock. */
+void proto_state_install(kernel *k, kproto *p, kstate *s, bool reset);
+/* A kstate_* result as an A4PS_* status (a refusal of the log: A4PS_EIO). */
+int kernel_state_status(int kstate_rc);
 const char *kver_status_name(enum kver_status s);
 int proto_name_valid(const char *s);
 int plugin_name_valid(const char *s);

@@ -10,6 +10,7 @@
  * arrive only through the signalfd. */
 #define _GNU_SOURCE
 #include "daemon/daemon.h"
+#include "daemon/journal.h"
 #include "daemon/privsep.h"
 #include "image/image.h"
 #include "probe.h"
@@ -34,6 +35,9 @@
 #ifdef A4PS_JEMALLOC
 #include <jemalloc/jemalloc.h>
 #endif
+
+/* Journal bytes since the last snapshot that bring the next one forward. */
+#define JOURNAL_SNAPSHOT_BYTES (64ull << 20)
 
 /* One line per event with a syslog priority prefix, which journald reads. */
 void dlog(a4psd *d, int level, const char *fmt, ...)
@@ -295,6 +299,7 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
         return -1;
     }
     char err[KERNEL_ERRLEN];
+    pthread_mutex_lock(&d->snaplock);
     uint64_t t0 = (uint64_t)time(NULL);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
@@ -338,6 +343,8 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
         if (rc == 0)
             rc = image_write(d->img, s, err, sizeof err);
         kernel_snapshot_done(d->k, s, rc == 0);
+        if (rc == 0)             /* the journal behind the cut can go */
+            journal_covered(d->journal, s->log_position);
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
     double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
@@ -347,8 +354,11 @@ int daemon_snapshot(a4psd *d, bool all, char *msg, size_t msglen)
     if (rc == 0)
         d->last_snapshot = (time_t)t0;
     pthread_mutex_unlock(&d->mx);
+    pthread_mutex_unlock(&d->snaplock);
     if (rc) {
-        snprintf(msg, msglen, "snapshot failed, the image keeps the last one: %s", err);
+        snprintf(msg, msglen, "snapshot failed, the image keeps the last one%s: %s",
+                 d->journal && d->cfg->durability != DURABLE_SNAPSHOT
+                     ? " and the journal everything since" : "", err);
         dlog(d, LOG_ERR, "%s", msg);
         kernel_snapshot_free(s);     /* taken but not written; NULL if the take failed */
         return -1;
@@ -443,6 +453,102 @@ static int image_recover(a4psd *d, const char *why)
     }
     dlog(d, LOG_ERR, "no backup of %s opens either (%s)", c->image, list);
     return -1;
+}
+
+/* Replaying the journal: a record for a live proto goes into its state; for
+ * a proto the image holds but the kernel could not restore, into the image
+ * itself (its state must not be lost while it waits for an operator); for a
+ * proto neither knows, nowhere.  After a RESET of a proto (a migration, a
+ * creation that no snapshot recorded), none of its later records apply:
+ * they belong to a structure the image does not have, and no reply
+ * acknowledged them (journal_sync waits for that snapshot). */
+typedef struct replay_ctx {
+    a4psd *d;
+    char **reset;
+    size_t nreset;
+    uint64_t applied, to_image, dropped, after_reset;
+    int failed;
+} replay_ctx;
+
+static int replay_one(void *arg, uint64_t seq, int op, const char *proto, const char *key,
+                      const void *val, size_t len)
+{
+    replay_ctx *r = arg;
+    (void)seq;
+    for (size_t i = 0; i < r->nreset; i++)
+        if (!strcmp(r->reset[i], proto)) {
+            r->after_reset++;
+            return 0;
+        }
+    if (op == KERNEL_STATE_RESET) {
+        char **n = realloc(r->reset, (r->nreset + 1) * sizeof *n);
+        if (!n || !(n[r->nreset] = strdup(proto)))
+            return -1;
+        r->reset = n;
+        r->nreset++;
+        return 0;
+    }
+    char err[KERNEL_ERRLEN];
+    if (kernel_proto_exists(r->d->k, proto)) {
+        int rc = op == KERNEL_STATE_SET ? kernel_state_set(r->d->k, proto, key, val, len)
+                                        : kernel_state_delete(r->d->k, proto, key);
+        if (rc != A4PS_OK && !(op == KERNEL_STATE_DEL && rc == A4PS_ENOENT))
+            return -1;
+        r->applied++;
+    } else if (image_has_proto(r->d->img, proto)) {
+        if (image_state_apply(r->d->img, proto, op == KERNEL_STATE_DEL, key, val, len, err,
+                              sizeof err) != A4PS_OK) {
+            dlog(r->d, LOG_ERR, "%s", err);
+            return -1;
+        }
+        r->to_image++;
+    } else {
+        r->dropped++;
+    }
+    return 0;
+}
+
+/* Bring the journal's changes past the image's snapshot back, then begin
+ * recording.  Any error stops the start: the journal holds acknowledged
+ * changes that must not be cut behind a new snapshot. */
+static int journal_begin(a4psd *d)
+{
+    char err[KERNEL_ERRLEN];
+    journal_replayed jr;
+    replay_ctx rc = {.d = d};
+    uint64_t from = image_journal_seq(d->img);
+    int r = journal_replay(d->journal, image_id(d->img), from, d->cfg->image_recover, replay_one,
+                           &rc, &jr, err, sizeof err);
+    for (size_t i = 0; i < rc.nreset; i++)
+        free(rc.reset[i]);
+    free(rc.reset);
+    if (r != 0) {
+        dlog(d, LOG_ERR, "%s", err);
+        return -1;
+    }
+    if (jr.note[0])
+        dlog(d, strstr(jr.note, "RECOVERED") || strstr(jr.note, "not in it") ? LOG_ERR
+                                                                              : LOG_WARNING,
+             "journal: %s", jr.note);
+    if (jr.records)
+        dlog(d, LOG_NOTICE, "journal: %llu change%s replayed (sequence %llu to %llu, %d "
+             "segment%s; the image covered %llu): %llu into live protos, %llu into the image for "
+             "protos not restored, %llu after a structural change no snapshot recorded (never "
+             "acknowledged), %llu for protos that no longer exist",
+             (unsigned long long)jr.records, jr.records == 1 ? "" : "s",
+             (unsigned long long)jr.first, (unsigned long long)jr.last, jr.segments,
+             jr.segments == 1 ? "" : "s", (unsigned long long)from,
+             (unsigned long long)rc.applied, (unsigned long long)rc.to_image,
+             (unsigned long long)rc.after_reset, (unsigned long long)rc.dropped);
+    if (journal_start(d->journal, err, sizeof err) != 0) {
+        dlog(d, LOG_ERR, "%s", err);
+        return -1;
+    }
+    if (d->cfg->durability != DURABLE_SNAPSHOT)
+        dlog(d, LOG_NOTICE, "journal: durability %s, beside %s from sequence %llu",
+             dconfig_durability_name(d->cfg->durability), d->cfg->image,
+             (unsigned long long)journal_last_seq(d->journal) + 1);
+    return 0;
 }
 
 static void image_report(void *arg, const char *message)
@@ -750,6 +856,19 @@ int main(int argc, char **argv)
          "(a sanitizer build)");
 #endif
     d->audit_on = cfg->image != NULL;
+    pthread_mutex_init(&d->snaplock, NULL);
+    if (cfg->image) {
+        /* The kernel tells it every state change from its creation; it
+         * records from journal_begin, after the image and the replay. */
+        if (journal_open(cfg->image, cfg->durability, &d->journal, err, sizeof err) != 0) {
+            dlog(d, LOG_ERR, "%s", err);
+            return 1;
+        }
+        kc.state_log = (kernel_state_log){journal_change, journal_cut, d->journal};
+    } else if (cfg->durability != DURABLE_SNAPSHOT) {
+        dlog(d, LOG_NOTICE, "durability %s: no image is configured, so nothing persists",
+             dconfig_durability_name(cfg->durability));
+    }
     d->k = kernel_create(&kc, err, sizeof err);
     if (!d->k) {
         dlog(d, LOG_ERR, "%s: %s", cfg->path, err);
@@ -790,6 +909,12 @@ int main(int argc, char **argv)
         dlog(d, LOG_NOTICE, "image %s: %d version%s and %d proto%s restored%s", cfg->image,
              r.versions, r.versions == 1 ? "" : "s", r.protos, r.protos == 1 ? "" : "s",
              r.failed ? " (some left out: see above)" : "");
+        if (journal_begin(d) != 0) {
+            dlog(d, LOG_ERR, "not starting (the image and the journal are left as they are)");
+            image_close(d->img);
+            kernel_destroy(d->k);
+            return 1;
+        }
         if (image_backup(d->img, cfg->image_backups, err, sizeof err) != 0)
             dlog(d, LOG_WARNING, "%s", err);
     }
@@ -810,6 +935,12 @@ int main(int argc, char **argv)
          cfg->socket, cfg->workers, d->conf.user);
     watch_scan(d, true);
     daemon_create_protos(d, NULL);
+    /* What the replay brought back and the start changed goes into the image
+     * now, and the journal behind it is cut. */
+    if (d->img && journal_last_seq(d->journal) > image_journal_seq(d->img)) {
+        char msg[KERNEL_ERRLEN];
+        daemon_snapshot(d, false, msg, sizeof msg);
+    }
     int guarded[3] = {d->ps ? privsep_fd(d->ps) : -1, -1, -1};
     int nguarded = 1 + outside_fds(d->outside, guarded + 1);
     if (confine_seal(d, &d->conf, guarded, nguarded) != 0)
@@ -842,8 +973,12 @@ int main(int argc, char **argv)
                 if (read(d->tickfd, &v, sizeof v) < 0 && errno != EAGAIN)
                     dlog(d, LOG_WARNING, "tick: %s", strerror(errno));
                 ctl_tick(d);
-                if (d->img && d->cfg->snapshot_interval_s &&
-                    time(NULL) - d->last_snapshot >= (time_t)d->cfg->snapshot_interval_s) {
+                /* A journal that grew past JOURNAL_SNAPSHOT_BYTES since the
+                 * last snapshot brings the next one forward (Redis's
+                 * auto-aof-rewrite), so a restart never replays much. */
+                if (d->img && ((d->cfg->snapshot_interval_s &&
+                    time(NULL) - d->last_snapshot >= (time_t)d->cfg->snapshot_interval_s) ||
+                    journal_uncovered_bytes(d->journal) > JOURNAL_SNAPSHOT_BYTES)) {
                     char msg[KERNEL_ERRLEN];
                     if (daemon_snapshot(d, false, msg, sizeof msg) != 0)
                         d->last_snapshot = time(NULL);   /* retry at the next interval */
@@ -861,9 +996,22 @@ int main(int argc, char **argv)
     if (d->img) {
         char msg[KERNEL_ERRLEN];
         char err[KERNEL_ERRLEN];
-        if (daemon_snapshot(d, false, msg, sizeof msg) != 0)
+        bool saved = daemon_snapshot(d, false, msg, sizeof msg) == 0;
+        if (!saved)
             status = 1;          /* the image keeps the last good snapshot */
         else if (image_backup(d->img, d->cfg->image_backups, err, sizeof err) != 0)
+            dlog(d, LOG_WARNING, "%s", err);
+        int jrc = journal_close(d->journal, saved, err, sizeof err);
+        if (!saved && d->cfg->durability != DURABLE_SNAPSHOT)
+            dlog(d, jrc ? LOG_ERR : LOG_WARNING, "%s", jrc
+                 ? "the final snapshot failed and the journal could not be written either: "
+                   "changes after the last good snapshot that were not acknowledged are lost"
+                 : "the final snapshot failed: the journal beside the image holds every "
+                   "acknowledged change and the next start replays it");
+        else if (!saved)
+            dlog(d, LOG_ERR, "the final snapshot failed and durability = \"snapshot\" keeps no "
+                 "journal: the changes since the last good snapshot are lost");
+        if (jrc && saved)
             dlog(d, LOG_WARNING, "%s", err);
         image_close(d->img);
     }
@@ -874,6 +1022,7 @@ int main(int argc, char **argv)
         _exit(1);
     }
     kernel_destroy(d->k);
+    journal_free(d->journal);    /* after the kernel, which tells it of every proto's end */
     forge_free(d);               /* workers and plugins may have used it until now */
     outside_stop(d->outside);
     verify_close(d);

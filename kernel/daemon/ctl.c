@@ -20,6 +20,7 @@
  * connections cannot flood the log. */
 #define _GNU_SOURCE
 #include "daemon/daemon.h"
+#include "daemon/journal.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -278,6 +279,7 @@ static json_t *status_json(a4psd *d)
                                   CTLCOUNT(evicted), "idle_closed", CTLCOUNT(idle_closed),
                                   "timed_out", CTLCOUNT(timed_out)));
 #undef CTLCOUNT
+    json_object_set_new(info, "journal", journal_status(d->journal));
     json_object_set_new(j, "daemon", info);
     json_object_set_new(j, "sandbox", verify_status(d));
     json_object_set_new(j, "confinement", confine_status(&d->conf));
@@ -399,8 +401,24 @@ static char *exec_request(a4psd *d, json_t *req)
         } else {
             const char *code = rc == A4PS_ENOENT && r.len && !strncmp(r.data, "no proto named", 14)
                                    ? "not_found" : "failed";
+            json_t *e = json_text(r.data, r.len);
+            /* A plugin's own words rarely say its state write was refused
+             * because the journal cannot be written: the daemon does. */
+            char *je = journal_error(d->journal);
+            if (je) {
+                char *both = NULL;
+                if (asprintf(&both, "%s (the journal cannot be written, so no change is "
+                             "accepted: %s)", json_string_value(e) ? json_string_value(e) : "",
+                             je) >= 0) {
+                    json_decref(e);
+                    e = json_string(both);
+                    free(both);
+                }
+                free(je);
+                code = "not_durable";
+            }
             line = line_of(json_pack("{s:b, s:s, s:i, s:o}", "ok", 0, "code", code, "status", rc,
-                                     "error", json_text(r.data, r.len)));
+                                     "error", e));
         }
         kernel_reply_free(&r);
         return line;
@@ -427,6 +445,32 @@ static char *exec_request(a4psd *d, json_t *req)
     return err_line("bad_request", "unknown command '%s' (known: %s)", cmd, commands);
 }
 
+/* Nothing is acknowledged that the journal has not written: before a reply
+ * leaves, what this request changed is written (grouped with the other
+ * workers' replies) -- and when it follows a migration or a creation that
+ * no snapshot recorded yet, that snapshot is taken first (journal_sync).
+ * If either fails, the reply becomes an error saying so. */
+static void durable_or_refuse(a4psd *d, char **line)
+{
+    char err[KERNEL_ERRLEN], msg[KERNEL_ERRLEN];
+    int rc = journal_sync(d->journal, err, sizeof err);
+    if (rc == 1) {
+        if (daemon_snapshot(d, false, msg, sizeof msg) == 0)
+            rc = journal_sync(d->journal, err, sizeof err);
+        else
+            snprintf(err, sizeof err, "it follows a migration or a creation the image does not "
+                     "hold yet, and the snapshot that records it failed: %s", msg);
+        if (rc == 1)
+            rc = -1;
+    }
+    if (rc == 0)
+        return;
+    free(*line);
+    *line = err_line("not_durable", "the request changed state that the journal could not "
+                     "record, so it is not acknowledged (the change may or may not survive a "
+                     "crash): %s", err);
+}
+
 static void *worker_main(void *arg)
 {
     a4psd *d = arg;
@@ -448,6 +492,7 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&d->qlock);
 
         j->line = exec_request(d, j->req);
+        durable_or_refuse(d, &j->line);
         kernel_quiescent(d->k);
 
         pthread_mutex_lock(&d->qlock);

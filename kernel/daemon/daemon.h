@@ -4,6 +4,7 @@
  *   ctl.c     the control socket: clients, requests, workers, event stream
  *   watch.c   the plugin directory: scan and inotify
  *   config.c  parsing the config file
+ *   journal.c the journal of state changes beside the image
  *
  * One thread runs the loop and owns every field not marked otherwise; the
  * worker threads touch only the job queues and the kernel. */
@@ -39,6 +40,8 @@ typedef struct a4psd {
     dforge *forge;               /* forge tasks and their thread (forge.c) */
     outside *outside;            /* the http and run helpers (outside.c) */
     struct image *img;           /* NULL when the config names none */
+    struct journal *journal;     /* beside the image; NULL without one (journal.c) */
+    pthread_mutex_t snaplock;    /* one snapshot at a time (loop, workers) */
     time_t last_snapshot;
     char *snapshot_error;        /* of the last failed snapshot; under mx */
     int level;                   /* log level, read by every thread */

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +36,8 @@
 struct image {
     sqlite3 *db;
     char *path;
+    char id[33];                 /* meta image_id */
+    uint64_t journal_seq;        /* meta journal_seq: the journal it covers */
     char *notice;                /* modes tightened at open, for the caller's log */
 };
 
@@ -344,6 +347,32 @@ int image_open(const char *path, image **out, char *err, size_t errlen)
         }
     }
     free(fmt);
+    /* The identity a journal beside the image names (journal.c): a journal
+     * written for another image is never replayed into this one. */
+    char *id = meta_get(img, "image_id");
+    if (!id) {
+        unsigned char raw[16];
+        char hex[33];
+        if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
+            snprintf(err, errlen, "image %s: no random bytes for its identity: %s", path,
+                     strerror(errno));
+            image_close(img);
+            return A4PS_ERROR;
+        }
+        for (int i = 0; i < 16; i++)
+            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        if (meta_set(img, "image_id", hex)) {
+            int rc = fail(img, err, errlen, "writing its identity");
+            image_close(img);
+            return rc;
+        }
+        id = strdup(hex);
+    }
+    snprintf(img->id, sizeof img->id, "%s", id ? id : "");
+    free(id);
+    char *js = meta_get(img, "journal_seq");
+    img->journal_seq = js ? strtoull(js, NULL, 10) : 0;
+    free(js);
     if (existed && verify_rows(img, err, errlen) != A4PS_OK) {
         image_close(img);
         return A4PS_ERROR;
@@ -478,12 +507,17 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
     snprintf(buf, sizeof buf, "%lld", (n ? atoll(n) : 0) + 1);
     snprintf(at, sizeof at, "%lld", (long long)now);
     free(n);
-    if (meta_set(img, "snapshots", buf) || meta_set(img, "last_snapshot_at", at)) {
+    char js[32];
+    snprintf(js, sizeof js, "%llu", (unsigned long long)s->log_position);
+    if (meta_set(img, "snapshots", buf) || meta_set(img, "last_snapshot_at", at) ||
+        (s->log_position && meta_set(img, "journal_seq", js))) {
         fail(img, err, errlen, "writing meta");
         goto out;
     }
     if (exec(img, "COMMIT", err, errlen, "commit") != A4PS_OK)
         goto out;
+    if (s->log_position)
+        img->journal_seq = s->log_position;
     rc = A4PS_OK;
 out:
     if (rc != A4PS_OK)
@@ -752,4 +786,33 @@ int image_each_report(image *img, void (*each)(void *arg, const char *sha256, co
              (const char *)sqlite3_column_text(st, 1));
     sqlite3_finalize(st);
     return A4PS_OK;
+}
+
+const char *image_id(const image *img)
+{
+    return img->id;
+}
+
+uint64_t image_journal_seq(const image *img)
+{
+    return img->journal_seq;
+}
+
+int image_state_apply(image *img, const char *proto, int del, const char *key, const void *val,
+                      size_t len, char *err, size_t errlen)
+{
+    sqlite3_stmt *st;
+    const char *sql = del ? "DELETE FROM state WHERE proto = ? AND key = ?"
+                          : "INSERT OR REPLACE INTO state(proto, key, value, sum) VALUES(?,?,?,?)";
+    if (sqlite3_prepare_v2(img->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return fail(img, err, errlen, "preparing a state change");
+    sqlite3_bind_text(st, 1, proto, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if (!del) {
+        sqlite3_bind_blob(st, 3, len ? val : "", (int)len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, state_sum(proto, key, len ? val : "", len));
+    }
+    int rc = sqlite3_step(st) == SQLITE_DONE ? A4PS_OK : fail(img, err, errlen, "writing a state change");
+    sqlite3_finalize(st);
+    return rc;
 }

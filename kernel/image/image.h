@@ -9,6 +9,7 @@
 #define A4PS_IMAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kernel.h"
 
@@ -60,6 +61,17 @@ int image_backup(image *img, int keep, char *err, size_t errlen);
  * without probing it again at every start). */
 int image_each_report(image *img, void (*each)(void *arg, const char *sha256, const char *report),
                       void *arg);
+
+/* The image's identity (32 hex digits, made when it was created) and the
+ * journal position its last snapshot covers (0: none). */
+const char *image_id(const image *img);
+uint64_t image_journal_seq(const image *img);
+
+/* Set (del 0) or delete one key of a proto's state in the image itself, in
+ * its own transaction: the journal's replay for a proto the kernel could not
+ * restore, whose state must not be lost while it waits for an operator. */
+int image_state_apply(image *img, const char *proto, int del, const char *key, const void *val,
+                      size_t len, char *err, size_t errlen);
 
 /* Does the image know proto name?  (For the config's precedence rules.) */
 int image_has_proto(image *img, const char *name);

@@ -177,7 +177,10 @@ int kernel_snapshot_take(kernel *k, int all, unsigned timeout_ms, kernel_snapsho
         sched_yield();
     }
     /* The cut: no send runs, so generations are read without their locks,
-     * and only state is copied while sends wait. */
+     * and only state is copied while sends wait.  The state log's position
+     * is read here too: every change it told before is in this copy. */
+    if (k->cfg.state_log.cut)
+        s->log_position = k->cfg.state_log.cut(k->cfg.state_log.arg);
     int rc = 0;
     for (size_t i = 0; i < np && !rc; i++) {
         kproto *p = list[i];

@@ -76,7 +76,7 @@ static int h_state_set(a4ps_ctx *ctx, const char *key, const void *data, size_t 
         return A4PS_EPERM;
     if (!kstate_key_valid(key) || (!data && len))
         return A4PS_EINVAL;
-    return kstate_set(s, key, data, len) ? A4PS_ENOMEM : A4PS_OK;
+    return kernel_state_status(kstate_set(s, key, data, len));
 }
 
 static int h_state_delete(a4ps_ctx *ctx, const char *key)
@@ -86,7 +86,7 @@ static int h_state_delete(a4ps_ctx *ctx, const char *key)
         return A4PS_EPERM;
     if (!kstate_key_valid(key))
         return A4PS_EINVAL;
-    return kstate_del(s, key) ? A4PS_ENOENT : A4PS_OK;
+    return kernel_state_status(kstate_del(s, key));
 }
 
 typedef struct list_arg {

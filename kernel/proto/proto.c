@@ -34,6 +34,26 @@ uint32_t selector_find(kernel *k, const char *sel)
     return v ? (uint32_t)((uintptr_t)v - 1) : UINT32_MAX;
 }
 
+/* The kstate observer of a live proto's state: its changes go to the
+ * kernel's state log (kernel_config.state_log) under the proto's name. */
+static int proto_observe(void *arg, int op, const char *key, const void *val, size_t len)
+{
+    kproto *p = arg;
+    const kernel_state_log *l = &p->k->cfg.state_log;
+    int kop = op == KSTATE_SET ? KERNEL_STATE_SET : KERNEL_STATE_DEL;
+    return l->change(l->arg, p->name, kop, key, val, len) ? -EIO : 0;
+}
+
+void proto_state_install(kernel *k, kproto *p, kstate *s, bool reset)
+{
+    if (!k->cfg.state_log.change)
+        return;
+    if (reset)
+        k->cfg.state_log.change(k->cfg.state_log.arg, p->name, KERNEL_STATE_RESET, NULL, NULL, 0);
+    if (s)
+        kstate_observe(s, proto_observe, p);
+}
+
 kproto *proto_lookup(kernel *k, const char *name)
 {
     return strmap_get(k->protos, name);
@@ -145,6 +165,7 @@ int kernel_proto_create(kernel *k, const char *name, const char *plugin,
         rc = A4PS_ENOMEM;
         goto out;
     }
+    proto_state_install(k, p, p->state, true);
     kernel_log(k, A4PS_LOG_INFO, "proto %s created on %s %s", name, v->name, v->version);
     p = NULL;
     rc = A4PS_OK;
@@ -167,6 +188,10 @@ static void proto_kill(kernel *k, kproto *p)
         }
     }
     strmap_del(k->protos, p->name);
+    if (k->cfg.state_log.change) {
+        kstate_observe(p->state, NULL, NULL);   /* a call still in flight goes untold */
+        proto_state_install(k, p, NULL, true);
+    }
     atomic_store(&p->dead, true);
     pthread_mutex_lock(&p->gate_lock);
     rcu_assign_pointer(p->dispatch, k->tomb);
@@ -285,6 +310,7 @@ int kernel_proto_clone(kernel *k, const char *src, const char *dst, char *err, s
         beh_release(k, s->cur);
         goto nomem;
     }
+    proto_state_install(k, c, c->state, true);
     kernel_log(k, A4PS_LOG_INFO, "proto %s cloned from %s", dst, src);
     c = NULL;
     goto out;
@@ -336,9 +362,30 @@ int kernel_state_set(kernel *k, const char *proto, const char *key, const void *
         return A4PS_EINVAL;
     pthread_mutex_lock(&k->lock);
     kproto *p = proto ? strmap_get(k->protos, proto) : NULL;
-    int rc = !p ? A4PS_ENOENT : kstate_set(p->state, key, data, len) ? A4PS_ENOMEM : A4PS_OK;
+    int rc = !p ? A4PS_ENOENT : kernel_state_status(kstate_set(p->state, key, data, len));
     pthread_mutex_unlock(&k->lock);
     return rc;
+}
+
+int kernel_state_delete(kernel *k, const char *proto, const char *key)
+{
+    if (!kstate_key_valid(key))
+        return A4PS_EINVAL;
+    pthread_mutex_lock(&k->lock);
+    kproto *p = proto ? strmap_get(k->protos, proto) : NULL;
+    int rc = !p ? A4PS_ENOENT : kernel_state_status(kstate_del(p->state, key));
+    pthread_mutex_unlock(&k->lock);
+    return rc;
+}
+
+int kernel_state_status(int kstate_rc)
+{
+    switch (kstate_rc) {
+    case 0: return A4PS_OK;
+    case -ENOENT: return A4PS_ENOENT;
+    case -ENOMEM: return A4PS_ENOMEM;
+    default: return A4PS_EIO;    /* the state log refused it */
+    }
 }
 
 int kernel_state_get(kernel *k, const char *proto, const char *key, void **out, size_t *len)

@@ -232,6 +232,8 @@ int swap_to(kernel *k, kproto *p, kver *target, bool rollback, char *err, size_t
         return A4PS_ENOMEM;
     }
     kstate *old = p->state;
+    proto_state_install(k, p, next, true);
+    kstate_observe(old, NULL, NULL);
     p->state = next;
     p->cur = nb;
     p->meta_gen++;

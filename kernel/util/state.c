@@ -19,6 +19,8 @@ struct kstate {
     sent **b;
     size_t nb, n;
     uint64_t gen;
+    kstate_observer_fn obs;
+    void *obs_arg;
 };
 
 static size_t hkey(const char *s)
@@ -139,6 +141,12 @@ int kstate_set_owned(kstate *s, const char *key, void *val, size_t len)
     ne->val = val;
     ne->len = len;
     pthread_mutex_lock(&s->lock);
+    int refused = s->obs ? s->obs(s->obs_arg, KSTATE_SET, key, val, len) : 0;
+    if (refused) {
+        pthread_mutex_unlock(&s->lock);
+        free(ne);
+        return refused;
+    }
     sent **pp = find(s, key);
     if (*pp) {
         sent *old = *pp;
@@ -170,11 +178,23 @@ int kstate_set(kstate *s, const char *key, const void *val, size_t len)
     return rc;
 }
 
+void kstate_observe(kstate *s, kstate_observer_fn fn, void *arg)
+{
+    pthread_mutex_lock(&s->lock);
+    s->obs = fn;
+    s->obs_arg = arg;
+    pthread_mutex_unlock(&s->lock);
+}
+
 int kstate_del(kstate *s, const char *key)
 {
     int rc = -ENOENT;
     pthread_mutex_lock(&s->lock);
     sent **pp = find(s, key);
+    if (*pp && s->obs && (rc = s->obs(s->obs_arg, KSTATE_DEL, key, NULL, 0)) != 0) {
+        pthread_mutex_unlock(&s->lock);
+        return rc;
+    }
     if (*pp) {
         sent *e = *pp;
         *pp = e->next;

@@ -13,16 +13,24 @@
 typedef struct kstate kstate;
 typedef int (*kstate_each_fn)(void *arg, const char *key, const void *val,
                               size_t len);
+/* Told of every change with the state's mutex held, before the change is
+ * made, so what it records is in the order the changes were made; a
+ * negative errno refuses the change (the caller gets it back). */
+enum { KSTATE_SET = 1, KSTATE_DEL = 2 };
+typedef int (*kstate_observer_fn)(void *arg, int op, const char *key, const void *val,
+                                  size_t len);
 
 #define KSTATE_KEY_MAX 255
 
 kstate *kstate_new(void);
 void kstate_free(kstate *s);
-kstate *kstate_copy(kstate *s);                 /* deep; NULL on ENOMEM */
+kstate *kstate_copy(kstate *s);                 /* deep; NULL on ENOMEM; not observed */
+void kstate_observe(kstate *s, kstate_observer_fn fn, void *arg);
 /* Copies min(len, cap) bytes into buf; returns the full length or -ENOENT. */
 int64_t kstate_get(kstate *s, const char *key, void *buf, size_t cap);
 int kstate_get_dup(kstate *s, const char *key, void **out, size_t *len);
-/* Takes ownership of val (malloc'd) on success. */
+/* Takes ownership of val (malloc'd) on success.  Set and del return 0,
+ * -ENOMEM, -ENOENT (del) or what the observer refused with. */
 int kstate_set_owned(kstate *s, const char *key, void *val, size_t len);
 int kstate_set(kstate *s, const char *key, const void *val, size_t len);
 int kstate_del(kstate *s, const char *key);
