@@ -35,7 +35,10 @@
  * stdout: one JSON line per case ("bench":"journal"), then one with the
  * ratios a4psd / redis per policy and client count ("bench":"journal_ratio":
  * writes per second, > 1 is a4psd faster; p50 and p99, < 1 is a4psd
- * faster).  Without redis-server on PATH the a4psd lines come alone. */
+ * faster).  Each case's line carries the bytes its server's log holds at
+ * the end (journal_bytes: IMAGE.journal*; aof_bytes: appendonlydir), which
+ * shows the log was written (0 for "snapshot" and appendonly no).  Without
+ * redis-server on PATH the a4psd lines come alone. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
