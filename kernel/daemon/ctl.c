@@ -73,6 +73,7 @@ struct job {
     uint64_t client_id;
     json_t *req;
     char *line;                  /* the reply, '\n'-terminated */
+    a4psd *d;                    /* for a reply the journal hands back */
 };
 
 
@@ -445,15 +446,55 @@ static char *exec_request(a4psd *d, json_t *req)
     return err_line("bad_request", "unknown command '%s' (known: %s)", cmd, commands);
 }
 
+/* A finished job goes to the loop, which writes its reply. */
+static void job_finish(a4psd *d, job *j)
+{
+    pthread_mutex_lock(&d->qlock);
+    j->next = NULL;
+    if (d->done_tail)
+        d->done_tail->next = j;
+    else
+        d->done = j;
+    d->done_tail = j;
+    d->running--;
+    pthread_cond_broadcast(&d->qcv);
+    uint64_t one = 1;
+    if (write(d->jobfd, &one, sizeof one) < 0) {
+        /* the counter is at its maximum: the loop is awake anyway */
+    }
+    pthread_mutex_unlock(&d->qlock);
+}
+
+static void refuse_undurable(char **line, const char *why)
+{
+    free(*line);
+    *line = err_line("not_durable", "the request changed state that the journal could not "
+                     "record, so it is not acknowledged (the change may or may not survive a "
+                     "crash): %s", why);
+}
+
+/* The journal's thread wrote (or could not write) a parked reply's records. */
+static void job_durable(void *arg, int rc, const char *err)
+{
+    job *j = arg;
+    if (rc)
+        refuse_undurable(&j->line, err);
+    job_finish(j->d, j);
+}
+
 /* Nothing is acknowledged that the journal has not written: before a reply
- * leaves, what this request changed is written (grouped with the other
- * workers' replies) -- and when it follows a migration or a creation that
- * no snapshot recorded yet, that snapshot is taken first (journal_sync).
- * If either fails, the reply becomes an error saying so. */
-static void durable_or_refuse(a4psd *d, char **line)
+ * leaves, what this request changed is written, grouped with the other
+ * replies waiting -- by this worker, or by the journal's thread while this
+ * worker goes on (then the job is the journal's until job_durable: returns
+ * true).  When the change follows a migration or a creation that no
+ * snapshot recorded yet, that snapshot is taken first (journal_sync).  If
+ * any of it fails, the reply becomes an error saying so. */
+static bool durable_or_refuse(a4psd *d, job *j)
 {
     char err[KERNEL_ERRLEN], msg[KERNEL_ERRLEN];
-    int rc = journal_sync(d->journal, err, sizeof err);
+    int rc = journal_sync_async(d->journal, job_durable, j, err, sizeof err);
+    if (rc == 2)
+        return true;
     if (rc == 1) {
         if (daemon_snapshot(d, false, msg, sizeof msg) == 0)
             rc = journal_sync(d->journal, err, sizeof err);
@@ -463,12 +504,9 @@ static void durable_or_refuse(a4psd *d, char **line)
         if (rc == 1)
             rc = -1;
     }
-    if (rc == 0)
-        return;
-    free(*line);
-    *line = err_line("not_durable", "the request changed state that the journal could not "
-                     "record, so it is not acknowledged (the change may or may not survive a "
-                     "crash): %s", err);
+    if (rc != 0)
+        refuse_undurable(&j->line, err);
+    return false;
 }
 
 static void *worker_main(void *arg)
@@ -492,22 +530,12 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&d->qlock);
 
         j->line = exec_request(d, j->req);
-        durable_or_refuse(d, &j->line);
+        j->d = d;
+        bool parked = durable_or_refuse(d, j);
         kernel_quiescent(d->k);
-
+        if (!parked)
+            job_finish(d, j);
         pthread_mutex_lock(&d->qlock);
-        j->next = NULL;
-        if (d->done_tail)
-            d->done_tail->next = j;
-        else
-            d->done = j;
-        d->done_tail = j;
-        d->running--;
-        pthread_cond_broadcast(&d->qcv);
-        uint64_t one = 1;
-        if (write(d->jobfd, &one, sizeof one) < 0) {
-            /* the counter is at its maximum: the loop is awake anyway */
-        }
     }
     pthread_mutex_unlock(&d->qlock);
     kernel_thread_detach(d->k);

@@ -51,6 +51,14 @@ typedef struct segment {
     uint64_t first, last;        /* last = first - 1 when it holds none */
 } segment;
 
+/* A reply parked until its records are written (journal_sync_async). */
+typedef struct waiter {
+    struct waiter *next;
+    uint64_t seq;
+    journal_done_fn done;
+    void *arg;
+} waiter;
+
 typedef struct buffer {
     unsigned char *p;
     size_t len, cap;
@@ -74,6 +82,7 @@ struct journal {
     uint64_t last_reset;
     uint64_t uncovered_bytes;
     bool writing, syncing, stop;
+    waiter *waiters, **waiters_tail;  /* parked replies, in arrival order */
     char *error;
     uint64_t writes, write_records, fsyncs, refused;
     pthread_t thread;
@@ -250,7 +259,11 @@ int journal_open(const char *image_path, int mode, journal **out, char *err, siz
     free(a);
     free(b);
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cv, &ca);
+    pthread_condattr_destroy(&ca);
     j->mode = mode;
     j->fd = -1;
     *out = j;
@@ -687,28 +700,89 @@ int journal_sync(journal *j, char *err, size_t errlen)
     return rc;
 }
 
-/* The journal's thread: once a second, write what no reply waited for,
- * retry a failed write, and with "everysec" fsync. */
+/* Hand every parked reply whose records are written (all of them, with the
+ * error, when the journal failed) back to its owner; under mu, which is
+ * released around the callbacks. */
+static void complete_waiters(journal *j, bool all)
+{
+    waiter *ready = NULL, **rt = &ready, **pp = &j->waiters;
+    while (*pp) {
+        waiter *w = *pp;
+        if (w->seq <= j->written || all || j->error) {
+            *pp = w->next;
+            w->next = NULL;
+            *rt = w;
+            rt = &w->next;
+        } else {
+            pp = &w->next;
+        }
+    }
+    j->waiters_tail = pp;
+    if (!ready)
+        return;
+    char *err = j->error ? strdup(j->error) : NULL;
+    uint64_t written = j->written;
+    pthread_mutex_unlock(&j->mu);
+    while (ready) {
+        waiter *w = ready;
+        ready = w->next;
+        bool ok = w->seq <= written;
+        w->done(w->arg, ok ? 0 : -1, ok ? NULL : err ? err : "journal: not written");
+        free(w);
+    }
+    free(err);
+    pthread_mutex_lock(&j->mu);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* The journal's thread.  Parked replies first: one write (and with
+ * "always" one fdatasync) for all of them, then they go; what arrived
+ * meanwhile is the next group.  Once a second: write what no reply waited
+ * for, retry a failed write, and with "everysec" fsync. */
 static void *journal_main(void *arg)
 {
     journal *j = arg;
     pthread_mutex_lock(&j->mu);
+    uint64_t next_tick = mono_ms() + 1000;
     while (!j->stop) {
-        struct timespec t;
-        clock_gettime(CLOCK_REALTIME, &t);
-        t.tv_sec += 1;
-        pthread_cond_timedwait(&j->cv, &j->mu, &t);
+        if (!j->waiters) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            uint64_t now = mono_ms();
+            uint64_t wait_ms = next_tick > now ? next_tick - now : 0;
+            t.tv_sec += (time_t)(wait_ms / 1000);
+            t.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+            if (t.tv_nsec >= 1000000000L) {
+                t.tv_sec++;
+                t.tv_nsec -= 1000000000L;
+            }
+            if (wait_ms)
+                pthread_cond_timedwait(&j->cv, &j->mu, &t);
+        }
         if (j->stop)
             break;
+        if (j->waiters) {
+            if (!j->error)
+                flush_locked(j, j->appended);
+            complete_waiters(j, false);
+            if (mono_ms() < next_tick)
+                continue;
+        }
+        if (mono_ms() < next_tick)
+            continue;
+        next_tick = mono_ms() + 1000;
         if (j->error && !j->writing && !j->syncing) {
             char *old = j->error;
             j->error = NULL;     /* one more try */
-            if (flush_locked(j, j->appended) != 0) {
-                free(old);
-            } else {
+            if (flush_locked(j, j->appended) == 0)
                 fprintf(stderr, "<5>a4psd: journal: written again after: %s\n", old);
-                free(old);
-            }
+            free(old);
             continue;
         }
         if (j->written < j->appended)
@@ -736,6 +810,45 @@ static void *journal_main(void *arg)
     }
     pthread_mutex_unlock(&j->mu);
     return NULL;
+}
+
+int journal_sync_async(journal *j, journal_done_fn done, void *arg, char *err, size_t errlen)
+{
+    uint64_t upto = my_seq;
+    if (!j || !upto)
+        return 0;
+    pthread_mutex_lock(&j->mu);
+    if (j->first_uncovered_reset && j->first_uncovered_reset < upto &&
+        j->covered < j->first_uncovered_reset) {
+        pthread_mutex_unlock(&j->mu);
+        return journal_sync(j, err, errlen);   /* rare: the snapshot first */
+    }
+    if (upto <= j->written) {
+        pthread_mutex_unlock(&j->mu);
+        my_seq = 0;
+        return 0;
+    }
+    /* "everysec" with nobody writing: this thread's one write() is quicker
+     * than a hand-over.  Otherwise the reply waits in the journal's queue and
+     * this thread goes on to the next request. */
+    if (j->error || (j->mode == DURABLE_EVERYSEC && !j->writing) || !j->thread_started) {
+        pthread_mutex_unlock(&j->mu);
+        return journal_sync(j, err, errlen);
+    }
+    waiter *w = malloc(sizeof *w);
+    if (!w) {
+        pthread_mutex_unlock(&j->mu);
+        return journal_sync(j, err, errlen);
+    }
+    *w = (waiter){.seq = upto, .done = done, .arg = arg};
+    if (!j->waiters_tail)
+        j->waiters_tail = &j->waiters;
+    *j->waiters_tail = w;
+    j->waiters_tail = &w->next;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    my_seq = 0;
+    return 2;
 }
 
 int journal_start(journal *j, char *err, size_t errlen)
@@ -878,6 +991,7 @@ int journal_close(journal *j, int covered, char *err, size_t errlen)
         if (rc && err)
             snprintf(err, errlen, "%s", j->error ? j->error : "journal: write failed");
     }
+    complete_waiters(j, true);
     j->recording = false;
     j->stop = true;
     pthread_cond_broadcast(&j->cv);

@@ -70,6 +70,14 @@ uint64_t journal_cut(void *arg);
  * change was kept). */
 int journal_sync(journal *j, char *err, size_t errlen);
 
+/* The same without blocking the caller when the records must wait for a
+ * write of the journal's thread (always with "always"; with "everysec"
+ * when another write is under way): returns 2, and done(arg, rc, err) is
+ * called later on the journal's thread -- rc 0 written, -1 not (err says
+ * why).  0, 1 and -1 as journal_sync, done not called. */
+typedef void (*journal_done_fn)(void *arg, int rc, const char *err);
+int journal_sync_async(journal *j, journal_done_fn done, void *arg, char *err, size_t errlen);
+
 /* The image now holds everything up to position `seq` (a snapshot's
  * log_position): start a new segment and remove those it covers. */
 void journal_covered(journal *j, uint64_t seq);
