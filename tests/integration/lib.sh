@@ -53,3 +53,14 @@ expect_contains() {   # text needle what
     case "$1" in *"$2"*) return 0 ;; esac
     fail "$3 does not contain '$2': $1"
 }
+
+expect_line() {   # text extended-regex what: some line of text matches
+    grep -qE -- "$2" <<< "$1" || fail "$3 has no line matching '$2': $1"
+}
+
+expect_lacks() {   # text needle what
+    case "$1" in *"$2"*) fail "$3 contains '$2': $1" ;; esac
+    return 0
+}
+
+db() { sqlite3 -batch "$T/a4ps.img" "$@"; }
