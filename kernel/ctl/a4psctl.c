@@ -667,6 +667,40 @@ static void show_status(const json_t *res)
         print_field("CONFIG ERROR", cerr);
         printf("  %-13s(not applied: the previous config keeps running)\n", "");
     }
+    if (jstr(d, "image")) {
+        json_int_t at = json_integer_value(json_object_get(d, "last_snapshot"));
+        printf("  %-13s%s, last snapshot %s", "image", jstr(d, "image"), at ? "" : "never");
+        if (at) {
+            char when[64];
+            time_t t = (time_t)at;
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
+            printf("%s", when);
+        }
+        fputc('\n', stdout);
+        if (jstr(d, "snapshot_error"))
+            print_field("SNAPSHOT", json_object_get(d, "snapshot_error"));
+    }
+    const json_t *jn = json_object_get(d, "journal");
+    if (json_is_object(jn)) {
+        /* What a crash may lose: the durability, and how far the journal
+         * has been written and fsync'd past what the image holds. */
+        printf("  %-13s%s", "journal", jstr(jn, "durability") ? jstr(jn, "durability") : "?");
+        if (json_is_true(json_object_get(jn, "recording")))
+            printf(", sequence %" JSON_INTEGER_FORMAT ", written %" JSON_INTEGER_FORMAT
+                   ", fsync'd %" JSON_INTEGER_FORMAT ", in the image %" JSON_INTEGER_FORMAT
+                   ", %" JSON_INTEGER_FORMAT " segment%s",
+                   json_integer_value(json_object_get(jn, "seq")),
+                   json_integer_value(json_object_get(jn, "written")),
+                   json_integer_value(json_object_get(jn, "synced")),
+                   json_integer_value(json_object_get(jn, "covered")),
+                   json_integer_value(json_object_get(jn, "segments")),
+                   json_integer_value(json_object_get(jn, "segments")) == 1 ? "" : "s");
+        else
+            printf(" (no journal: a crash loses what came after the last snapshot)");
+        fputc('\n', stdout);
+        if (jstr(jn, "error"))
+            print_field("JOURNAL", json_object_get(jn, "error"));
+    }
     const json_t *cc = json_object_get(d, "control");
     if (json_is_object(cc)) {
         /* What the control socket turned away or closed, so a flood of
