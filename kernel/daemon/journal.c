@@ -160,9 +160,11 @@ static int buf_reserve(buffer *b, size_t more)
     return 0;
 }
 
+/* Spelled as the config spells them (config.c parses them); not called
+ * from there, so the journal links without the config's parser. */
 static const char *mode_name(int mode)
 {
-    return dconfig_durability_name(mode);
+    return mode == DURABLE_ALWAYS ? "always" : mode == DURABLE_EVERYSEC ? "everysec" : "snapshot";
 }
 
 static void set_error(journal *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -327,6 +329,7 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
     if (list_segments(j, err, errlen) != 0)
         return -1;
     uint64_t expect = 0;         /* the next sequence; 0 before the first */
+    uint64_t end = 0;            /* the last good record's */
     for (int i = 0; i < j->nsegs; i++) {
         segment *s = &j->segs[i];
         bool last_seg = i == j->nsegs - 1;
@@ -454,6 +457,8 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
         free(data);
         s->last = seq - 1;
         expect = seq;
+        if (seq - 1 > end)
+            end = seq - 1;
         if (bad[0]) {
             snprintf(err, errlen, "journal %s is damaged: %s; replay stopped there with %llu "
                      "record%s applied (through sequence %llu)", s->path, bad,
@@ -474,7 +479,6 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
         }
     }
     pthread_mutex_lock(&j->mu);
-    uint64_t end = j->nsegs ? j->segs[j->nsegs - 1].last : 0;
     j->appended = j->written = j->synced = end > from ? end : from;
     j->covered = from;
     pthread_mutex_unlock(&j->mu);
