@@ -467,7 +467,6 @@ typedef struct replay_ctx {
     char **reset;
     size_t nreset;
     uint64_t applied, to_image, dropped, after_reset;
-    int failed;
 } replay_ctx;
 
 static int replay_one(void *arg, uint64_t seq, int op, const char *proto, const char *key,
