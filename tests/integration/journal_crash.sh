@@ -212,6 +212,11 @@ test_kill_9_writers() {
             kill -STOP "$WPID"
             out=$(ctl snapshot 2>&1) || { fail "trial $i: the harness check's snapshot: $out"; return; }
         fi
+        if ended "$PID"; then
+            wait_end "" > /dev/null
+            fail "trial $i: a4psd ended on its own before the kill (exit status $RC)"
+            return
+        fi
         kill -KILL "$PID"
         wait_end "after kill -9" || return
         [ -z "${JOURNAL_HARNESS_CHECK:-}" ] || kill -CONT "$WPID"
