@@ -171,6 +171,7 @@ static void apply(a4psd *d, dconfig *nc)
                        oc->daemon_open_files != nc->daemon_open_files ||
                        oc->daemon_threads != nc->daemon_threads},
         {"outside", !outside_policy_equal(&oc->outside, &nc->outside)},
+        {"limits.contain_exits", oc->contain_exits != nc->contain_exits},
         {"limits (kernel)", oc->max_plugin_bytes != nc->max_plugin_bytes ||
                                 oc->hook_timeout_ms != nc->hook_timeout_ms ||
                                 oc->migrate_timeout_ms != nc->migrate_timeout_ms ||
@@ -800,7 +801,11 @@ int main(int argc, char **argv)
      * of ending a4psd.  Process-wide and inherited by children: after any
      * helper process is forked, before the kernel and its threads. */
     char what[KERNEL_ERRLEN];
-    if (kernel_contain_exits(what, sizeof what) == 0)
+    if (!cfg->contain_exits)
+        dlog(d, LOG_WARNING, "limits.contain_exits = false in %s: plugin exits are NOT "
+             "CONTAINED -- a plugin's exit() ends a4psd at once, with no final snapshot",
+             cfg->path);
+    else if (kernel_contain_exits(what, sizeof what) == 0)
         dlog(d, LOG_NOTICE, "plugin exits contained: %s", what);
     else
         dlog(d, LOG_ERR, "plugin exits NOT fully contained: %s", what);

@@ -382,6 +382,7 @@ static const keyspec limits_spec[] = {
     {"request_timeout_ms", K_INT, 100, 3600000, 0, 10000},
     {"idle_timeout_ms", K_INT, 0, 86400000, 0, 60000},
     {"allow_threads", K_STRINGS, 0, 0, 0, 0},
+    {"contain_exits", K_ANY, 0, 0, 0, 0},
     {NULL, 0, 0, 0, 0, 0},
 };
 static const keyspec proto_spec[] = {
@@ -765,6 +766,12 @@ int dconfig_load(const char *path, dconfig **out, char **errors)
     c->idle_timeout_ms = (unsigned)spec_int(lim, limits_spec, "idle_timeout_ms");
     if (lim)
         c->allow_threads = str_array(&e, lim, "allow_threads", &c->nallow_threads, plugin_name_ok);
+    const config_setting_t *cx = lim ? config_setting_get_member(lim, "contain_exits") : NULL;
+    if (cx && config_setting_type(cx) != CONFIG_TYPE_BOOL)
+        errf(&e, cx, "limits.contain_exits: expected a boolean (true or false), found %s",
+             type_name(config_setting_type(cx)));
+    c->contain_exits = !cx || config_setting_type(cx) != CONFIG_TYPE_BOOL ||
+                       config_setting_get_bool(cx);
 
     const config_setting_t *sbx = checked_group(&e, root, "sandbox", sandbox_spec);
     if ((s = str_member(sbx, "mode"))) {

@@ -65,6 +65,7 @@ typedef struct dconfig {
     unsigned idle_timeout_ms;    /* a connection with no request; 0: never */
     char **allow_threads;        /* plugins that may import thread creation */
     int nallow_threads;
+    int contain_exits;           /* plugin exit() faults; 0 only to test what it guards */
     /* sandbox { } (needs a restart) */
     int sandbox_none;            /* mode = "none": no verification, said loudly */
     char *runsc;                 /* NULL: found on PATH */
