@@ -441,6 +441,41 @@ void image_close(image *img)
     free(img);
 }
 
+/* Damaged binaries (img->bad) whose version the kernel has loaded again
+ * from a good file: its verified copy replaces the stored bytes, in the
+ * snapshot's transaction; mended[i] says which.  A copy that does not hash
+ * right is left alone. */
+static int mend_binaries(image *img, const kernel_snapshot *s, bool *mended, char *err,
+                         size_t errlen)
+{
+    for (size_t b = 0; b < img->nbad; b++)
+        for (size_t i = 0; i < s->nversions && !mended[b]; i++) {
+            if (strcmp(s->versions[i].sha256, img->bad[b].sha256) || !s->versions[i].stored_path)
+                continue;
+            void *bytes = NULL;
+            size_t len = 0;
+            char hex[65];
+            if (kernel_read_file(s->versions[i].stored_path, SIZE_MAX, &bytes, &len) != 0)
+                continue;
+            kernel_sha256(bytes, len, NULL, hex);
+            sqlite3_stmt *st = NULL;
+            if (strcmp(hex, img->bad[b].sha256) ||
+                sqlite3_prepare_v2(img->db, "UPDATE binaries SET bytes = ? WHERE sha256 = ?", -1,
+                                   &st, NULL) != SQLITE_OK) {
+                free(bytes);
+                continue;
+            }
+            sqlite3_bind_blob(st, 1, bytes, (int)len, free);
+            sqlite3_bind_text(st, 2, img->bad[b].sha256, -1, SQLITE_STATIC);
+            int rc = sqlite3_step(st);
+            sqlite3_finalize(st);
+            if (rc != SQLITE_DONE)
+                return fail(img, err, errlen, "repairing a binary");
+            mended[b] = true;
+        }
+    return A4PS_OK;
+}
+
 static bool is_held(const image *img, const char *name)
 {
     for (size_t i = 0; i < img->nheld; i++)
@@ -454,6 +489,7 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
     sqlite3_stmt *has = NULL, *bin = NULL, *beh = NULL, *pro = NULL, *del = NULL, *ins = NULL,
                  *delp = NULL;
     int rc = A4PS_ERROR;
+    bool *mended = NULL;         /* of img->bad, repaired by this snapshot */
     if (exec(img, "BEGIN IMMEDIATE", err, errlen, "begin") != A4PS_OK)
         return A4PS_ERROR;
     if (sqlite3_prepare_v2(img->db, "SELECT 1 FROM binaries WHERE sha256 = ?", -1, &has, NULL) ||
@@ -478,6 +514,12 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
         fail(img, err, errlen, "preparing the snapshot");
         goto out;
     }
+    if (img->nbad && !(mended = calloc(img->nbad, sizeof *mended))) {
+        snprintf(err, errlen, "image %s: out of memory", img->path);
+        goto out;
+    }
+    if (img->nbad && mend_binaries(img, s, mended, err, errlen) != A4PS_OK)
+        goto out;
     for (size_t i = 0; i < s->nversions; i++) {
         const kernel_snap_version *v = &s->versions[i];
         sqlite3_reset(has);
@@ -576,7 +618,11 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
     if (exec(img, "COMMIT", err, errlen, "commit") != A4PS_OK)
         goto out;
     rc = A4PS_OK;
+    for (size_t b = img->nbad; mended && b-- > 0;)
+        if (mended[b])
+            img->bad[b] = img->bad[--img->nbad];
 out:
+    free(mended);
     if (rc != A4PS_OK)
         sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_finalize(has);

@@ -93,7 +93,9 @@ const char *image_notice(const image *img);
 
 /* Write snapshot s in one transaction: binaries not yet in the image,
  * every version's record, the changed protos with their whole state, the
- * deleted protos.  On failure nothing of it is in the image. */
+ * deleted protos.  On failure nothing of it is in the image.  A damaged
+ * binary (image_bad_binaries) whose version s has loaded again is repaired
+ * from the kernel's verified copy; held protos (image_hold) are skipped. */
 int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen);
 
 /* Append events to the audit log in one transaction; it keeps the newest

@@ -250,7 +250,7 @@ test_unrestorable_without_copy() {
 }
 
 # The file comes back while a4psd runs: rollback brings BABS back onto it
-# with its notes.
+# with its notes, and the image's binary is mended from it.
 test_unrestorable_rolled_back() {
     babs_damaged || return
     rm -f "$T/a4ps.img."[0-9]*
@@ -267,6 +267,14 @@ test_unrestorable_rolled_back() {
     expect_contains "$r" "back on babs 1.0.0" "rollback's reply"
     expect_reply BABS count "" "5 notes"
     expect_lacks "$(ctl --json status)" '"unrestorable":[{' "status after the rollback"
+    halt
+    # The rollback's snapshot mended the stored binary from the loaded copy:
+    # the image alone brings BABS back now.
+    [ "$(stored_babs_hash)" = "$(db "$BABS_SHA_Q")" ] || fail "the stored binary is still damaged"
+    rm -f "$T/plugins/"*.so
+    launch || return
+    expect_lacks "$(cat "$LOG")" "UNRESTORABLE" "the log of the next start"
+    expect_reply BABS count "" "5 notes"
     halt
 }
 
