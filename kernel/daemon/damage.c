@@ -128,7 +128,6 @@ int damage_recover(a4psd *d, int rc, const char *why)
     }
     free(list);
     if (!c->image_recover) {
-        dlog(d, LOG_ERR, "not starting: the image is left as it is");
         image_close(img);
         return -1;
     }

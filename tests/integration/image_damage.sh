@@ -11,8 +11,9 @@
 #
 #   A4PSD=... A4PSCTL=... PLUGINS=... TEST_PLUGINS=... image_damage.sh [TEST...]
 #
-# Each test starts its own a4psd in a temp dir and prints PASS or FAIL with
-# the reason; the exit status is 1 when any test failed.  ctest runs it with
+# Each test starts its own a4psd in a temp dir (KEEP=1 keeps it, logs and
+# all) and prints PASS or FAIL with the reason; the exit status is 1 when any
+# test failed.  ctest runs it with
 # the paths of the build (test `image_damage`).
 set -uo pipefail
 
@@ -214,6 +215,7 @@ test_unrestorable_without_copy() {
     expect_lacks "$log" "RECOVERED" "the log (an older backup replaced the image)"
     st=$(ctl status)
     expect_contains "$st" "unrestorable" "status"
+    echo "  status: $(grep -A2 '^unrestorable' <<< "$st" | tr -s ' ' | tr '\n' '|')"
     expect_contains "$st" "fails its SHA-256" "status (the reason)"
     st=$(ctl --json status)
     expect_contains "$st" '"unrestorable":[{"name":"BABS","plugin":"babs","version":"1.0.0"' "status --json"
@@ -278,6 +280,28 @@ test_unrestorable_rolled_back() {
     halt
 }
 
+# destroy on a live proto: gone from the daemon now, from the image at the
+# next snapshot; on no proto at all: not found, exit 1.
+test_destroy_live() {
+    new_dir "$PLUGINS/babs.so"
+    write_config '    { name = "BABS"; plugin = "babs"; }'
+    launch || return
+    ctl send BABS remember "a note to be destroyed" > /dev/null || fail "remember"
+    ctl snapshot > /dev/null || fail "snapshot"
+    [ "$(db "SELECT count(*) FROM state WHERE proto = 'BABS'")" = 2 ] || fail "BABS's rows are not in the image"
+    local r
+    r=$(ctl destroy BABS 2>&1) || fail "destroy BABS: $r"
+    expect_contains "$r" "proto BABS destroyed; the next snapshot removes it from the image" "destroy's reply"
+    expect_contains "$r" "a reload or a restart creates it again" "destroy's reply"
+    r=$(ctl send BABS count 2>&1) && fail "BABS answered after destroy: $r"
+    ctl snapshot > /dev/null || fail "snapshot"
+    [ "$(db "SELECT count(*) FROM state WHERE proto = 'BABS'")" = 0 ] || fail "BABS's rows survived the snapshot after destroy"
+    r=$(ctl destroy NOPE 2>&1)
+    [ $? = 1 ] || fail "destroy NOPE did not exit 1: $r"
+    expect_contains "$r" "no proto named 'NOPE'" "destroy NOPE"
+    halt
+}
+
 # ---- a4psctl image check ----
 
 test_image_check() {
@@ -303,6 +327,7 @@ test_image_check() {
     r=$(ctl image check 2>&1)
     [ $? = 1 ] || fail "image check on a damaged image did not exit 1: $r"
     expect_contains "$r" "DAMAGED: 2 problems" "image check"
+    echo "  image check: $(tr '\n' '|' <<< "$r")"
     expect_contains "$r" "binary $sha (babs 1.0.0): its bytes hash to" "image check"
     r=$(ctl --json image check) && fail "image check --json exited 0 on a damaged image"
     expect_contains "$r" '"damaged":true' "image check --json"
@@ -313,12 +338,12 @@ test_image_check() {
 
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(repaired_from_backup unrestorable_without_copy
-                                 unrestorable_rolled_back image_check)
+                                 unrestorable_rolled_back destroy_live image_check)
 for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures
     "test_$t"
-    stop
+    [ -n "${KEEP:-}" ] || stop
     [ "$failures" = "$before" ] && echo "PASS $t"
 done
 echo "$failures failure(s)"
