@@ -774,7 +774,8 @@ int main(int argc, char **argv)
         if (irc == IMAGE_EBINARY)
             irc = damage_recover(d, irc, err);   /* mend the binary, lose nothing */
         else if (irc != 0)
-            irc = image_recover(d, err) != 0 ? -1 : image_open(cfg->image, &d->img, err, sizeof err);
+            irc = image_recover(d, err) != 0 ? -1
+                                             : image_open(cfg->image, &d->img, err, sizeof err);
         if (irc != 0) {
             dlog(d, LOG_ERR, "not starting (the image is left as it is)");
             kernel_destroy(d->k);

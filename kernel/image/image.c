@@ -15,7 +15,9 @@
  * SQLite's quick_check sees a damaged page structure but not a flipped bit
  * inside a value, so every protos and state row carries a checksum, all
  * verified when the image is opened; binaries are verified by their SHA-256
- * before they are loaded. */
+ * then too (a mismatch alone is IMAGE_EBINARY: a4psd mends that binary from a
+ * verified copy rather than lose state to an older image) and again before
+ * they are loaded.  image_check is the full check on demand. */
 #define _GNU_SOURCE
 #include "image/image.h"
 
@@ -1146,7 +1148,8 @@ int image_find_binary(const char *path, const char *sha256, void **bytes, size_t
     return rc;
 }
 
-static void problem(image_check_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(image_check_result *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void problem(image_check_result *r, const char *fmt, ...)
 {
     char *line;
