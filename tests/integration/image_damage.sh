@@ -230,6 +230,15 @@ test_unrestorable_without_copy() {
     ctl --json status | grep -q '"name":"babs","version":"2.0.0"' || fail "babs 2.0.0 was not loaded"
     ctl reload > /dev/null || fail "reload"
     expect_lacks "$(ctl list)" "BABS" "a4psctl list (BABS recreated from the config)"
+    local applied
+    applied=$(grep -c "config applied" "$LOG")
+    kill -HUP "$PID"
+    for _ in $(seq 400); do
+        [ "$(grep -c "config applied" "$LOG")" -gt "$applied" ] && break
+        sleep 0.025
+    done
+    [ "$(grep -c "config applied" "$LOG")" -gt "$applied" ] || fail "SIGHUP: no reload in the log"
+    expect_lacks "$(ctl list)" "BABS" "a4psctl list after SIGHUP (BABS recreated from the config)"
     r=$(ctl rollback BABS 2>&1) && fail "rollback onto a version of another state layout: $r"
     expect_contains "$r" "no loaded version of plugin babs keeps state layout 1" "rollback's refusal"
     r=$(ctl rollback BABS 2.0.0 2>&1) && fail "rollback BABS 2.0.0: $r"
