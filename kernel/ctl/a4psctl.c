@@ -59,7 +59,10 @@ static const char usage_text[] =
     "commands:\n"
     "  status               uptime, protos (with their version's calls and net\n"
     "                       bytes allocated), versions with hashes, draining and\n"
-    "                       quarantined versions, last errors, event-bus counters\n"
+    "                       quarantined versions, last errors, event-bus counters,\n"
+    "                       unrestorable protos: in the image, their version could\n"
+    "                       not come back (--json: daemon.unrestorable, each with\n"
+    "                       name, plugin, version, state_version, reason)\n"
     "  list                 the protos: name, plugin, version\n"
     "  explain PROTO        one proto in full: plugin, methods, state, lineage\n"
     "  history PROTO        the versions of the proto's plugin: status, hash,\n"
@@ -67,7 +70,13 @@ static const char usage_text[] =
     "                       which one it runs and which it ran before\n"
     "  rollback PROTO [VERSION]\n"
     "                       go back to the previous version, or to VERSION, from\n"
-    "                       the daemon's stored binary (no file needed)\n"
+    "                       the daemon's stored binary (no file needed); for an\n"
+    "                       unrestorable proto (status): bring it back from its\n"
+    "                       rows in the image onto VERSION (default: the newest\n"
+    "                       loaded version of its plugin with its state layout)\n"
+    "  destroy PROTO        remove a proto: an unrestorable one from the image now,\n"
+    "                       a live one from the daemon (the image at the next\n"
+    "                       snapshot)\n"
     "  send PROTO SELECTOR [PAYLOAD]\n"
     "                       call a method and print its reply; PAYLOAD \"-\", or no\n"
     "                       PAYLOAD while stdin is not a terminal, reads stdin\n"
@@ -76,6 +85,9 @@ static const char usage_text[] =
     "  snapshot             write an image snapshot now (as SIGUSR1)\n"
     "  events [--follow]    recent events, one a line: SEQ TIME EVENT DATA;\n"
     "                       --follow prints new ones as they come, until interrupted\n"
+    "  image check          the full check of the live image: integrity_check,\n"
+    "                       every binary's SHA-256, every row's checksum; prints\n"
+    "                       each problem, or ok; exit 1 when it is damaged\n"
     "  stats                allocator and kernel statistics\n"
     "  forge PROTO [--selector NAME] [--example 'INPUT=>OUTPUT']... [--goal TEXT]\n"
     "        [--plugin NEW] [--generator PROTO] [--iterations N] [--wall SECONDS]\n"
@@ -764,6 +776,15 @@ static void show_status(const json_t *res)
     print_table("versions", json_object_get(res, "versions"), versions, 6);
     print_table("draining", json_object_get(res, "draining"), draining, 4);
     print_table("quarantined", json_object_get(res, "quarantined"), quarantined, 3);
+    /* Protos the image holds but could not restore: their rows wait for
+     * destroy or rollback (shown only when there are some). */
+    const json_t *unr = json_object_get(d, "unrestorable");
+    if (json_array_size(unr)) {
+        static const column ucols[] = {{"name", "UNRESTORABLE", 0}, {"plugin", "PLUGIN", 0},
+                                       {"version", "VERSION", 0}, {"reason", "REASON", 0}};
+        print_table("unrestorable (a4psctl destroy PROTO, or rollback PROTO [VERSION])", unr,
+                    ucols, 4);
+    }
     /* Generations that may have started a thread: mapped for good. */
     static const column pinned[] = {{"name", "PLUGIN", 0}, {"version", "VERSION", 0},
                                     {"generation", "GEN", 0}, {"imports", "IMPORTS", 0}};
@@ -1096,8 +1117,32 @@ static int show_result(const ctl_opts *o, const json_t *res)
 {
     const char *cmd = o->cmd;
     int rc = CTL_OK;
+    if (!strcmp(cmd, "image") && json_is_true(json_object_get(res, "damaged"))) {
+        /* A damaged image is this command's failure: exit 1, with or
+         * without --json. */
+        if (o->json)
+            return put_json(res) ? CTL_EIO : CTL_EREPLY;
+        size_t i;
+        json_t *p;
+        printf("%s is DAMAGED: %zu problem%s\n", jstr(res, "image") ? jstr(res, "image") : "image",
+               json_array_size(json_object_get(res, "problems")),
+               json_array_size(json_object_get(res, "problems")) == 1 ? "" : "s");
+        json_array_foreach(json_object_get(res, "problems"), i, p)
+            printf("  %s\n", json_string_value(p));
+        return CTL_EREPLY;
+    }
     if (o->json) {
         rc = put_json(res);
+    } else if (!strcmp(cmd, "image")) {
+        printf("%s: ok (integrity_check, %" JSON_INTEGER_FORMAT " binaries, %" JSON_INTEGER_FORMAT
+               " protos, %" JSON_INTEGER_FORMAT " state rows checked)\n",
+               jstr(res, "image") ? jstr(res, "image") : "image",
+               json_integer_value(json_object_get(res, "binaries")),
+               json_integer_value(json_object_get(res, "protos")),
+               json_integer_value(json_object_get(res, "state_rows")));
+    } else if (!strcmp(cmd, "destroy") ||
+               (!strcmp(cmd, "rollback") && jstr(res, "message"))) {
+        printf("%s\n", jstr(res, "message") ? jstr(res, "message") : "destroyed");
     } else if (!strcmp(cmd, "status")) {
         show_status(res);
     } else if (!strcmp(cmd, "list")) {
@@ -1246,6 +1291,12 @@ static int build_request(const ctl_opts *o, char **line, size_t *len)
             json_object_set_new(req, "wall_s", json_integer(o->wall_s));
         if (req && o->probation_s >= 0)
             json_object_set_new(req, "probation_s", json_integer(o->probation_s));
+    } else if (!strcmp(cmd, "destroy")) {
+        req = json_pack("{s:s, s:s}", "cmd", cmd, "proto", o->args[0]);
+    } else if (!strcmp(cmd, "image")) {
+        if (strcmp(o->args[0], "check"))
+            return usage_error("image: unknown action '%s' (known: check)", o->args[0]);
+        req = json_pack("{s:s, s:s}", "cmd", cmd, "action", o->args[0]);
     } else if (!strcmp(cmd, "task") || !strcmp(cmd, "cancel")) {
         char *end;
         long id = strtol(o->args[0], &end, 10);
@@ -1285,6 +1336,7 @@ static const struct {
     {"history", 1, 1}, {"rollback", 1, 2},
     {"reload", 0, 0}, {"snapshot", 0, 0}, {"events", 0, 0},  {"stats", 0, 0},
     {"forge", 1, 1},  {"tasks", 0, 0},    {"task", 1, 1},    {"cancel", 1, 1},
+    {"destroy", 1, 1}, {"image", 1, 1},
 };
 
 /* forge's options that take a value: where each goes. */

@@ -111,6 +111,8 @@ void daemon_create_protos(a4psd *d, const char *only_plugin)
         const dproto *p = &d->cfg->protos[i];
         if ((only_plugin && strcmp(p->plugin, only_plugin)) || kernel_proto_exists(d->k, p->name))
             continue;
+        if (damage_is_unrestorable(d, p->name))
+            continue;            /* never recreated empty over its rows (damage.c) */
         int rc = kernel_proto_create(d->k, p->name, p->plugin, p->version, p->persona_json,
                                      err, sizeof err);
         if (rc == A4PS_ENOENT) {
@@ -891,8 +893,13 @@ int main(int argc, char **argv)
         /* The image first: what it holds wins over the config's initial
          * state; then the plugin directory, whose newer versions upgrade;
          * then the config's protos the image does not have. */
-        if (image_open(cfg->image, &d->img, err, sizeof err) != 0 &&
-            (image_recover(d, err) != 0 || image_open(cfg->image, &d->img, err, sizeof err) != 0)) {
+        int irc = image_open(cfg->image, &d->img, err, sizeof err);
+        if (irc == IMAGE_EBINARY)
+            irc = damage_recover(d, irc, err);   /* mend the binary, lose nothing */
+        else if (irc != 0)
+            irc = image_recover(d, err) != 0 ? -1
+                                             : image_open(cfg->image, &d->img, err, sizeof err);
+        if (irc != 0) {
             dlog(d, LOG_ERR, "not starting (the image is left as it is)");
             kernel_destroy(d->k);
             return 1;
@@ -910,6 +917,7 @@ int main(int argc, char **argv)
             kernel_destroy(d->k);
             return 1;
         }
+        damage_take_unrestorable(d);
         dlog(d, LOG_NOTICE, "image %s: %d version%s and %d proto%s restored%s", cfg->image,
              r.versions, r.versions == 1 ? "" : "s", r.protos, r.protos == 1 ? "" : "s",
              r.failed ? " (some left out: see above)" : "");
@@ -1040,6 +1048,7 @@ int main(int argc, char **argv)
     free(d->stream);
     free(d->config_error);
     free(d->snapshot_error);
+    free(d->unrestorable);
     for (size_t i = 0; i < d->naudit; i++)
         free(d->audit[i]);
     free(d->audit);

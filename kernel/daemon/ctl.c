@@ -251,7 +251,7 @@ static void client_write(a4psd *d, client *c, char *line)
 
 static const char *const commands =
     "status, list, explain, history, rollback, send, reload, snapshot, events, stats, "
-    "forge, tasks, task, cancel";
+    "forge, tasks, task, cancel, destroy, image";
 
 static json_t *status_json(a4psd *d)
 {
@@ -281,6 +281,7 @@ static json_t *status_json(a4psd *d)
                                   "timed_out", CTLCOUNT(timed_out)));
 #undef CTLCOUNT
     json_object_set_new(info, "journal", journal_status(d->journal));
+    json_object_set_new(info, "unrestorable", damage_status(d));   /* damage.c */
     json_object_set_new(j, "daemon", info);
     json_object_set_new(j, "sandbox", verify_status(d));
     json_object_set_new(j, "confinement", confine_status(&d->conf));
@@ -442,6 +443,15 @@ static char *exec_request(a4psd *d, json_t *req)
             return err_line("not_found", "cancel: no queued or running task %u", n);
         json_t *t = forge_task(d, n);
         return t ? ok_line(t) : err_line("not_found", "task: no task %u", n);
+    }
+    if (!strcmp(cmd, "image")) {
+        const char *action = req_str(req, "action");
+        if (!action || strcmp(action, "check"))
+            return err_line("bad_request", "image: \"action\": \"check\" is required");
+        const char *code = "failed";
+        char msg[KERNEL_ERRLEN];
+        json_t *r = damage_image_check(d, &code, msg, sizeof msg);
+        return r ? ok_line(r) : err_line(code, "%s", msg);
     }
     return err_line("bad_request", "unknown command '%s' (known: %s)", cmd, commands);
 }
@@ -643,6 +653,26 @@ static void handle_line(a4psd *d, client *c, char *line, size_t len)
             client_write(d, c, ok_line(json_pack("{s:s}", "message", msg)));
         else
             client_write(d, c, err_line("failed", "%s", msg));
+        return;
+    }
+    /* The image's unrestorable protos (damage.c): on this thread, which
+     * alone writes the image. */
+    const char *dproto = req_str(req, "proto");
+    if (!strcmp(cmd, "destroy") ||
+        (!strcmp(cmd, "rollback") && dproto && damage_is_unrestorable(d, dproto))) {
+        const char *code = "failed";
+        char msg[KERNEL_ERRLEN];
+        json_t *r = NULL;
+        if (!dproto) {
+            code = "bad_request";
+            snprintf(msg, sizeof msg, "%s: \"proto\" (a string) is required", cmd);
+        } else if (!strcmp(cmd, "destroy")) {
+            r = damage_destroy(d, dproto, &code, msg, sizeof msg);
+        } else {
+            r = damage_rollback(d, dproto, req_str(req, "version"), &code, msg, sizeof msg);
+        }
+        json_decref(req);
+        client_write(d, c, r ? ok_line(r) : err_line(code, "%s", msg));
         return;
     }
     if (!strcmp(cmd, "events")) {

@@ -102,6 +102,16 @@ typedef struct a4psd {
     bool audit_on;               /* set once, before the kernel starts */
     char **audit;                /* events for the image's audit log, not yet written */
     size_t naudit, capaudit;
+
+    /* Protos the image holds but could not restore (damage.c): never
+     * recreated from the config nor touched by a snapshot until the operator
+     * destroys or rolls them back.  Changed by the loop; under mx. */
+    struct dunrestorable {
+        char name[64], plugin[64], version[32];
+        uint32_t state_version;
+        char reason[512];
+    } *unrestorable;
+    size_t nunrestorable;
 } a4psd;
 
 void dlog(a4psd *d, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -182,5 +192,24 @@ int forge_cancel(a4psd *d, unsigned id);
 
 /* a4psd.c: create the config's protos whose plugin is loaded now */
 void daemon_create_protos(a4psd *d, const char *only_plugin);
+
+/* damage.c: what a4psd does about a damaged image (issue 11) */
+/* image_open failed with rc (why): repair or recover as the config allows
+ * and open d->img, or say why not and how (0: d->img is open). */
+int damage_recover(a4psd *d, int rc, const char *why);
+/* After image_restore: take the image's unrestorable protos into d, held. */
+void damage_take_unrestorable(a4psd *d);
+/* Is proto name unrestorable?  (Any thread.) */
+bool damage_is_unrestorable(a4psd *d, const char *name);
+/* Status: the unrestorable protos as a JSON array (caller owns it). */
+json_t *damage_status(a4psd *d);
+/* The ctl requests: a result, or NULL with an error code and msg.  destroy
+ * (an unrestorable proto leaves the image; a live one the kernel, and the
+ * image at the next snapshot) and rollback of an unrestorable proto run on
+ * the loop thread, which writes the image; image check on a worker. */
+json_t *damage_destroy(a4psd *d, const char *proto, const char **code, char *msg, size_t len);
+json_t *damage_rollback(a4psd *d, const char *proto, const char *version, const char **code,
+                        char *msg, size_t len);
+json_t *damage_image_check(a4psd *d, const char **code, char *msg, size_t len);
 
 #endif

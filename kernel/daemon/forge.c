@@ -502,6 +502,12 @@ static const char *attempt_run(a4psd *d, ftask *t, const char *source, json_t *a
             rc = A4PS_EINVAL;
         }
     }
+    if (rc == A4PS_OK && t->create && damage_is_unrestorable(d, t->target)) {
+        /* Its rows in the image wait for the operator (damage.c). */
+        snprintf(err, sizeof err, "proto %s is unrestorable: its state in the image waits for "
+                 "a4psctl destroy or rollback: not created", t->target);
+        rc = A4PS_EEXIST;
+    }
     if (rc == A4PS_OK) {
         kernel_version_annotate(d->k, info.name, info.version, source, rep, origin);
         rc = t->create ? kernel_proto_create(d->k, t->target, info.name, info.version, NULL, err,

@@ -15,7 +15,9 @@
  * SQLite's quick_check sees a damaged page structure but not a flipped bit
  * inside a value, so every protos and state row carries a checksum, all
  * verified when the image is opened; binaries are verified by their SHA-256
- * before they are loaded. */
+ * then too (a mismatch alone is IMAGE_EBINARY: a4psd mends that binary from a
+ * verified copy rather than lose state to an older image) and again before
+ * they are loaded.  image_check is the full check on demand. */
 #define _GNU_SOURCE
 #include "image/image.h"
 
@@ -39,6 +41,14 @@ struct image {
     char id[33];                 /* meta image_id */
     uint64_t journal_seq;        /* meta journal_seq: the journal it covers */
     char *notice;                /* modes tightened at open, for the caller's log */
+    /* -- damage (issue 11): binaries that failed their hash at open, protos
+     * image_restore could not bring back, names image_write must not touch */
+    image_bad_binary *bad;
+    size_t nbad;
+    image_unrestorable *left;
+    size_t nleft;
+    char **held;
+    size_t nheld;
 };
 
 /* The image holds every proto's state and every plugin binary: it, its WAL
@@ -262,7 +272,59 @@ static int verify_rows(image *img, char *err, size_t errlen)
     return rc;
 }
 
+/* Every stored binary against its SHA-256 (quick_check and the row sums do
+ * not look inside a blob): the ones that fail go to img->bad, with the
+ * versions that use them. */
+static int verify_binaries(image *img, char *err, size_t errlen)
+{
+    sqlite3_stmt *st, *who;
+    if (sqlite3_prepare_v2(img->db, "SELECT sha256, bytes FROM binaries", -1, &st, NULL))
+        return fail(img, err, errlen, "reading binaries");
+    if (sqlite3_prepare_v2(img->db, "SELECT name || ' ' || version FROM behaviours"
+                           " WHERE sha256 = ? ORDER BY id", -1, &who, NULL)) {
+        sqlite3_finalize(st);
+        return fail(img, err, errlen, "reading versions");
+    }
+    int rc = A4PS_OK;
+    while (rc == A4PS_OK && sqlite3_step(st) == SQLITE_ROW) {
+        const char *sha = (const char *)sqlite3_column_text(st, 0);
+        const void *bytes = sqlite3_column_blob(st, 1);
+        char hex[65];
+        kernel_sha256(bytes, (size_t)sqlite3_column_bytes(st, 1), NULL, hex);
+        if (sha && !strcmp(hex, sha))
+            continue;
+        image_bad_binary *nb = realloc(img->bad, (img->nbad + 1) * sizeof *nb);
+        if (!nb) {
+            snprintf(err, errlen, "image %s: out of memory", img->path);
+            rc = A4PS_ENOMEM;
+            break;
+        }
+        img->bad = nb;
+        image_bad_binary *b = &img->bad[img->nbad++];
+        memset(b, 0, sizeof *b);
+        snprintf(b->sha256, sizeof b->sha256, "%s", sha ? sha : "");
+        snprintf(b->actual, sizeof b->actual, "%s", hex);
+        sqlite3_reset(who);
+        sqlite3_bind_text(who, 1, b->sha256, -1, SQLITE_STATIC);
+        while (sqlite3_step(who) == SQLITE_ROW) {
+            size_t used = strlen(b->versions);
+            snprintf(b->versions + used, sizeof b->versions - used, "%s%s", used ? ", " : "",
+                     (const char *)sqlite3_column_text(who, 0));
+        }
+        if (!b->versions[0])
+            snprintf(b->versions, sizeof b->versions, "no version");
+    }
+    sqlite3_finalize(st);
+    sqlite3_finalize(who);
+    return rc;
+}
+
 int image_open(const char *path, image **out, char *err, size_t errlen)
+{
+    return image_open_ex(path, 0, out, err, errlen);
+}
+
+int image_open_ex(const char *path, unsigned flags, image **out, char *err, size_t errlen)
 {
     image *img = calloc(1, sizeof *img);
     if (!img || !(img->path = strdup(path))) {
@@ -377,6 +439,20 @@ int image_open(const char *path, image **out, char *err, size_t errlen)
         image_close(img);
         return A4PS_ERROR;
     }
+    if (existed && verify_binaries(img, err, errlen) != A4PS_OK) {
+        image_close(img);
+        return A4PS_ERROR;
+    }
+    if (img->nbad && !(flags & IMAGE_OPEN_BAD_BINARIES)) {
+        size_t used = (size_t)snprintf(err, errlen, "image %s is damaged: ", path);
+        for (size_t i = 0; i < img->nbad && used < errlen; i++)
+            used += (size_t)snprintf(err + used, errlen - used, "%sthe stored binary of %s "
+                                     "(sha256 %s) fails its SHA-256 (its bytes hash to %.16s...)",
+                                     i ? "; " : "", img->bad[i].versions, img->bad[i].sha256,
+                                     img->bad[i].actual);
+        image_close(img);
+        return IMAGE_EBINARY;
+    }
     *out = img;
     return A4PS_OK;
 }
@@ -388,7 +464,55 @@ void image_close(image *img)
     sqlite3_close(img->db);
     free(img->path);
     free(img->notice);
+    free(img->bad);
+    free(img->left);
+    for (size_t i = 0; i < img->nheld; i++)
+        free(img->held[i]);
+    free(img->held);
     free(img);
+}
+
+/* Damaged binaries (img->bad) whose version the kernel has loaded again
+ * from a good file: its verified copy replaces the stored bytes, in the
+ * snapshot's transaction; mended[i] says which.  A copy that does not hash
+ * right is left alone. */
+static int mend_binaries(image *img, const kernel_snapshot *s, bool *mended, char *err,
+                         size_t errlen)
+{
+    for (size_t b = 0; b < img->nbad; b++)
+        for (size_t i = 0; i < s->nversions && !mended[b]; i++) {
+            if (strcmp(s->versions[i].sha256, img->bad[b].sha256) || !s->versions[i].stored_path)
+                continue;
+            void *bytes = NULL;
+            size_t len = 0;
+            char hex[65];
+            if (kernel_read_file(s->versions[i].stored_path, SIZE_MAX, &bytes, &len) != 0)
+                continue;
+            kernel_sha256(bytes, len, NULL, hex);
+            sqlite3_stmt *st = NULL;
+            if (strcmp(hex, img->bad[b].sha256) ||
+                sqlite3_prepare_v2(img->db, "UPDATE binaries SET bytes = ? WHERE sha256 = ?", -1,
+                                   &st, NULL) != SQLITE_OK) {
+                free(bytes);
+                continue;
+            }
+            sqlite3_bind_blob(st, 1, bytes, (int)len, free);
+            sqlite3_bind_text(st, 2, img->bad[b].sha256, -1, SQLITE_STATIC);
+            int rc = sqlite3_step(st);
+            sqlite3_finalize(st);
+            if (rc != SQLITE_DONE)
+                return fail(img, err, errlen, "repairing a binary");
+            mended[b] = true;
+        }
+    return A4PS_OK;
+}
+
+static bool is_held(const image *img, const char *name)
+{
+    for (size_t i = 0; i < img->nheld; i++)
+        if (!strcmp(img->held[i], name))
+            return true;
+    return false;
 }
 
 int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
@@ -396,6 +520,7 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
     sqlite3_stmt *has = NULL, *bin = NULL, *beh = NULL, *pro = NULL, *del = NULL, *ins = NULL,
                  *delp = NULL;
     int rc = A4PS_ERROR;
+    bool *mended = NULL;         /* of img->bad, repaired by this snapshot */
     if (exec(img, "BEGIN IMMEDIATE", err, errlen, "begin") != A4PS_OK)
         return A4PS_ERROR;
     if (sqlite3_prepare_v2(img->db, "SELECT 1 FROM binaries WHERE sha256 = ?", -1, &has, NULL) ||
@@ -420,6 +545,12 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
         fail(img, err, errlen, "preparing the snapshot");
         goto out;
     }
+    if (img->nbad && !(mended = calloc(img->nbad, sizeof *mended))) {
+        snprintf(err, errlen, "image %s: out of memory", img->path);
+        goto out;
+    }
+    if (img->nbad && mend_binaries(img, s, mended, err, errlen) != A4PS_OK)
+        goto out;
     for (size_t i = 0; i < s->nversions; i++) {
         const kernel_snap_version *v = &s->versions[i];
         sqlite3_reset(has);
@@ -461,6 +592,8 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
     sqlite3_int64 now = (sqlite3_int64)time(NULL);
     for (size_t i = 0; i < s->nprotos; i++) {
         const kernel_snap_proto *p = &s->protos[i];
+        if (is_held(img, p->name))
+            continue;            /* unrestorable: its rows wait for the operator */
         sqlite3_reset(pro);
         sqlite3_bind_text(pro, 1, p->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(pro, 2, p->plugin, -1, SQLITE_STATIC);
@@ -493,6 +626,8 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
         }
     }
     for (size_t i = 0; i < s->ndeleted; i++) {
+        if (is_held(img, s->deleted[i]))
+            continue;
         sqlite3_reset(del);
         sqlite3_bind_text(del, 1, s->deleted[i], -1, SQLITE_STATIC);
         sqlite3_reset(delp);
@@ -519,7 +654,11 @@ int image_write(image *img, const kernel_snapshot *s, char *err, size_t errlen)
     if (s->log_position)
         img->journal_seq = s->log_position;
     rc = A4PS_OK;
+    for (size_t b = img->nbad; mended && b-- > 0;)
+        if (mended[b])
+            img->bad[b] = img->bad[--img->nbad];
 out:
+    free(mended);
     if (rc != A4PS_OK)
         sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_finalize(has);
@@ -619,8 +758,32 @@ int image_has_proto(image *img, const char *name)
     return found;
 }
 
+/* A version image_restore left out, and why: its protos inherit the reason. */
+typedef struct left_version {
+    char name[64], version[32], reason[256];
+} left_version;
+
+static void version_left_out(left_version **lv, size_t *n, const char *name, const char *version,
+                             const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void version_left_out(left_version **lv, size_t *n, const char *name, const char *version,
+                             const char *fmt, ...)
+{
+    left_version *nl = realloc(*lv, (*n + 1) * sizeof *nl);
+    if (!nl)
+        return;
+    *lv = nl;
+    left_version *v = &nl[(*n)++];
+    snprintf(v->name, sizeof v->name, "%s", name);
+    snprintf(v->version, sizeof v->version, "%s", version);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->reason, sizeof v->reason, fmt, ap);
+    va_end(ap);
+}
+
 static int restore_versions(image *img, kernel *k, const char *tmpdir, image_restored *r,
-                            void (*report)(void *, const char *), void *arg)
+                            void (*report)(void *, const char *), void *arg,
+                            left_version **lv, size_t *nlv)
 {
     sqlite3_stmt *st;
     char msg[KERNEL_ERRLEN + 256];
@@ -640,6 +803,7 @@ static int restore_versions(image *img, kernel *k, const char *tmpdir, image_res
         if (!strcmp(status, "quarantined")) {
             snprintf(msg, sizeof msg, "image: %s %s stays out: it was quarantined", name, version);
             report(arg, msg);
+            version_left_out(lv, nlv, name, version, "version %s was quarantined", version);
             continue;
         }
         /* The hash is checked before anything is loaded: a binary the image
@@ -650,6 +814,9 @@ static int restore_versions(image *img, kernel *k, const char *tmpdir, image_res
             snprintf(msg, sizeof msg, "image: %s %s left out: its stored binary has sha256 "
                      "%.16s..., the image records %.16s...", name, version, hex, sha);
             report(arg, msg);
+            version_left_out(lv, nlv, name, version, "the stored binary of %s %s (sha256 %s) "
+                             "fails its SHA-256 and no verified copy was found", name, version,
+                             sha);
             r->failed++;
             continue;
         }
@@ -670,6 +837,8 @@ static int restore_versions(image *img, kernel *k, const char *tmpdir, image_res
                 snprintf(msg, sizeof msg, "image: %s %s: stored binary has sha256 %.16s..., the "
                          "image says %.16s...: left out", name, version, info.sha256, sha);
                 report(arg, msg);
+                version_left_out(lv, nlv, name, version, "%s %s loaded with another sha256",
+                                 name, version);
                 r->failed++;
             } else {
                 r->versions++;
@@ -683,6 +852,8 @@ static int restore_versions(image *img, kernel *k, const char *tmpdir, image_res
         } else {
             snprintf(msg, sizeof msg, "image: %s %s: left out: %s", name, version, err);
             report(arg, msg);
+            version_left_out(lv, nlv, name, version, "%s %s was refused at load: %s", name,
+                             version, err);
             r->failed++;
         }
         unlink(path);
@@ -691,87 +862,425 @@ static int restore_versions(image *img, kernel *k, const char *tmpdir, image_res
     return A4PS_OK;
 }
 
+void image_proto_free(kernel_snap_proto *p)
+{
+    for (size_t i = 0; i < p->nkeys; i++) {
+        free(p->keys[i]);
+        free(p->vals[i]);
+    }
+    free(p->keys);
+    free(p->vals);
+    free(p->lens);
+    free(p->persona);
+    free(p->deps_json);
+    free(p->history_json);
+    free(p->cloned_from);
+    memset(p, 0, sizeof *p);
+}
+
+static char *col_dup(sqlite3_stmt *st, int i, bool *nomem)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    char *c = t ? strdup(t) : NULL;
+    if (t && !c)
+        *nomem = true;
+    return c;
+}
+
+/* One protos row (at ps's cursor) and its state rows, copied into p. */
+static int read_proto(sqlite3_stmt *ps, sqlite3_stmt *ss, kernel_snap_proto *p)
+{
+    bool nomem = false;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", (const char *)sqlite3_column_text(ps, 0));
+    snprintf(p->plugin, sizeof p->plugin, "%s", (const char *)sqlite3_column_text(ps, 1));
+    snprintf(p->version, sizeof p->version, "%s", (const char *)sqlite3_column_text(ps, 2));
+    p->state_version = (uint32_t)sqlite3_column_int(ps, 3);
+    p->persona = col_dup(ps, 4, &nomem);
+    p->deps_json = col_dup(ps, 5, &nomem);
+    p->history_json = col_dup(ps, 6, &nomem);
+    p->cloned_from = col_dup(ps, 7, &nomem);
+    size_t cap = 0;
+    sqlite3_reset(ss);
+    sqlite3_bind_text(ss, 1, p->name, -1, SQLITE_STATIC);
+    while (!nomem && sqlite3_step(ss) == SQLITE_ROW) {
+        if (p->nkeys == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nk = realloc(p->keys, cap * sizeof *nk);
+            void **nv = nk ? realloc(p->vals, cap * sizeof *nv) : NULL;
+            size_t *nl = nv ? realloc(p->lens, cap * sizeof *nl) : NULL;
+            if (nk)
+                p->keys = nk;
+            if (nv)
+                p->vals = nv;
+            if (nl)
+                p->lens = nl;
+            if (!nl) {
+                nomem = true;
+                break;
+            }
+        }
+        size_t len = (size_t)sqlite3_column_bytes(ss, 1);
+        p->keys[p->nkeys] = strdup((const char *)sqlite3_column_text(ss, 0));
+        p->vals[p->nkeys] = malloc(len ? len : 1);
+        if (!p->keys[p->nkeys] || !p->vals[p->nkeys]) {
+            free(p->keys[p->nkeys]);
+            free(p->vals[p->nkeys]);
+            nomem = true;
+            break;
+        }
+        if (len)
+            memcpy(p->vals[p->nkeys], sqlite3_column_blob(ss, 1), len);
+        p->lens[p->nkeys++] = len;
+    }
+    return nomem ? A4PS_ENOMEM : A4PS_OK;
+}
+
+#define PROTO_COLUMNS "SELECT name, plugin, version, state_version, persona, deps, history," \
+                      " cloned_from FROM protos"
+
 int image_restore(image *img, kernel *k, const char *tmpdir, image_restored *out,
                   void (*report)(void *arg, const char *message), void *arg,
                   char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     mkdir(tmpdir, 0700);
-    if (restore_versions(img, k, tmpdir, out, report, arg) != A4PS_OK)
+    left_version *lv = NULL;
+    size_t nlv = 0;
+    if (restore_versions(img, k, tmpdir, out, report, arg, &lv, &nlv) != A4PS_OK) {
+        free(lv);
         return fail(img, err, errlen, "reading versions");
+    }
     sqlite3_stmt *ps, *ss;
-    if (sqlite3_prepare_v2(img->db,
-                           "SELECT name, plugin, version, state_version, persona, deps, history,"
-                           " cloned_from FROM protos ORDER BY name", -1, &ps, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(img->db, PROTO_COLUMNS " ORDER BY name", -1, &ps, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(img->db, "SELECT key, value FROM state WHERE proto = ?", -1, &ss,
-                           NULL) != SQLITE_OK)
+                           NULL) != SQLITE_OK) {
+        free(lv);
         return fail(img, err, errlen, "reading protos");
+    }
     while (sqlite3_step(ps) == SQLITE_ROW) {
         kernel_snap_proto p;
-        memset(&p, 0, sizeof p);
-        snprintf(p.name, sizeof p.name, "%s", (const char *)sqlite3_column_text(ps, 0));
-        snprintf(p.plugin, sizeof p.plugin, "%s", (const char *)sqlite3_column_text(ps, 1));
-        snprintf(p.version, sizeof p.version, "%s", (const char *)sqlite3_column_text(ps, 2));
-        p.state_version = (uint32_t)sqlite3_column_int(ps, 3);
-        p.persona = (char *)sqlite3_column_text(ps, 4);
-        p.deps_json = (char *)sqlite3_column_text(ps, 5);
-        p.history_json = (char *)sqlite3_column_text(ps, 6);
-        p.cloned_from = (char *)sqlite3_column_text(ps, 7);
-        size_t cap = 0;
-        sqlite3_reset(ss);
-        sqlite3_bind_text(ss, 1, p.name, -1, SQLITE_STATIC);
-        bool nomem = false;
-        while (sqlite3_step(ss) == SQLITE_ROW && !nomem) {
-            if (p.nkeys == cap) {
-                cap = cap ? cap * 2 : 16;
-                char **nk = realloc(p.keys, cap * sizeof *nk);
-                void **nv = nk ? realloc(p.vals, cap * sizeof *nv) : NULL;
-                size_t *nl = nv ? realloc(p.lens, cap * sizeof *nl) : NULL;
-                if (nk)
-                    p.keys = nk;
-                if (nv)
-                    p.vals = nv;
-                if (nl)
-                    p.lens = nl;
-                if (!nl) {
-                    nomem = true;
-                    break;
-                }
-            }
-            size_t len = (size_t)sqlite3_column_bytes(ss, 1);
-            p.keys[p.nkeys] = strdup((const char *)sqlite3_column_text(ss, 0));
-            p.vals[p.nkeys] = malloc(len ? len : 1);
-            if (!p.keys[p.nkeys] || !p.vals[p.nkeys]) {
-                free(p.keys[p.nkeys]);
-                free(p.vals[p.nkeys]);
-                nomem = true;
-                break;
-            }
-            if (len)
-                memcpy(p.vals[p.nkeys], sqlite3_column_blob(ss, 1), len);
-            p.lens[p.nkeys++] = len;
-        }
+        int rc = read_proto(ps, ss, &p);
         char perr[KERNEL_ERRLEN], msg[KERNEL_ERRLEN + 64];
-        int rc = nomem ? A4PS_ENOMEM : kernel_restore_proto(k, &p, perr, sizeof perr);
+        if (rc == A4PS_OK)
+            rc = kernel_restore_proto(k, &p, perr, sizeof perr);
         if (rc == A4PS_OK) {
             out->protos++;
         } else {
             snprintf(msg, sizeof msg, "image: proto %s left out: %s", p.name,
-                     nomem ? "out of memory" : perr);
+                     rc == A4PS_ENOMEM ? "out of memory" : perr);
             report(arg, msg);
             out->failed++;
+            /* Its rows stay as they are: unrestorable until the operator
+             * destroys it or rolls it onto a version that is loaded. */
+            image_unrestorable *nl = realloc(img->left, (img->nleft + 1) * sizeof *nl);
+            if (nl) {
+                img->left = nl;
+                image_unrestorable *u = &nl[img->nleft++];
+                memset(u, 0, sizeof *u);
+                snprintf(u->name, sizeof u->name, "%s", p.name);
+                snprintf(u->plugin, sizeof u->plugin, "%s", p.plugin);
+                snprintf(u->version, sizeof u->version, "%s", p.version);
+                u->state_version = p.state_version;
+                snprintf(u->reason, sizeof u->reason, "%s",
+                         rc == A4PS_ENOMEM ? "out of memory restoring it" : perr);
+                for (size_t i = 0; i < nlv; i++)
+                    if (!strcmp(lv[i].name, p.plugin) && !strcmp(lv[i].version, p.version))
+                        snprintf(u->reason, sizeof u->reason, "%s", lv[i].reason);
+            }
         }
-        for (size_t i = 0; i < p.nkeys; i++) {
-            free(p.keys[i]);
-            free(p.vals[i]);
-        }
-        free(p.keys);
-        free(p.vals);
-        free(p.lens);
+        image_proto_free(&p);
     }
     sqlite3_finalize(ps);
     sqlite3_finalize(ss);
+    free(lv);
     return A4PS_OK;
+}
+
+const image_unrestorable *image_unrestorables(const image *img, size_t *n)
+{
+    *n = img->nleft;
+    return img->left;
+}
+
+const image_bad_binary *image_bad_binaries(const image *img, size_t *n)
+{
+    *n = img->nbad;
+    return img->bad;
+}
+
+int image_hold(image *img, const char *name, bool hold)
+{
+    for (size_t i = 0; i < img->nheld; i++)
+        if (!strcmp(img->held[i], name)) {
+            if (!hold) {
+                free(img->held[i]);
+                img->held[i] = img->held[--img->nheld];
+            }
+            return A4PS_OK;
+        }
+    if (!hold)
+        return A4PS_OK;
+    char **nh = realloc(img->held, (img->nheld + 1) * sizeof *nh);
+    if (!nh || !(nh[img->nheld] = strdup(name))) {
+        if (nh)
+            img->held = nh;
+        return A4PS_ENOMEM;
+    }
+    img->held = nh;
+    img->nheld++;
+    return A4PS_OK;
+}
+
+int image_proto_load(image *img, const char *name, kernel_snap_proto *out, char *err,
+                     size_t errlen)
+{
+    sqlite3_stmt *ps, *ss;
+    memset(out, 0, sizeof *out);
+    if (sqlite3_prepare_v2(img->db, PROTO_COLUMNS " WHERE name = ?", -1, &ps, NULL) != SQLITE_OK)
+        return fail(img, err, errlen, "reading a proto");
+    if (sqlite3_prepare_v2(img->db, "SELECT key, value FROM state WHERE proto = ?", -1, &ss,
+                           NULL) != SQLITE_OK) {
+        sqlite3_finalize(ps);
+        return fail(img, err, errlen, "reading a proto's state");
+    }
+    sqlite3_bind_text(ps, 1, name, -1, SQLITE_STATIC);
+    int rc = A4PS_ENOENT;
+    if (sqlite3_step(ps) == SQLITE_ROW) {
+        rc = read_proto(ps, ss, out);
+        if (rc != A4PS_OK) {
+            image_proto_free(out);
+            snprintf(err, errlen, "image %s: proto '%s': out of memory", img->path, name);
+        }
+    } else {
+        snprintf(err, errlen, "image %s has no proto named '%s'", img->path, name);
+    }
+    sqlite3_finalize(ps);
+    sqlite3_finalize(ss);
+    return rc;
+}
+
+int image_proto_delete(image *img, const char *name, int *nrows, char *err, size_t errlen)
+{
+    sqlite3_stmt *ds = NULL, *dp = NULL;
+    int rc = A4PS_ERROR;
+    *nrows = 0;
+    if (exec(img, "BEGIN IMMEDIATE", err, errlen, "begin") != A4PS_OK)
+        return A4PS_ERROR;
+    if (sqlite3_prepare_v2(img->db, "DELETE FROM state WHERE proto = ?", -1, &ds, NULL) ||
+        sqlite3_prepare_v2(img->db, "DELETE FROM protos WHERE name = ?", -1, &dp, NULL)) {
+        fail(img, err, errlen, "preparing a delete");
+        goto out;
+    }
+    sqlite3_bind_text(ds, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(dp, 1, name, -1, SQLITE_STATIC);
+    if (sqlite3_step(ds) != SQLITE_DONE) {
+        fail(img, err, errlen, "deleting a proto's state");
+        goto out;
+    }
+    *nrows = sqlite3_changes(img->db);
+    if (sqlite3_step(dp) != SQLITE_DONE) {
+        fail(img, err, errlen, "deleting a proto");
+        goto out;
+    }
+    if (sqlite3_changes(img->db) == 0) {
+        snprintf(err, errlen, "image %s has no proto named '%s'", img->path, name);
+        rc = A4PS_ENOENT;
+        goto out;
+    }
+    if (exec(img, "COMMIT", err, errlen, "commit") != A4PS_OK)
+        goto out;
+    rc = A4PS_OK;
+out:
+    if (rc != A4PS_OK)
+        sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_finalize(ds);
+    sqlite3_finalize(dp);
+    return rc;
+}
+
+int image_binary_repair(image *img, const char *sha256, const void *bytes, size_t len,
+                        char *err, size_t errlen)
+{
+    char hex[65];
+    kernel_sha256(bytes, len, NULL, hex);
+    if (strcmp(hex, sha256) != 0) {
+        snprintf(err, errlen, "image %s: the copy offered for %.16s... hashes to %.16s...",
+                 img->path, sha256, hex);
+        return A4PS_EINVAL;
+    }
+    sqlite3_stmt *st;
+    if (exec(img, "BEGIN IMMEDIATE", err, errlen, "begin") != A4PS_OK)
+        return A4PS_ERROR;
+    if (sqlite3_prepare_v2(img->db, "UPDATE binaries SET bytes = ? WHERE sha256 = ?", -1, &st,
+                           NULL) != SQLITE_OK) {
+        fail(img, err, errlen, "preparing a repair");
+        sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
+        return A4PS_ERROR;
+    }
+    sqlite3_bind_blob(st, 1, bytes, (int)len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sha256, -1, SQLITE_STATIC);
+    int ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(img->db) == 1;
+    sqlite3_finalize(st);
+    if (!ok) {
+        fail(img, err, errlen, "repairing a binary");
+        sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
+        return A4PS_ERROR;
+    }
+    if (exec(img, "COMMIT", err, errlen, "commit") != A4PS_OK) {
+        sqlite3_exec(img->db, "ROLLBACK", NULL, NULL, NULL);
+        return A4PS_ERROR;
+    }
+    for (size_t i = 0; i < img->nbad; i++)
+        if (!strcmp(img->bad[i].sha256, sha256)) {
+            img->bad[i] = img->bad[--img->nbad];
+            break;
+        }
+    return A4PS_OK;
+}
+
+/* A read-only connection of its own: safe on any thread, beside the
+ * image's writer (WAL), and on a backup generation a4psd does not own. */
+static sqlite3 *open_ro(const char *path)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 2000);
+    return db;
+}
+
+int image_find_binary(const char *path, const char *sha256, void **bytes, size_t *len)
+{
+    sqlite3 *db = open_ro(path);
+    if (!db)
+        return A4PS_ENOENT;
+    sqlite3_stmt *st;
+    int rc = A4PS_ENOENT;
+    if (sqlite3_prepare_v2(db, "SELECT bytes FROM binaries WHERE sha256 = ?", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            size_t n = (size_t)sqlite3_column_bytes(st, 0);
+            const void *b = sqlite3_column_blob(st, 0);
+            char hex[65];
+            kernel_sha256(b, n, NULL, hex);
+            void *copy = !strcmp(hex, sha256) ? malloc(n ? n : 1) : NULL;
+            if (copy) {
+                if (n)
+                    memcpy(copy, b, n);
+                *bytes = copy;
+                *len = n;
+                rc = A4PS_OK;
+            }
+        }
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return rc;
+}
+
+static void problem(image_check_result *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void problem(image_check_result *r, const char *fmt, ...)
+{
+    char *line;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&line, fmt, ap);
+    va_end(ap);
+    char **np = n >= 0 ? realloc(r->problems, (r->nproblems + 1) * sizeof *np) : NULL;
+    if (!np) {
+        if (n >= 0)
+            free(line);
+        return;
+    }
+    r->problems = np;
+    np[r->nproblems++] = line;
+}
+
+int image_check(const char *path, image_check_result *r, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof *r);
+    sqlite3 *db = open_ro(path);
+    if (!db) {
+        snprintf(err, errlen, "image %s: cannot open it read-only", path);
+        return A4PS_ERROR;
+    }
+    sqlite3_stmt *st;
+    /* integrity_check (not quick_check): indexes against their tables too;
+     * up to 100 messages. */
+    if (sqlite3_prepare_v2(db, "PRAGMA integrity_check(100)", -1, &st, NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *m = (const char *)sqlite3_column_text(st, 0);
+            if (m && strcmp(m, "ok"))
+                problem(r, "integrity_check: %s", m);
+        }
+        sqlite3_finalize(st);
+    } else {
+        problem(r, "integrity_check cannot run: %s", sqlite3_errmsg(db));
+    }
+    if (sqlite3_prepare_v2(db, "SELECT b.sha256, b.bytes, (SELECT group_concat(name || ' ' ||"
+                           " version, ', ') FROM behaviours WHERE sha256 = b.sha256)"
+                           " FROM binaries b", -1, &st, NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *sha = (const char *)sqlite3_column_text(st, 0);
+            const char *who = (const char *)sqlite3_column_text(st, 2);
+            char hex[65];
+            kernel_sha256(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1), NULL,
+                          hex);
+            r->binaries++;
+            if (!sha || strcmp(hex, sha))
+                problem(r, "binary %s (%s): its bytes hash to %s", sha ? sha : "?",
+                        who ? who : "no version", hex);
+        }
+        sqlite3_finalize(st);
+    } else {
+        problem(r, "binaries cannot be read: %s", sqlite3_errmsg(db));
+    }
+    if (sqlite3_prepare_v2(db, "SELECT name, plugin, version, state_version, persona, deps,"
+                           " history, cloned_from, sum FROM protos", -1, &st, NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *c[8];
+            for (int i = 0; i < 8; i++)
+                c[i] = (const char *)sqlite3_column_text(st, i);
+            r->protos++;
+            if (proto_sum(c[0], c[1], c[2], sqlite3_column_int(st, 3), c[4], c[5], c[6], c[7]) !=
+                sqlite3_column_int64(st, 8))
+                problem(r, "proto '%s': its record fails its checksum", c[0] ? c[0] : "?");
+        }
+        sqlite3_finalize(st);
+    } else {
+        problem(r, "protos cannot be read: %s", sqlite3_errmsg(db));
+    }
+    if (sqlite3_prepare_v2(db, "SELECT proto, key, value, sum FROM state", -1, &st, NULL) ==
+        SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *proto = (const char *)sqlite3_column_text(st, 0);
+            const char *key = (const char *)sqlite3_column_text(st, 1);
+            const void *val = sqlite3_column_blob(st, 2);
+            size_t len = (size_t)sqlite3_column_bytes(st, 2);
+            r->state_rows++;
+            if (state_sum(proto, key, val, len) != sqlite3_column_int64(st, 3))
+                problem(r, "state of proto '%s', key '%s': fails its checksum",
+                        proto ? proto : "?", key ? key : "?");
+        }
+        sqlite3_finalize(st);
+    } else {
+        problem(r, "state cannot be read: %s", sqlite3_errmsg(db));
+    }
+    sqlite3_close(db);
+    return A4PS_OK;
+}
+
+void image_check_free(image_check_result *r)
+{
+    for (size_t i = 0; i < r->nproblems; i++)
+        free(r->problems[i]);
+    free(r->problems);
+    memset(r, 0, sizeof *r);
 }
 
 int image_each_report(image *img, void (*each)(void *arg, const char *sha256, const char *report),

@@ -243,8 +243,10 @@ test_kill_9_during_snapshots() {
 # and a restart restores it.
 test_full_disk() {
     new_dir "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
+    # The journal off: RLIMIT_FSIZE would limit it too (its own disk-full
+    # test is elsewhere); this one is about the snapshot.
     write_config '    { name = "BABS"; plugin = "babs"; },
-    { name = "C"; plugin = "counter"; }'
+    { name = "C"; plugin = "counter"; }' 'durability = "snapshot";'
     # A first run writes the last good image; its size (and its backup's, and
     # the generation copies in run/) tells the limit that lets a4psd start
     # on it again but not hold much more.
@@ -310,10 +312,11 @@ kept by the last good snapshot" ] || fail "the image does not hold the last good
 
 # ---- a stored binary that is damaged ----
 
-# Write an image with two plugins' protos, then damage the counter's stored
-# binary.  With the plugin directory emptied (the image alone), a4psd
-# starts: the counter version and its proto C are reported left out, BABS
-# comes back with its state.
+# The stored counter binary zeroed (100 zero bytes, not even an ELF file):
+# it fails its SHA-256, so the image is damaged.  With the default config
+# a4psd refuses and says the backup generation holds a verified good copy;
+# with image_recover = true it repairs that one binary from there and loses
+# nothing -- C and BABS both come back with their state.
 test_bad_binary_in_image() {
     new_dir "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
     write_config '    { name = "BABS"; plugin = "babs"; },
@@ -325,27 +328,35 @@ test_bad_binary_in_image() {
     db "UPDATE binaries SET bytes = zeroblob(100)
         WHERE sha256 = (SELECT sha256 FROM behaviours WHERE name = 'counter')" || fail "sqlite3 update"
     rm -f "$T/plugins/"*.so
+    local log rc r
+    run_refused "$T/refused.log"
+    rc=$?
+    [ "$rc" != 0 ] && [ "$rc" != 124 ] || { fail "a4psd started on a zeroed binary with image_recover off ($rc)"; return; }
+    log=$(cat "$T/refused.log")
+    expect_line "$log" 'the stored binary of counter 1\.0\.0 \(sha256 [0-9a-f]{64}\) fails its SHA-256' "the refusal"
+    expect_contains "$log" "a verified good copy is in backup generation $T/a4ps.img.1" "the refusal"
+    expect_contains "$log" "image_recover = true" "the refusal"
+    [ "$(db "SELECT length(bytes) FROM binaries WHERE sha256 = (SELECT sha256 FROM behaviours WHERE name = 'counter')")" = 100 ] ||
+        fail "the refusal changed the image"
+    sed -i 's/snapshot_interval_s = 0;/snapshot_interval_s = 0; image_recover = true;/' "$T/a4ps.cfg"
     launch || return
-    local log st r
     log=$(cat "$LOG")
-    # Refused by its hash (or by the loader: 100 zero bytes are no ELF file).
-    expect_line "$log" 'image: counter 1\.0\.0:? .*left out' "the log"
-    expect_contains "$log" "image: proto C left out" "the log"
-    st=$(ctl --json status)
-    r=$(ctl send C get 2>&1) && fail "C answered though its version was left out: $r"
+    expect_contains "$log" "REPAIRED: image $T/a4ps.img: the stored binary of counter 1.0.0" "the log"
+    expect_lacks "$log" "left out" "the log"
+    expect_reply C incr "" "v1 count=102"
     r=$(ctl send BABS recall neighbour 2>&1) || fail "BABS recall after the restart: $r"
     expect_contains "$r" "survives a damaged neighbour" "BABS after the restart"
     expect_reply BABS count "" "1 note"
-    expect_lacks "$(ctl list)" "counter" "a4psctl list"
-    echo "  last_errors: $(grep -o '"last_errors":\[[^]]*\]' <<< "$st" | head -c 400)"
     halt
 }
 
 # The stored counter binary replaced by another valid plugin (counter
 # 2.0.0's bytes: what a forged image, or a flipped bit in a loadable part of
-# an ELF file, leaves): its hash does not match, so it is left out -- and it
-# is never loaded: no code the image does not vouch for runs in the kernel,
-# and C does not come back on it.
+# an ELF file, leaves) and no good copy anywhere (backups removed): its hash
+# does not match, so it is never loaded -- no code the image does not vouch
+# for runs in the kernel.  Refused by default; with image_recover = true C
+# is unrestorable (its rows kept, not recreated by the config) and the rest
+# comes back.
 test_tampered_binary_in_image() {
     new_dir "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
     write_config '    { name = "BABS"; plugin = "babs"; },
@@ -356,18 +367,26 @@ test_tampered_binary_in_image() {
     halt
     db "UPDATE binaries SET bytes = readfile('$PLUGINS/counter-2.so')
         WHERE sha256 = (SELECT sha256 FROM behaviours WHERE name = 'counter')" || fail "sqlite3 update"
-    rm -f "$T/plugins/"*.so
+    rm -f "$T/plugins/"*.so "$T/a4ps.img."[0-9]*
+    local log st r rc
+    run_refused "$T/refused.log"
+    rc=$?
+    [ "$rc" != 0 ] && [ "$rc" != 124 ] || { fail "a4psd started on a forged binary with image_recover off ($rc)"; return; }
+    expect_contains "$(cat "$T/refused.log")" "no verified copy exists" "the refusal"
+    sed -i 's/snapshot_interval_s = 0;/snapshot_interval_s = 0; image_recover = true;/' "$T/a4ps.cfg"
     launch || return
-    local log st r
     log=$(cat "$LOG")
     expect_line "$log" 'image: counter 1\.0\.0:? .*(left out.*sha256|sha256.*left out)' "the log"
-    expect_contains "$log" "image: proto C left out" "the log"
+    expect_contains "$log" "proto C (counter 1.0.0) is UNRESTORABLE" "the log"
     st=$(ctl --json status)
     expect_lacks "$st" '"version":"2.0.0"' "status (a binary that failed its hash was loaded)"
+    expect_contains "$st" '"unrestorable":[{"name":"C"' "status"
     r=$(ctl send C get 2>&1) && fail "C came back on a binary the image does not vouch for: $r"
     r=$(ctl send BABS recall neighbour 2>&1) || fail "BABS recall after the restart: $r"
     expect_contains "$r" "survives a forged neighbour" "BABS after the restart"
     halt
+    [ "$(db "SELECT value FROM state WHERE proto = 'C' AND key = 'count'")" = 101 ] ||
+        fail "C's state in the image changed: $(db "SELECT key, value FROM state WHERE proto = 'C'")"
 }
 
 # ---- images a4psd must refuse at start ----

@@ -388,6 +388,109 @@ static void failed_write_changes_nothing(void **state)
     kernel_snapshot_free(s);
 }
 
+static void report_count(void *arg, const char *msg)
+{
+    (void)msg;
+    (*(int *)arg)++;
+}
+
+/* Issue 11: a flipped byte in a stored binary is damage image_open reports
+ * (IMAGE_EBINARY, the sha256 named); a verified copy from a backup repairs
+ * it alone; without one the proto on it is unrestorable, held out of every
+ * write, loadable and deletable on its own; image_check finds it all. */
+static void binary_damage(void **state)
+{
+    fx *f = fx_open(NULL);
+    *state = f;
+    char img[600], bak[620], err[KERNEL_ERRLEN];
+    snprintf(img, sizeof img, "%s/a4ps.img", f->dir);
+    snprintf(bak, sizeof bak, "%s.1", img);
+    fx_load_ok(f, SW("1"), NULL);
+    fx_proto_ok(f, "a", "sw", NULL);
+    fx_expect(f, "a", "add", "", A4PS_OK, "v1 1");
+    snapshot_to(f, img, 1, NULL);
+    image *im;
+    assert_int_equal(image_open(img, &im, err, sizeof err), 0);
+    assert_int_equal(image_backup(im, 1, err, sizeof err), 0);
+    image_check_result cr;
+    assert_int_equal(image_check(img, &cr, err, sizeof err), 0);
+    assert_int_equal(cr.nproblems, 0);
+    assert_int_equal(cr.binaries, 1);
+    image_check_free(&cr);
+    image_close(im);
+    sqlite3 *db;
+    char sha[65] = "";
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(img, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT sha256 FROM binaries", -1, &st, NULL), 0);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    snprintf(sha, sizeof sha, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_exec(db, "UPDATE binaries SET bytes = CAST(substr(bytes, 1, 999) ||"
+                                  " X'5A' || substr(bytes, 1001) AS BLOB)", NULL, NULL, NULL), 0);
+    sqlite3_close(db);
+    assert_int_equal(image_open(img, &im, err, sizeof err), IMAGE_EBINARY);
+    fx_assert_contains("error", err, sha);
+    fx_assert_contains("error", err, "sw 1.0.0");
+    assert_int_equal(image_check(img, &cr, err, sizeof err), 0);
+    assert_int_equal(cr.nproblems, 1);
+    fx_assert_contains("problem", cr.problems[0], sha);
+    image_check_free(&cr);
+
+    /* No copy: restored without it, "a" unrestorable and held. */
+    assert_int_equal(image_open_ex(img, IMAGE_OPEN_BAD_BINARIES, &im, err, sizeof err), 0);
+    size_t n;
+    assert_non_null(image_bad_binaries(im, &n));
+    assert_int_equal(n, 1);
+    fx *g = fx_open(NULL);
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s/restore", g->dir);
+    image_restored r;
+    int reports = 0;
+    assert_int_equal(image_restore(im, g->k, tmp, &r, report_count, &reports, err, sizeof err), 0);
+    assert_int_equal(r.protos, 0);
+    const image_unrestorable *u = image_unrestorables(im, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(u[0].name, "a");
+    assert_string_equal(u[0].version, "1.0.0");
+    fx_assert_contains("reason", u[0].reason, "fails its SHA-256");
+    assert_int_equal(image_hold(im, "a", true), 0);
+    /* A proto "a" made anew (what the config would do) is not written over
+     * the held rows, nor is its deletion. */
+    fx_load_ok(g, SW("2"), NULL);
+    fx_proto_ok(g, "a", "sw", NULL);
+    kernel_snapshot *s;
+    assert_int_equal(kernel_snapshot_take(g->k, 1, 2000, &s, err, sizeof err), 0);
+    assert_int_equal(image_write(im, s, err, sizeof err), 0);
+    kernel_snapshot_done(g->k, s, 1);
+    kernel_snapshot_free(s);
+    kernel_snap_proto p;
+    assert_int_equal(image_proto_load(im, "a", &p, err, sizeof err), 0);
+    assert_string_equal(p.version, "1.0.0");
+    assert_int_equal(p.nkeys, 1);
+    image_proto_free(&p);
+    fx_close(g);
+
+    /* The backup's verified copy repairs it, and only it. */
+    void *bytes;
+    size_t len;
+    assert_int_equal(image_find_binary(bak, sha, &bytes, &len), 0);
+    assert_int_equal(image_find_binary(img, sha, &bytes, &len), A4PS_ENOENT);  /* damaged */
+    assert_int_equal(image_find_binary(bak, sha, &bytes, &len), 0);
+    assert_int_equal(image_binary_repair(im, sha, bytes, len, err, sizeof err), 0);
+    free(bytes);
+    image_bad_binaries(im, &n);
+    assert_int_equal(n, 0);
+    int rows = -1;
+    assert_int_equal(image_proto_delete(im, "a", &rows, err, sizeof err), 0);
+    assert_int_equal(rows, 1);
+    assert_false(image_has_proto(im, "a"));
+    assert_int_equal(image_proto_delete(im, "a", &rows, err, sizeof err), A4PS_ENOENT);
+    image_close(im);
+    assert_int_equal(image_open(img, &im, err, sizeof err), 0);
+    image_close(im);
+}
+
 int main(void)
 {
     fx_capture_handlers();
@@ -399,6 +502,7 @@ int main(void)
         cmocka_unit_test_teardown(refuses_newer_format, teardown),
         cmocka_unit_test_teardown(refuses_damaged, teardown),
         cmocka_unit_test_teardown(failed_write_changes_nothing, teardown),
+        cmocka_unit_test_teardown(binary_damage, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
