@@ -85,54 +85,22 @@ static void roundtrip(int fd, const char *req, size_t n)
 
 static int connect_unix(const char *path, pid_t child)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    for (int i = 0; i < 1500; i++) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
-            return fd;
-        if (fd >= 0)
-            close(fd);
-        if (waitpid(child, NULL, WNOHANG) == child) {
-            errno = 0;
-            fprintf(stderr, "bench control: the server for %s exited\n", path);
-            exit(1);
-        }
-        usleep(20000);
+    int fd = bench_connect_unix(path, child);
+    if (fd < 0 && errno == 0) {
+        fprintf(stderr, "bench control: the server for %s exited\n", path);
+        exit(1);
     }
-    die(path);
-    return -1;
+    if (fd < 0)
+        die(path);
+    return fd;
 }
 
 static pid_t spawn(char *const argv[], const char *log)
 {
-    pid_t pid = fork();
+    pid_t pid = bench_spawn(argv, log);
     if (pid < 0)
         die("fork");
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execvp(argv[0], argv);
-        _exit(127);
-    }
     return pid;
-}
-
-static bool on_path(const char *prog)
-{
-    const char *path = getenv("PATH");
-    char *copy = strdup(path ? path : "/usr/bin:/bin"), *save = NULL;
-    bool found = false;
-    for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", d, prog);
-        found = access(p, X_OK) == 0;
-    }
-    free(copy);
-    return found;
 }
 
 typedef struct daemon_run {
@@ -232,7 +200,7 @@ int main(void)
         daemon_start(&runs[1], base_exe);
 
     /* The baseline: redis-server on a Unix socket, no persistence. */
-    bool redis = on_path("redis-server");
+    bool redis = bench_on_path("redis-server");
     char rdir[] = "/tmp/a4ps-bench-redis-XXXXXX";
     pid_t rpid = -1;
     int rfd = -1;
