@@ -993,7 +993,7 @@ static const char *status_name(json_int_t st)
         {A4PS_EINVAL, "invalid argument"},     {A4PS_ERANGE, "out of range"},
         {A4PS_ENOSYS, "not understood"},       {A4PS_ELOOP, "sends nested too deep"},
         {A4PS_ETIMEDOUT, "timed out"},         {A4PS_EPERM, "not permitted"},
-        {A4PS_EQUARANTINED, "quarantined"},
+        {A4PS_EQUARANTINED, "quarantined"},    {A4PS_EIO, "the change could not be recorded"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (names[i].status == st)
