@@ -234,7 +234,10 @@ typedef struct a4ps_host_api {
      * bytes into buf and returns the value's full length (call again with a
      * bigger buffer when it exceeds cap), or A4PS_ENOENT.  Keys are non-empty
      * NUL-terminated strings of at most 255 bytes.  Safe under concurrent
-     * senders: each call is atomic for its key. */
+     * senders: each call is atomic for its key.  state_set and state_delete
+     * may return A4PS_EIO when the host cannot record the change (its
+     * journal cannot be written): nothing changed, and the call should fail
+     * rather than claim it was kept. */
     int64_t (*state_get)(a4ps_ctx *ctx, const char *key, void *buf, size_t cap);
     int (*state_set)(a4ps_ctx *ctx, const char *key, const void *data, size_t len);
     int (*state_delete)(a4ps_ctx *ctx, const char *key);
