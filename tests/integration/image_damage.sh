@@ -27,84 +27,14 @@ failures=0
 T=""
 PID=""
 LOG=""
+# shellcheck disable=SC2034  # lib.sh's launch and write_config read them
 LOGN=0
-
-new_dir() {
-    T=$(mktemp -d /tmp/a4ps-id-XXXXXX)
-    daemon_dir "$T"
-    mkdir -p "$T/plugins"
-    local f
-    for f in "$@"; do install -m 644 "$f" "$T/plugins/$(basename "$f")"; done
-}
-
-# $1 the protos, $2 extra top-level lines.
-write_config() {
-    cat > "$T/a4ps.cfg" <<EOF
-plugin_dir = "plugins";
-runtime_dir = "run";
-image = "a4ps.img"; snapshot_interval_s = 0;
-log_level = "info";
-workers = 4;
-control = { socket = "a.sock"; };
-${2:-}
-protos = (
-$1
-);
-EOF
-}
+# shellcheck disable=SC2034
+IMAGE=""                          # the image, relative to $T (a4ps.img)
 
 recover_on() {
     sed -i 's/snapshot_interval_s = 0;/snapshot_interval_s = 0; image_recover = true;/' "$T/a4ps.cfg"
 }
-
-launch() {
-    LOGN=$((LOGN + 1))
-    LOG="$T/log.$LOGN"
-    "$A4PSD" -c "$T/a4ps.cfg" > "$LOG" 2>&1 &
-    PID=$!
-    for _ in $(seq 400); do
-        ctl status > /dev/null 2>&1 && return 0
-        kill -0 "$PID" 2> /dev/null || break
-        sleep 0.025
-    done
-    fail "a4psd did not come up: $(tail -5 "$LOG")"
-}
-
-halt() {
-    [ -n "$PID" ] || return 0
-    kill -TERM "$PID"
-    wait "$PID"
-    local rc=$?
-    PID=""
-    [ "$rc" = 0 ] || fail "a4psd exited $rc at shutdown: $(tail -3 "$LOG")"
-}
-
-# Start a4psd where it must refuse; $1 = its output.  Its exit status, or
-# 124 when it came up instead (left running as $PID).
-run_refused() {
-    "$A4PSD" -c "$T/a4ps.cfg" > "$1" 2>&1 &
-    local p=$!
-    for _ in $(seq 400); do
-        if ! kill -0 "$p" 2> /dev/null; then
-            wait "$p"
-            return
-        fi
-        if ctl status > /dev/null 2>&1; then
-            PID=$p
-            return 124
-        fi
-        sleep 0.025
-    done
-    PID=$p
-    return 124
-}
-
-expect_lacks() {   # text needle what
-    case "$1" in *"$2"*) fail "$3 contains '$2': $1" ;; esac
-    return 0
-}
-
-db() { sqlite3 -batch "$T/a4ps.img" "$@"; }
 
 # What the image holds of BABS, byte for byte: its record and state rows.
 babs_rows() {
@@ -142,7 +72,7 @@ stored_babs_hash() {
 # IMAGE.1 hold them), then one byte of its stored binary flipped and the
 # plugin directory emptied.
 babs_damaged() {
-    new_dir "$PLUGINS/babs.so"
+    new_dir id "$PLUGINS/babs.so"
     write_config '    { name = "BABS"; plugin = "babs"; }'
     launch || return 1
     local i
@@ -292,7 +222,7 @@ test_unrestorable_rolled_back() {
 # destroy on a live proto: gone from the daemon now, from the image at the
 # next snapshot; on no proto at all: not found, exit 1.
 test_destroy_live() {
-    new_dir "$PLUGINS/babs.so"
+    new_dir id "$PLUGINS/babs.so"
     write_config '    { name = "BABS"; plugin = "babs"; }'
     launch || return
     ctl send BABS remember "a note to be destroyed" > /dev/null || fail "remember"
@@ -314,7 +244,7 @@ test_destroy_live() {
 # ---- a4psctl image check ----
 
 test_image_check() {
-    new_dir "$PLUGINS/babs.so"
+    new_dir id "$PLUGINS/babs.so"
     write_config '    { name = "BABS"; plugin = "babs"; }'
     launch || return
     ctl send BABS remember "the sandbox budget is 500 dollars" > /dev/null || fail "remember"

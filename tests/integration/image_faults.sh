@@ -27,77 +27,10 @@ failures=0
 T=""                              # the current test's temp dir
 PID=""                            # the current daemon
 LOG=""                            # its log
+# shellcheck disable=SC2034  # lib.sh's launch and write_config read them
 LOGN=0
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-# A fresh temp dir with the given plugin files in its plugin directory.
-new_dir() {
-    T=$(mktemp -d /tmp/a4ps-if-XXXXXX)
-    daemon_dir "$T"
-    mkdir -p "$T/plugins"
-    local f
-    for f in "$@"; do install -m 644 "$f" "$T/plugins/$(basename "$f")"; done
-}
-
-# The config: an image, no interval snapshots; $1 the protos, $2 extra lines.
-write_config() {
-    cat > "$T/a4ps.cfg" <<EOF
-plugin_dir = "plugins";
-runtime_dir = "run";
-image = "a4ps.img"; snapshot_interval_s = 0;
-log_level = "info";
-workers = 4;
-control = { socket = "a.sock"; };
-${2:-}
-protos = (
-$1
-);
-EOF
-}
-
-# Start a4psd on $T/a4ps.cfg (with an optional command prefix, e.g.
-# prlimit ...), each start logging to a file of its own; wait until a4psctl
-# status answers.
-launch() {
-    LOGN=$((LOGN + 1))
-    LOG="$T/log.$LOGN"
-    "$@" "$A4PSD" -c "$T/a4ps.cfg" > "$LOG" 2>&1 &
-    PID=$!
-    for _ in $(seq 400); do
-        ctl status > /dev/null 2>&1 && return 0
-        kill -0 "$PID" 2> /dev/null || break
-        sleep 0.025
-    done
-    fail "a4psd did not come up: $(tail -5 "$LOG")"
-}
-
-# Stop the daemon gracefully; its exit status must be 0.
-halt() {
-    [ -n "$PID" ] || return 0
-    kill -TERM "$PID"
-    wait "$PID"
-    local rc=$?
-    PID=""
-    [ "$rc" = 0 ] && return 0
-    local why
-    why=$(grep -m2 -E 'ERROR: [A-Za-z]+Sanitizer|^SUMMARY: ' "$LOG") || why=$(tail -3 "$LOG")
-    fail "a4psd exited $rc at shutdown: $why"
-}
-
-
-
-
-expect_line() {   # text extended-regex what: some line of text matches
-    grep -qE -- "$2" <<< "$1" || fail "$3 has no line matching '$2': $1"
-}
-
-expect_lacks() {   # text needle what
-    case "$1" in *"$2"*) fail "$3 contains '$2': $1" ;; esac
-    return 0
-}
-
-db() { sqlite3 -batch "$T/a4ps.img" "$@"; }
+# shellcheck disable=SC2034
+IMAGE=""                          # the image, relative to $T (a4ps.img)
 
 # The counter's value from a reply "v1 count=N".
 count_of() { [[ $1 =~ count=([0-9]+) ]] && echo "${BASH_REMATCH[1]}"; }
@@ -166,7 +99,7 @@ snapshotter() {
 # flight when the daemon died.
 test_kill_9_during_snapshots() {
     local iters=${KILL_ITERATIONS:-50}
-    new_dir "$TEST_PLUGINS/pair.so" "$PLUGINS/counter-1.so"
+    new_dir if "$TEST_PLUGINS/pair.so" "$PLUGINS/counter-1.so"
     write_config '    { name = "A"; plugin = "pair"; },
     { name = "B"; plugin = "pair"; },
     { name = "C"; plugin = "counter"; }'
@@ -242,7 +175,7 @@ test_kill_9_during_snapshots() {
 # keeps the last good snapshot; with the limit raised the next one succeeds
 # and a restart restores it.
 test_full_disk() {
-    new_dir "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
+    new_dir if "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
     # The journal off: RLIMIT_FSIZE would limit it too (its own disk-full
     # test is elsewhere); this one is about the snapshot.
     write_config '    { name = "BABS"; plugin = "babs"; },
@@ -318,7 +251,7 @@ kept by the last good snapshot" ] || fail "the image does not hold the last good
 # with image_recover = true it repairs that one binary from there and loses
 # nothing -- C and BABS both come back with their state.
 test_bad_binary_in_image() {
-    new_dir "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
+    new_dir if "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
     write_config '    { name = "BABS"; plugin = "babs"; },
     { name = "C"; plugin = "counter"; state = { count = "100"; }; }'
     launch || return
@@ -358,7 +291,7 @@ test_bad_binary_in_image() {
 # is unrestorable (its rows kept, not recreated by the config) and the rest
 # comes back.
 test_tampered_binary_in_image() {
-    new_dir "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
+    new_dir if "$PLUGINS/babs.so" "$PLUGINS/counter-1.so"
     write_config '    { name = "BABS"; plugin = "babs"; },
     { name = "C"; plugin = "counter"; state = { count = "100"; }; }'
     launch || return
@@ -391,29 +324,8 @@ test_tampered_binary_in_image() {
 
 # ---- images a4psd must refuse at start ----
 
-# Start a4psd where it must refuse to start; $1 = where its output goes.
-# Returns its exit status, or 124 when it came up instead (it is left
-# running as $PID for the caller to look at).
-run_refused() {
-    "$A4PSD" -c "$T/a4ps.cfg" > "$1" 2>&1 &
-    local p=$!
-    for _ in $(seq 400); do
-        if ! kill -0 "$p" 2> /dev/null; then
-            wait "$p"
-            return
-        fi
-        if ctl status > /dev/null 2>&1; then
-            PID=$p
-            return 124
-        fi
-        sleep 0.025
-    done
-    PID=$p
-    return 124
-}
-
 test_newer_format_refused() {
-    new_dir "$PLUGINS/counter-1.so"
+    new_dir if "$PLUGINS/counter-1.so"
     write_config '    { name = "C"; plugin = "counter"; }'
     launch || return
     expect_reply C incr "" "v1 count=1"
@@ -436,7 +348,7 @@ test_newer_format_refused() {
 }
 
 test_damaged_image_refused() {
-    new_dir "$PLUGINS/counter-1.so"
+    new_dir if "$PLUGINS/counter-1.so"
     write_config '    { name = "C"; plugin = "counter"; }'
     launch || return
     expect_reply C incr "" "v1 count=1"
@@ -456,7 +368,7 @@ test_damaged_image_refused() {
 # quick_check looks): the image no longer holds what was written, and a4psd
 # must say so at start rather than serve the altered state.
 test_bitflipped_image_refused() {
-    new_dir "$PLUGINS/babs.so"
+    new_dir if "$PLUGINS/babs.so"
     write_config '    { name = "BABS"; plugin = "babs"; }'
     launch || return
     ctl send BABS remember "the sandbox budget is 500 dollars" > /dev/null || fail "remember"

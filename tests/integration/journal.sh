@@ -24,63 +24,33 @@ T=""
 PID=""
 LOG=""
 LOGN=0
+# shellcheck disable=SC2034  # lib.sh's write_config reads it
+IMAGE=""                          # the image, relative to $T (a4ps.img)
 
 # A fresh temp dir: BABS on babs 1.0.0 (babs-2.so waits in $T/spare), the
-# image, no interval snapshots; $1 more config lines.
-new_dir() {
-    T=$(mktemp -d /tmp/a4ps-jn-XXXXXX)
-    daemon_dir "$T"
-    mkdir -p "$T/plugins" "$T/spare"
-    install -m 644 "$PLUGINS/babs.so" "$T/plugins/babs.so"
+# image with one backup, no interval snapshots; $1 more config lines.
+babs_dir() {   # [extra]
+    new_dir jn "$PLUGINS/babs.so"
+    mkdir -p "$T/spare"
     install -m 644 "$TEST_PLUGINS/babs-2.so" "$T/spare/babs-2.so"
-    cat > "$T/a4ps.cfg" <<EOF
-plugin_dir = "plugins";
-runtime_dir = "run";
-image = "a4ps.img"; snapshot_interval_s = 0; image_backups = 1;
-log_level = "info";
-workers = 4;
-control = { socket = "a.sock"; };
-${1:-}
-protos = ( { name = "BABS"; plugin = "babs"; } );
-EOF
-}
-
-launch() {
-    LOGN=$((LOGN + 1))
-    LOG="$T/log.$LOGN"
-    "$@" "$A4PSD" -c "$T/a4ps.cfg" > "$LOG" 2>&1 &
-    PID=$!
-    for _ in $(seq 600); do
-        ctl status > /dev/null 2>&1 && return 0
-        kill -0 "$PID" 2> /dev/null || break
-        sleep 0.05
-    done
-    fail "a4psd did not come up: $(tail -5 "$LOG")"
+    write_config '    { name = "BABS"; plugin = "babs"; }' "image_backups = 1;${1:+
+$1}"
 }
 
 # Start and expect a4psd to refuse (exit non-zero); its log is $LOG.
 launch_refused() {
     LOGN=$((LOGN + 1))
     LOG="$T/log.$LOGN"
-    "$A4PSD" -c "$T/a4ps.cfg" > "$LOG" 2>&1 &
-    local p=$! rc
-    for _ in $(seq 600); do
-        kill -0 "$p" 2> /dev/null || break
-        ctl status > /dev/null 2>&1 && { kill -9 "$p"; wait "$p"; fail "a4psd started: $(tail -3 "$LOG")"; return 1; }
-        sleep 0.05
-    done
-    wait "$p"
-    rc=$?
-    [ "$rc" != 0 ] || { fail "a4psd exited 0, expected a refusal: $(tail -3 "$LOG")"; return 1; }
-}
-
-halt() {
-    [ -n "$PID" ] || return 0
-    kill -TERM "$PID"
-    wait "$PID"
+    run_refused "$LOG"
     local rc=$?
-    PID=""
-    [ "$rc" = 0 ] || fail "a4psd exited $rc at shutdown: $(tail -3 "$LOG")"
+    if [ "$rc" = 124 ]; then
+        kill -9 "$PID"
+        wait "$PID"
+        PID=""
+        fail "a4psd started: $(tail -3 "$LOG")"
+        return 1
+    fi
+    [ "$rc" != 0 ] || { fail "a4psd exited 0, expected a refusal: $(tail -3 "$LOG")"; return 1; }
 }
 
 crash() {
@@ -120,7 +90,7 @@ status_journal() {   # python expression over j (status.daemon.journal)
 # kill -9 loses nothing acknowledged, and the replay is cut behind the
 # snapshot the start takes.
 test_replay_after_kill() {
-    new_dir
+    babs_dir
     launch || return
     notes 1 20 || return
     [ "$(status_journal 'j["seq"] > j["covered"]')" = True ] || fail "status: nothing recorded past the image"
@@ -142,7 +112,7 @@ test_replay_after_kill() {
 # A torn last record (a crash in the middle of a write) ends the replay
 # cleanly; the file is cut back to its last whole record.
 test_torn_last_record() {
-    new_dir
+    babs_dir
     launch || return
     notes 1 5 || return
     crash
@@ -163,7 +133,7 @@ test_torn_last_record() {
 # there and says where; a4psd does not start.  With image_recover it starts
 # with what came before, and keeps the damaged segment aside.
 test_bad_checksum_in_middle() {
-    new_dir
+    babs_dir
     launch || return
     notes 1 5 || return
     crash
@@ -192,12 +162,12 @@ test_bad_checksum_in_middle() {
 
 # A segment of another image is never replayed into this one.
 test_other_image_refused() {
-    new_dir
+    babs_dir
     local mine=$T
     launch || return
     notes 1 3 || return
     crash
-    new_dir
+    babs_dir
     local other=$T
     launch || return
     notes 1 2 || return
@@ -219,7 +189,7 @@ test_other_image_refused() {
 # are refused, status says so; with the limit raised the journal writes
 # again by itself, and nothing that was acknowledged is lost.
 test_journal_write_fails() {
-    new_dir
+    babs_dir
     launch || return
     notes 1 3 || return
     local seg size
@@ -261,7 +231,7 @@ test_journal_write_fails() {
 # first acknowledged write after it, so the restart has every note in
 # layout 2.
 test_migration_then_kill() {
-    new_dir
+    babs_dir
     launch || return
     notes 1 5 || return
     install -m 644 "$T/spare/babs-2.so" "$T/plugins/babs-2.so"
@@ -282,7 +252,7 @@ test_migration_then_kill() {
 
 # "always" recovers the same way; "snapshot" keeps no journal at all.
 test_always_and_snapshot() {
-    new_dir 'durability = "always";'
+    babs_dir 'durability = "always";'
     launch || return
     notes 1 5 || return
     [ "$(status_journal 'j["synced"] == j["seq"]')" = True ] || fail "always: a reply came before its fsync"

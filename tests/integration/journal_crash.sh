@@ -45,56 +45,14 @@ MNT=""                            # a tmpfs mounted by the current test
 IMAGE=""                          # the image, relative to $T (default a4ps.img)
 CLIENTS=8
 
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
-
-new_dir() {
-    T=$(mktemp -d /tmp/a4ps-jc-XXXXXX)
-    daemon_dir "$T"
-    mkdir -p "$T/plugins" "$T/w"
-    local f
-    for f in "$@"; do install -m 644 "$f" "$T/plugins/$(basename "$f")"; done
-}
 
 # The config: BABS (and $1's protos), no interval snapshots, the journal on
 # "everysec"; $2 extra lines.  IMAGE (default a4ps.img) is where the image goes.
-write_config() {
-    cat > "$T/a4ps.cfg" <<EOF
-plugin_dir = "plugins";
-runtime_dir = "run";
-image = "${IMAGE:-a4ps.img}"; snapshot_interval_s = 0;
-durability = "everysec";
-log_level = "info";
-workers = 4;
-control = { socket = "a.sock"; };
-${2:-}
-protos = (
-    { name = "BABS"; plugin = "babs"; }${1:+,
-$1}
-);
-EOF
-}
-
-# Start a4psd on $T/a4ps.cfg, each start logging to a file of its own; wait
-# (generously: a restart replays a journal) until a4psctl status answers.
-launch() {
-    LOGN=$((LOGN + 1))
-    LOG="$T/log.$LOGN"
-    "$A4PSD" -c "$T/a4ps.cfg" > "$LOG" 2>&1 &
-    PID=$!
-    for _ in $(seq 2400); do
-        ctl status > /dev/null 2>&1 && return 0
-        ended "$PID" && break
-        sleep 0.05
-    done
-    fail "a4psd did not come up (start $LOGN)"
-}
-
-# Has process $1 ended (gone, or a zombie not yet reaped)?
-ended() {
-    local s
-    s=$(ps -o stat= -p "$1" 2> /dev/null) || return 0
-    [[ $s == Z* ]]
+babs_config() {   # [protos [extra]]
+    write_config "    { name = \"BABS\"; plugin = \"babs\"; }${1:+,
+$1}" "durability = \"everysec\";${2:+
+$2}"
 }
 
 # Wait (generously) for the daemon to end by itself, reap it; its exit status
@@ -120,8 +78,9 @@ wait_end() {   # what
     [ "$hung" = 0 ] || { fail "a4psd did not end $1 (killed)"; return 1; }
 }
 
-# A clean stop: SIGTERM, exit status 0, and the log says the final snapshot
-# was written -- the image then holds everything the daemon held.
+# A clean stop (in place of lib.sh's halt): SIGTERM, exit status 0, and the
+# log says the final snapshot was written -- the image then holds everything
+# the daemon held.
 halt() {
     kill -TERM "$PID"
     wait_end "after SIGTERM" || return
@@ -187,8 +146,8 @@ writers_done() {   # tag [writes]
 # fails the test; the trials go on so the totals cover them all.
 test_kill_9_writers() {
     local trials=${JOURNAL_KILLS:-50}
-    new_dir "$PLUGINS/babs.so"
-    write_config
+    new_dir jc "$PLUGINS/babs.so"
+    babs_config
     launch || return
     local i tag delay at snaps=0 checks=0 judged_bad=0 t0 ms rounds=() acks=0 out judged
     t0=$(now_ms)
@@ -256,8 +215,8 @@ test_kill_9_writers() {
 # final snapshot, after the writers' notes were acknowledged.  The restart
 # must bring every one of them back.
 test_plugin_exit_no_containment() {
-    new_dir "$PLUGINS/babs.so" "$TEST_PLUGINS/live_late_exit.so"
-    write_config '    { name = "X"; plugin = "live-late-exit"; }' \
+    new_dir jc "$PLUGINS/babs.so" "$TEST_PLUGINS/live_late_exit.so"
+    babs_config '    { name = "X"; plugin = "live-late-exit"; }' \
         'limits = { contain_exits = false; };
 sandbox = { wall_ms = 20000; call_ms = 1000; };'
     launch || return
@@ -294,13 +253,13 @@ sandbox = { wall_ms = 20000; call_ms = 1000; };'
 # so and that the journal holds everything; with the space back, the next
 # start replays it.
 test_disk_full_at_shutdown() {
-    new_dir "$PLUGINS/babs.so"
+    new_dir jc "$PLUGINS/babs.so"
     mkdir "$T/disk"
     mount -t tmpfs -o size=32m,mode=0755 tmpfs "$T/disk" || { fail "cannot mount a tmpfs"; return; }
     MNT="$T/disk"
     daemon_dir "$T/disk"
     IMAGE=disk/a4ps.img
-    write_config
+    babs_config
     launch || return
     local out
     out=$(ctl snapshot 2>&1) || { fail "the first snapshot failed: $out"; return; }
