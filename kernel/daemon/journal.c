@@ -425,7 +425,10 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
             }
             if (rseq != seq || BODY_FIXED + pl + kl + vl != blen || !pl || pl > 63 ||
                 (op != KERNEL_STATE_SET && op != KERNEL_STATE_DEL && op != KERNEL_STATE_RESET) ||
-                (op != KERNEL_STATE_RESET && (!kl || kl > 255))) {
+                kl > 255 || (op == KERNEL_STATE_RESET ? kl || vl : !kl) ||
+                (op == KERNEL_STATE_DEL && vl)) {
+                /* kl bounds the copy into key[256] below, whatever the op:
+                 * a crafted RESET with a long key must not reach it. */
                 snprintf(bad, sizeof bad, "the record at offset %zu is malformed (sequence %llu, "
                          "expected %llu)", off, (unsigned long long)rseq, (unsigned long long)seq);
                 bad_seq = seq;

@@ -388,6 +388,61 @@ static void failed_write_refuses_then_heals(void **state)
     journal_free(j);
 }
 
+/* The replay parser on a crafted file (a segment is read by a4psd itself):
+ * a RESET record whose key length is far past any key.  The checksum is
+ * right, so only the length checks stand between it and the stack. */
+static uint32_t t_crc32c(const unsigned char *p, size_t len)
+{
+    uint32_t c = 0xffffffffu;
+    while (len--) {
+        c ^= *p++;
+        for (int b = 0; b < 8; b++)
+            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    }
+    return c ^ 0xffffffffu;
+}
+
+static void crafted_reset_key_refused(void **state)
+{
+    fixture *f = *state;
+    write_some(f, 1);
+    char *seg = only_segment(f);
+    enum { KL = 4000 };
+    size_t blen = 16 + 2 + KL;
+    unsigned char *rec = calloc(1, 8 + blen);
+    assert_non_null(rec);
+    unsigned char *b = rec + 8;
+    uint64_t seq = 2;
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(seq >> (8 * i));
+    b[8] = KERNEL_STATE_RESET;
+    b[9] = 2;
+    b[10] = KL & 0xff;
+    b[11] = KL >> 8;
+    memcpy(b + 16, "T0", 2);
+    memset(b + 18, 'A', KL);
+    uint32_t crc = t_crc32c(b, blen);
+    for (int i = 0; i < 4; i++) {
+        rec[i] = (unsigned char)(blen >> (8 * i));
+        rec[4 + i] = (unsigned char)(crc >> (8 * i));
+    }
+    int fd = open(seg, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, rec, 8 + blen), (ssize_t)(8 + blen));
+    close(fd);
+    free(rec);
+    journal *j;
+    char err[1024];
+    journal_replayed r;
+    seen s = {0};
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    assert_int_equal(journal_replay(j, ID_A, 0, 0, check_one, &s, &r, err, sizeof err), -1);
+    assert_non_null(strstr(err, "malformed"));
+    assert_int_equal(s.n, 1);
+    journal_free(j);
+    free(seg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +452,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(other_image_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(cover_cuts_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_write_refuses_then_heals, setup, teardown),
+        cmocka_unit_test_setup_teardown(crafted_reset_key_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
