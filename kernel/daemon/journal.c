@@ -697,7 +697,7 @@ int journal_sync(journal *j, char *err, size_t errlen)
     if (upto > j->written && flush_locked(j, upto) != 0) {
         snprintf(err, errlen, "%s", j->error ? j->error : "journal: write failed");
         rc = -1;
-    } else if (j->first_uncovered_reset && j->first_uncovered_reset < upto &&
+    } else if (j->first_uncovered_reset && j->first_uncovered_reset <= upto &&
                j->covered < j->first_uncovered_reset) {
         rc = 1;
     }
@@ -825,7 +825,7 @@ int journal_sync_async(journal *j, journal_done_fn done, void *arg, char *err, s
     if (!j || !upto)
         return 0;
     pthread_mutex_lock(&j->mu);
-    if (j->first_uncovered_reset && j->first_uncovered_reset < upto &&
+    if (j->first_uncovered_reset && j->first_uncovered_reset <= upto &&
         j->covered < j->first_uncovered_reset) {
         pthread_mutex_unlock(&j->mu);
         return journal_sync(j, err, errlen);   /* rare: the snapshot first */

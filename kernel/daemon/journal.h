@@ -64,8 +64,8 @@ uint64_t journal_cut(void *arg);
 /* Before a reply: make every record this thread appended durable as the
  * mode says (written to the OS; with "always" also fsync'd), grouped with
  * the other threads waiting (one write for all of them).  Returns 0; 1 when
- * a record of this thread follows a RESET (a migration, a creation) that
- * no snapshot covers yet -- the caller takes one, then asks again; or -1
+ * a record of this thread is or follows a RESET (a migration, a rollback, a
+ * creation: replay cannot redo one) that no snapshot covers yet -- the caller takes one, then asks again; or -1
  * with err: the journal cannot be written (the reply must not claim the
  * change was kept). */
 int journal_sync(journal *j, char *err, size_t errlen);

@@ -300,10 +300,33 @@ test_always_and_snapshot() {
     halt
 }
 
+# A rollback acknowledged by a4psctl and then kill -9: the rollback replaced
+# BABS's state whole (a RESET in the journal, which replay cannot redo), so
+# its own reply must wait for a snapshot just like the first write after it.
+test_rollback_then_kill() {
+    new_dir
+    launch || return
+    notes 1 3 || return
+    install -m 644 "$T/spare/babs-2.so" "$T/plugins/babs-2.so"
+    for _ in $(seq 600); do
+        ctl list 2> /dev/null | grep -q 'BABS.*2\.0\.0' && break
+        sleep 0.05
+    done
+    ctl list | grep -q 'BABS.*2\.0\.0' || { fail "BABS did not move to 2.0.0: $(ctl list)"; return; }
+    notes 4 5 || return          # the snapshot after the migration is taken here
+    local r
+    r=$(ctl rollback BABS 1.0.0 2>&1) || { fail "rollback: $r"; return; }
+    ctl list | grep -q 'BABS.*1\.0\.0' || { fail "BABS not on 1.0.0 after the rollback: $(ctl list)"; return; }
+    crash
+    launch || return
+    ctl list | grep -q 'BABS.*1\.0\.0' || fail "the acknowledged rollback was lost by kill -9: BABS came back on $(ctl list | grep BABS)"
+    halt
+}
+
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(replay_after_kill torn_last_record bad_checksum_in_middle
                                  other_image_refused journal_write_fails migration_then_kill
-                                 always_and_snapshot)
+                                 always_and_snapshot rollback_then_kill)
 for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures
