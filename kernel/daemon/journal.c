@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,6 +75,7 @@ struct journal {
     int nsegs;
     segment cur;                 /* being written (path NULL before start) */
     int fd;
+    int lockfd;                  /* IMAGE.journal.lock, flock'd for our life */
     uint64_t off;                /* bytes of cur written */
     bool recording;
     buffer buf, wbuf;            /* appended, being written by the leader */
@@ -268,6 +270,28 @@ int journal_open(const char *image_path, int mode, journal **out, char *err, siz
     pthread_condattr_destroy(&ca);
     j->mode = mode;
     j->fd = -1;
+    /* One a4psd per image: a second one (another config naming the same
+     * image, or two started at once past the socket's probe) would replay
+     * the first's live segment, cut it behind its own snapshot and write
+     * the same sequences -- acknowledged changes of the first lost. */
+    char *lp = NULL;
+    if (asprintf(&lp, "%s.journal.lock", image_path) < 0)
+        lp = NULL;
+    j->lockfd = lp ? open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+    if (j->lockfd < 0 || flock(j->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK)
+            snprintf(err, errlen, "journal: %s is in use by another a4psd (it holds %s); "
+                     "one a4psd per image", image_path, lp);
+        else
+            snprintf(err, errlen, "journal: cannot lock %s: %s", lp ? lp : image_path,
+                     strerror(e));
+        free(lp);
+        j->fd = -1;
+        journal_free(j);
+        return -1;
+    }
+    free(lp);
     *out = j;
     return 0;
 }
@@ -1032,6 +1056,8 @@ void journal_free(journal *j)
     free(j->image_path);
     free(j->dir);
     free(j->base);
+    if (j->lockfd >= 0)
+        close(j->lockfd);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);

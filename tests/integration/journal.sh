@@ -323,10 +323,42 @@ test_rollback_then_kill() {
     halt
 }
 
+# A second a4psd on the same image (another config, another socket): it
+# must not start.  Without a lock it replayed the first one's live segment,
+# took its start snapshot and cut that segment behind it -- the first went
+# on appending to an unlinked file, and kill -9 lost every acknowledged
+# change it made after the second came up.
+test_second_daemon_refused() {
+    new_dir
+    launch || return
+    notes 1 3 || return
+    sed 's/socket = "a.sock"/socket = "b.sock"/' "$T/a4ps.cfg" > "$T/b.cfg"
+    chown a4ps "$T/b.cfg" 2> /dev/null
+    "$A4PSD" -c "$T/b.cfg" > "$T/log.b" 2>&1 &
+    local p2=$! up=""
+    for _ in $(seq 600); do
+        kill -0 "$p2" 2> /dev/null || break
+        "$A4PSCTL" -s "$T/b.sock" status > /dev/null 2>&1 && { up=1; break; }
+        sleep 0.05
+    done
+    notes 4 10 || return
+    if [ -n "$up" ]; then
+        fail "a second a4psd started on the same image"
+        kill -9 "$p2"
+    fi
+    wait "$p2" 2> /dev/null
+    [ -n "$up" ] || expect_contains "$(cat "$T/log.b")" "in use by another a4psd" "the second one's refusal"
+    crash
+    launch || return
+    count_is 10 "the first a4psd's acknowledged notes after kill -9"
+    halt
+}
+
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(replay_after_kill torn_last_record bad_checksum_in_middle
                                  other_image_refused journal_write_fails migration_then_kill
-                                 always_and_snapshot rollback_then_kill)
+                                 always_and_snapshot rollback_then_kill
+                                 second_daemon_refused)
 for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures
