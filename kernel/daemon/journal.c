@@ -75,7 +75,7 @@ struct journal {
     int nsegs;
     segment cur;                 /* being written (path NULL before start) */
     int fd;
-    int lockfd;                  /* IMAGE.journal.lock, flock'd for our life */
+    int lockfd;                  /* IMAGE.lock, flock'd for our life */
     uint64_t off;                /* bytes of cur written */
     bool recording;
     buffer buf, wbuf;            /* appended, being written by the leader */
@@ -275,7 +275,7 @@ int journal_open(const char *image_path, int mode, journal **out, char *err, siz
      * the first's live segment, cut it behind its own snapshot and write
      * the same sequences -- acknowledged changes of the first lost. */
     char *lp = NULL;
-    if (asprintf(&lp, "%s.journal.lock", image_path) < 0)
+    if (asprintf(&lp, "%s.lock", image_path) < 0)
         lp = NULL;
     j->lockfd = lp ? open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
     if (j->lockfd < 0 || flock(j->lockfd, LOCK_EX | LOCK_NB) != 0) {

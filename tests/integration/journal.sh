@@ -354,11 +354,32 @@ test_second_daemon_refused() {
     halt
 }
 
+# A plugin (allowed threads) whose send writes its state from a thread of
+# its own and replies once it is done: the reply acknowledges the write, so
+# it must not leave before the write is in the journal -- though the worker
+# that sends it appended nothing itself.  Killed right after each reply.
+test_thread_write_then_kill() {
+    new_dir 'limits = { allow_threads = [ "hostile_jthread" ]; };'
+    sed -i 's/protos = ( { name = "BABS"; plugin = "babs"; } );/protos = ( { name = "BABS"; plugin = "babs"; }, { name = "JT"; plugin = "hostile_jthread"; } );/' "$T/a4ps.cfg"
+    install -m 644 "$TEST_PLUGINS/hostile_jthread.so" "$T/plugins/hostile_jthread.so"
+    local n r lost=0
+    for n in 1 2 3 4 5; do
+        launch || return
+        r=$(ctl send JT set "v$n" 2>&1) || { fail "set v$n: $r"; return; }
+        crash
+        launch || return
+        r=$(ctl send JT get 2>&1)
+        [ "$r" = "v$n" ] || { lost=$((lost + 1)); echo "  acknowledged v$n, after kill -9: $r"; }
+        crash
+    done
+    [ "$lost" = 0 ] || fail "$lost of 5 acknowledged writes made on a plugin's thread lost by kill -9"
+}
+
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(replay_after_kill torn_last_record bad_checksum_in_middle
                                  other_image_refused journal_write_fails migration_then_kill
                                  always_and_snapshot rollback_then_kill
-                                 second_daemon_refused)
+                                 second_daemon_refused thread_write_then_kill)
 for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures
