@@ -711,17 +711,28 @@ uint64_t journal_cut(void *arg)
     return s;
 }
 
+/* What a reply waits for: this thread's records and -- unless the journal
+ * is failed, when only its own count -- every record appended before it.
+ * A plugin may write on a thread of its own for this send, or this reply
+ * may carry what another send wrote a moment ago: either way the reply
+ * acknowledges a change this worker never appended. */
+static uint64_t reply_upto(journal *j, uint64_t mine)
+{
+    return !j->error && j->appended > mine ? j->appended : mine;
+}
+
 int journal_sync(journal *j, char *err, size_t errlen)
 {
-    uint64_t upto = my_seq;
-    if (!j || !upto)
+    uint64_t mine = my_seq;
+    if (!j)
         return 0;
     pthread_mutex_lock(&j->mu);
+    uint64_t upto = reply_upto(j, mine);
     int rc = 0;
-    if (upto > j->written && flush_locked(j, upto) != 0) {
+    if (upto > j->written && flush_locked(j, upto) != 0 && mine > j->written) {
         snprintf(err, errlen, "%s", j->error ? j->error : "journal: write failed");
         rc = -1;
-    } else if (j->first_uncovered_reset && j->first_uncovered_reset <= upto &&
+    } else if (j->first_uncovered_reset && j->first_uncovered_reset <= mine &&
                j->covered < j->first_uncovered_reset) {
         rc = 1;
     }
@@ -845,11 +856,12 @@ static void *journal_main(void *arg)
 
 int journal_sync_async(journal *j, journal_done_fn done, void *arg, char *err, size_t errlen)
 {
-    uint64_t upto = my_seq;
-    if (!j || !upto)
+    uint64_t mine = my_seq;
+    if (!j)
         return 0;
     pthread_mutex_lock(&j->mu);
-    if (j->first_uncovered_reset && j->first_uncovered_reset <= upto &&
+    uint64_t upto = reply_upto(j, mine);
+    if (j->first_uncovered_reset && j->first_uncovered_reset <= mine &&
         j->covered < j->first_uncovered_reset) {
         pthread_mutex_unlock(&j->mu);
         return journal_sync(j, err, errlen);   /* rare: the snapshot first */
