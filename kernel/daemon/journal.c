@@ -737,8 +737,11 @@ int journal_sync(journal *j, char *err, size_t errlen)
         rc = 1;
     }
     pthread_mutex_unlock(&j->mu);
-    if (rc == 0)
-        my_seq = 0;              /* done: the next reply of this thread waits for nothing */
+    /* Done, or refused with the reason: either way the next reply of this
+     * thread waits for nothing of this one's (kept, a status on this
+     * worker was refused for as long as the journal stayed failed). */
+    if (rc != 1)
+        my_seq = 0;
     return rc;
 }
 

@@ -375,11 +375,34 @@ test_thread_write_then_kill() {
     [ "$lost" = 0 ] || fail "$lost of 5 acknowledged writes made on a plugin's thread lost by kill -9"
 }
 
+# While the journal cannot be written, a4psctl status is how the operator
+# learns it: every worker must answer it -- including the one whose send was
+# refused (it kept that send's sequence and refused its next reply too).
+test_status_while_failed() {
+    new_dir 'workers = 1;'
+    sed -i '/^workers = 4;$/d' "$T/a4ps.cfg"
+    launch || return
+    notes 1 3 || return
+    local seg size n r
+    seg=$(segments | tail -1)
+    size=$(stat -c %s "$seg")
+    limit_fsize "$((size + 100))" || { fail "prlimit --pid failed"; return; }
+    for n in $(seq 4 20); do
+        ctl send BABS remember "note $n" > /dev/null 2>&1 || break
+    done
+    for n in 1 2 3; do
+        r=$(ctl --json status 2>&1) || { fail "status $n while the journal is failed: $r"; break; }
+    done
+    limit_fsize unlimited
+    halt
+}
+
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(replay_after_kill torn_last_record bad_checksum_in_middle
                                  other_image_refused journal_write_fails migration_then_kill
                                  always_and_snapshot rollback_then_kill
-                                 second_daemon_refused thread_write_then_kill)
+                                 second_daemon_refused thread_write_then_kill
+                                 status_while_failed)
 for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures
