@@ -443,6 +443,36 @@ static void crafted_reset_key_refused(void **state)
     free(seg);
 }
 
+/* A reply that appended nothing itself still carries what others changed a
+ * moment before it (a read of it, or a plugin's own thread writing for this
+ * send): it must not leave before those records are written. */
+static void *other_changes(void *arg)
+{
+    journal *j = arg;
+    assert_int_equal(journal_change(j, "T1", KERNEL_STATE_SET, "k", "dirty", 5), 0);
+    return NULL;
+}
+
+static void reply_waits_for_records_of_others(void **state)
+{
+    fixture *f = *state;
+    seen s;
+    journal *j = fresh(f, DURABLE_EVERYSEC, ID_A, 0, &s);
+    char err[1024];
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, other_changes, j), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(journal_sync(j, err, sizeof err), 0);
+    json_t *st = journal_status(j);
+    json_int_t seq = json_integer_value(json_object_get(st, "seq"));
+    json_int_t written = json_integer_value(json_object_get(st, "written"));
+    json_decref(st);
+    assert_int_equal(seq, 1);
+    assert_int_equal(written, 1);
+    assert_int_equal(journal_close(j, 0, err, sizeof err), 0);
+    journal_free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +483,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(cover_cuts_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_write_refuses_then_heals, setup, teardown),
         cmocka_unit_test_setup_teardown(crafted_reset_key_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(reply_waits_for_records_of_others, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
