@@ -240,7 +240,8 @@ static int list_segments(journal *j, char *err, size_t errlen)
         }
     }
     closedir(d);
-    qsort(j->segs, (size_t)j->nsegs, sizeof *j->segs, by_first);
+    if (j->nsegs > 1)            /* segs is NULL with none: qsort's is nonnull */
+        qsort(j->segs, (size_t)j->nsegs, sizeof *j->segs, by_first);
     return 0;
 }
 
