@@ -671,7 +671,11 @@ int journal_change(void *arg, const char *proto, int op, const char *key, const 
         return 0;                /* replaying, or durability "snapshot" */
     }
     size_t blen = BODY_FIXED + pl + kl + len;
-    if (j->error || buf_reserve(&j->buf, REC_HEAD + blen) != 0) {
+    /* A RESET is held even by a failed journal (its bytes wait with the
+     * others until the disk heals): its result is ignored, and without it
+     * the writes after the heal would be acknowledged with no snapshot of
+     * the new structure -- and dropped or misapplied by a replay. */
+    if ((j->error && op != KERNEL_STATE_RESET) || buf_reserve(&j->buf, REC_HEAD + blen) != 0) {
         j->refused++;
         pthread_mutex_unlock(&j->mu);
         return -1;

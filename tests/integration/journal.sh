@@ -397,12 +397,49 @@ test_status_while_failed() {
     halt
 }
 
+# A proto created (a config reload) while the journal cannot be written (a
+# full disk): its RESET must still reach the journal once the disk heals,
+# or the writes to it are acknowledged with no snapshot holding it, and the
+# replay after kill -9 drops them (a proto neither the image nor the kernel
+# knows yet) before the config creates it again, empty.
+test_creation_while_failed() {
+    new_dir
+    launch || return
+    notes 1 3 || return
+    local seg size n r
+    seg=$(segments | tail -1)
+    size=$(stat -c %s "$seg")
+    limit_fsize "$((size + 100))" || { fail "prlimit --pid failed"; return; }
+    for n in $(seq 4 20); do
+        ctl send BABS remember "refused $n" > /dev/null 2>&1 || break
+    done
+    sed -i 's/protos = ( { name = "BABS"; plugin = "babs"; } );/protos = ( { name = "BABS"; plugin = "babs"; }, { name = "NEW"; plugin = "babs"; } );/' "$T/a4ps.cfg"
+    r=$(ctl reload 2>&1) || { fail "reload: $r"; return; }
+    for _ in $(seq 200); do
+        ctl list 2> /dev/null | grep -q '^ *NEW ' && break
+        sleep 0.05
+    done
+    ctl list | grep -q '^ *NEW ' || { fail "NEW was not created: $(ctl list)"; return; }
+    limit_fsize unlimited || { fail "prlimit --pid failed"; return; }
+    for _ in $(seq 100); do
+        [ "$(status_journal 'j["error"]' 2> /dev/null)" = None ] && break
+        sleep 0.1
+    done
+    for n in 1 2 3; do
+        r=$(ctl send NEW remember "new $n" 2>&1) || { fail "remember new $n: $r"; return; }
+    done
+    crash
+    launch || return
+    expect_reply NEW count "" "3 notes" || echo "  (3 acknowledged before the kill)"
+    halt
+}
+
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(replay_after_kill torn_last_record bad_checksum_in_middle
                                  other_image_refused journal_write_fails migration_then_kill
                                  always_and_snapshot rollback_then_kill
                                  second_daemon_refused thread_write_then_kill
-                                 status_while_failed)
+                                 status_while_failed creation_while_failed)
 for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures
