@@ -750,6 +750,11 @@ int journal_sync(journal *j, char *err, size_t errlen)
     return rc;
 }
 
+void journal_sync_forget(void)
+{
+    my_seq = 0;
+}
+
 /* Hand every parked reply whose records are written (all of them, with the
  * error, when the journal failed) back to its owner; under mu, which is
  * released around the callbacks. */

@@ -76,6 +76,10 @@ int journal_sync(journal *j, char *err, size_t errlen);
  * called later on the journal's thread -- rc 0 written, -1 not (err says
  * why).  0, 1 and -1 as journal_sync, done not called. */
 typedef void (*journal_done_fn)(void *arg, int rc, const char *err);
+
+/* After a 1 whose snapshot failed (the reply refused): this thread's next
+ * reply does not wait for that snapshot again. */
+void journal_sync_forget(void);
 int journal_sync_async(journal *j, journal_done_fn done, void *arg, char *err, size_t errlen);
 
 /* The image now holds everything up to position `seq` (a snapshot's
