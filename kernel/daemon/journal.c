@@ -438,16 +438,17 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
                 }
                 break;
             }
-            const unsigned char *b = data + off + REC_HEAD;
-            uint64_t rseq = get64(b);
-            int op = b[8];
-            size_t pl = b[9], kl = (size_t)b[10] | (size_t)b[11] << 8, vl = get32(b + 12);
             if (sum_bad) {
                 snprintf(bad, sizeof bad, "the record at offset %zu (sequence %llu) fails its "
                          "checksum", off, (unsigned long long)seq);
                 bad_seq = seq;
                 break;
             }
+            /* Only now: a body shorter than its fixed fields is sum_bad. */
+            const unsigned char *b = data + off + REC_HEAD;
+            uint64_t rseq = get64(b);
+            int op = b[8];
+            size_t pl = b[9], kl = (size_t)b[10] | (size_t)b[11] << 8, vl = get32(b + 12);
             if (rseq != seq || BODY_FIXED + pl + kl + vl != blen || !pl || pl > 63 ||
                 (op != KERNEL_STATE_SET && op != KERNEL_STATE_DEL && op != KERNEL_STATE_RESET) ||
                 kl > 255 || (op == KERNEL_STATE_RESET ? kl || vl : !kl) ||

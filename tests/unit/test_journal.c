@@ -473,6 +473,31 @@ static void reply_waits_for_records_of_others(void **state)
     journal_free(j);
 }
 
+/* A record too short for its own fields (length 0) with a few bytes after
+ * it: refused as damaged, its fields never read past the end of the file
+ * (ASan saw the parser read them before it looked at the length). */
+static void crafted_short_record_refused(void **state)
+{
+    fixture *f = *state;
+    write_some(f, 1);
+    char *seg = only_segment(f);
+    unsigned char rec[12] = {0};     /* length 0, checksum 0, 4 stray bytes */
+    int fd = open(seg, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, rec, sizeof rec), (ssize_t)sizeof rec);
+    close(fd);
+    journal *j;
+    char err[1024];
+    journal_replayed r;
+    seen s = {0};
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    assert_int_equal(journal_replay(j, ID_A, 0, 0, check_one, &s, &r, err, sizeof err), -1);
+    assert_non_null(strstr(err, "damaged"));
+    assert_int_equal(s.n, 1);
+    journal_free(j);
+    free(seg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -484,6 +509,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(failed_write_refuses_then_heals, setup, teardown),
         cmocka_unit_test_setup_teardown(crafted_reset_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(reply_waits_for_records_of_others, setup, teardown),
+        cmocka_unit_test_setup_teardown(crafted_short_record_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
