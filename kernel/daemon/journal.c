@@ -394,6 +394,11 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
                      "this image's", s->path, (const char *)data + 8, j->image_path, j->image_id);
             free(data);
             return -1;
+        } else if (s->first == 0 || s->first > UINT64_C(1) << 62) {
+            /* Sequences begin at 1 and never come near the top: "first - 1"
+             * of a crafted 0 wrapped the journal's position to the end. */
+            snprintf(bad, sizeof bad, "it claims to begin at sequence %llu",
+                     (unsigned long long)s->first);
         } else if (get64(data + 40) != s->first) {
             snprintf(bad, sizeof bad, "its header says it begins at sequence %llu, its name %llu",
                      (unsigned long long)get64(data + 40), (unsigned long long)s->first);
@@ -484,9 +489,9 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
             seq++;
         }
         free(data);
-        s->last = seq - 1;
+        s->last = seq ? seq - 1 : 0;
         expect = seq;
-        if (seq - 1 > end)
+        if (seq && seq - 1 > end)
             end = seq - 1;
         if (bad[0]) {
             snprintf(err, errlen, "journal %s is damaged: %s; replay stopped there with %llu "

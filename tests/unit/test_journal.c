@@ -498,6 +498,43 @@ static void crafted_short_record_refused(void **state)
     free(seg);
 }
 
+/* A crafted segment that claims to begin at sequence 0 (or near the top):
+ * the replay must not take its end for the journal's -- "seq 0 - 1" made
+ * the next sequence wrap to 0, below the image's position for ever after
+ * (every later record skipped by every replay). */
+static void crafted_sequence_zero_refused(void **state)
+{
+    fixture *f = *state;
+    char path[256];
+    snprintf(path, sizeof path, "%s.journal.0000000000000000", f->image);
+    unsigned char h[64] = {0};
+    memcpy(h, "A4PSJNL1", 8);
+    memcpy(h + 8, ID_A, 32);
+    uint32_t crc = t_crc32c(h, 48);
+    for (int i = 0; i < 4; i++)
+        h[48 + i] = (unsigned char)(crc >> (8 * i));
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, h, sizeof h), (ssize_t)sizeof h);
+    close(fd);
+    journal *j;
+    char err[1024];
+    journal_replayed r;
+    seen s = {0};
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    int rc = journal_replay(j, ID_A, 0, 0, check_one, &s, &r, err, sizeof err);
+    uint64_t last = journal_last_seq(j);
+    journal_free(j);
+    assert_true(last < 1000);
+    assert_int_equal(rc, -1);
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    rc = journal_replay(j, ID_A, 0, 1, check_one, &s, &r, err, sizeof err);   /* recover */
+    last = journal_last_seq(j);
+    journal_free(j);
+    assert_int_equal(rc, 0);
+    assert_true(last < 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -510,6 +547,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(crafted_reset_key_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(reply_waits_for_records_of_others, setup, teardown),
         cmocka_unit_test_setup_teardown(crafted_short_record_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(crafted_sequence_zero_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
