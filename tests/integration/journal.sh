@@ -6,6 +6,9 @@
 # journal that cannot be written fails the sends that need it, status says
 # so, and it heals when space returns; a migration that no snapshot
 # recorded before the kill comes back whole; "always" and "snapshot".
+# The red team's: an acknowledged rollback, a second a4psd on the same
+# image, a plugin writing on its own thread, status while the journal is
+# failed, a proto created while it is failed -- each then kill -9.
 # The real a4psd and a4psctl, real signals, the real files (dd, truncate,
 # sqlite3).
 #
