@@ -513,6 +513,8 @@ static bool durable_or_refuse(a4psd *d, job *j)
                      "hold yet, and the snapshot that records it failed: %s", msg);
         if (rc == 1)
             rc = -1;
+        if (rc != 0)
+            journal_sync_forget();   /* refused: the next reply owes nothing of this one */
     }
     if (rc != 0)
         refuse_undurable(&j->line, err);

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,6 +75,7 @@ struct journal {
     int nsegs;
     segment cur;                 /* being written (path NULL before start) */
     int fd;
+    int lockfd;                  /* IMAGE.lock, flock'd for our life */
     uint64_t off;                /* bytes of cur written */
     bool recording;
     buffer buf, wbuf;            /* appended, being written by the leader */
@@ -238,7 +240,8 @@ static int list_segments(journal *j, char *err, size_t errlen)
         }
     }
     closedir(d);
-    qsort(j->segs, (size_t)j->nsegs, sizeof *j->segs, by_first);
+    if (j->nsegs > 1)            /* segs is NULL with none: qsort's is nonnull */
+        qsort(j->segs, (size_t)j->nsegs, sizeof *j->segs, by_first);
     return 0;
 }
 
@@ -268,6 +271,28 @@ int journal_open(const char *image_path, int mode, journal **out, char *err, siz
     pthread_condattr_destroy(&ca);
     j->mode = mode;
     j->fd = -1;
+    /* One a4psd per image: a second one (another config naming the same
+     * image, or two started at once past the socket's probe) would replay
+     * the first's live segment, cut it behind its own snapshot and write
+     * the same sequences -- acknowledged changes of the first lost. */
+    char *lp = NULL;
+    if (asprintf(&lp, "%s.lock", image_path) < 0)
+        lp = NULL;
+    j->lockfd = lp ? open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+    if (j->lockfd < 0 || flock(j->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK)
+            snprintf(err, errlen, "journal: %s is in use by another a4psd (it holds %s); "
+                     "one a4psd per image", image_path, lp);
+        else
+            snprintf(err, errlen, "journal: cannot lock %s: %s", lp ? lp : image_path,
+                     strerror(e));
+        free(lp);
+        j->fd = -1;
+        journal_free(j);
+        return -1;
+    }
+    free(lp);
     *out = j;
     return 0;
 }
@@ -369,6 +394,11 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
                      "this image's", s->path, (const char *)data + 8, j->image_path, j->image_id);
             free(data);
             return -1;
+        } else if (s->first == 0 || s->first > UINT64_C(1) << 62) {
+            /* Sequences begin at 1 and never come near the top: "first - 1"
+             * of a crafted 0 wrapped the journal's position to the end. */
+            snprintf(bad, sizeof bad, "it claims to begin at sequence %llu",
+                     (unsigned long long)s->first);
         } else if (get64(data + 40) != s->first) {
             snprintf(bad, sizeof bad, "its header says it begins at sequence %llu, its name %llu",
                      (unsigned long long)get64(data + 40), (unsigned long long)s->first);
@@ -413,19 +443,23 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
                 }
                 break;
             }
-            const unsigned char *b = data + off + REC_HEAD;
-            uint64_t rseq = get64(b);
-            int op = b[8];
-            size_t pl = b[9], kl = (size_t)b[10] | (size_t)b[11] << 8, vl = get32(b + 12);
             if (sum_bad) {
                 snprintf(bad, sizeof bad, "the record at offset %zu (sequence %llu) fails its "
                          "checksum", off, (unsigned long long)seq);
                 bad_seq = seq;
                 break;
             }
+            /* Only now: a body shorter than its fixed fields is sum_bad. */
+            const unsigned char *b = data + off + REC_HEAD;
+            uint64_t rseq = get64(b);
+            int op = b[8];
+            size_t pl = b[9], kl = (size_t)b[10] | (size_t)b[11] << 8, vl = get32(b + 12);
             if (rseq != seq || BODY_FIXED + pl + kl + vl != blen || !pl || pl > 63 ||
                 (op != KERNEL_STATE_SET && op != KERNEL_STATE_DEL && op != KERNEL_STATE_RESET) ||
-                (op != KERNEL_STATE_RESET && (!kl || kl > 255))) {
+                kl > 255 || (op == KERNEL_STATE_RESET ? kl || vl : !kl) ||
+                (op == KERNEL_STATE_DEL && vl)) {
+                /* kl bounds the copy into key[256] below, whatever the op:
+                 * a crafted RESET with a long key must not reach it. */
                 snprintf(bad, sizeof bad, "the record at offset %zu is malformed (sequence %llu, "
                          "expected %llu)", off, (unsigned long long)rseq, (unsigned long long)seq);
                 bad_seq = seq;
@@ -455,9 +489,9 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
             seq++;
         }
         free(data);
-        s->last = seq - 1;
+        s->last = seq ? seq - 1 : 0;
         expect = seq;
-        if (seq - 1 > end)
+        if (seq && seq - 1 > end)
             end = seq - 1;
         if (bad[0]) {
             snprintf(err, errlen, "journal %s is damaged: %s; replay stopped there with %llu "
@@ -549,6 +583,12 @@ static int open_segment(journal *j, uint64_t first, char *err, size_t errlen)
         j->segs = ns;
         j->cur.last = j->appended;
         j->segs[j->nsegs++] = j->cur;
+        /* With "everysec" its last second is written but not yet fsync'd,
+         * and the thread fsyncs only the new fd from here: a power loss
+         * would take more than the second the mode promises. */
+        if (j->mode == DURABLE_EVERYSEC && j->synced < j->written && fdatasync(j->fd) != 0)
+            fprintf(stderr, "<4>a4psd: journal %s: fsync failed: %s\n", j->cur.path,
+                    strerror(errno));
         close(j->fd);
     }
     j->cur.path = path;
@@ -643,7 +683,11 @@ int journal_change(void *arg, const char *proto, int op, const char *key, const 
         return 0;                /* replaying, or durability "snapshot" */
     }
     size_t blen = BODY_FIXED + pl + kl + len;
-    if (j->error || buf_reserve(&j->buf, REC_HEAD + blen) != 0) {
+    /* A RESET is held even by a failed journal (its bytes wait with the
+     * others until the disk heals): its result is ignored, and without it
+     * the writes after the heal would be acknowledged with no snapshot of
+     * the new structure -- and dropped or misapplied by a replay. */
+    if ((j->error && op != KERNEL_STATE_RESET) || buf_reserve(&j->buf, REC_HEAD + blen) != 0) {
         j->refused++;
         pthread_mutex_unlock(&j->mu);
         return -1;
@@ -684,24 +728,43 @@ uint64_t journal_cut(void *arg)
     return s;
 }
 
+/* What a reply waits for: this thread's records and -- unless the journal
+ * is failed, when only its own count -- every record appended before it.
+ * A plugin may write on a thread of its own for this send, or this reply
+ * may carry what another send wrote a moment ago: either way the reply
+ * acknowledges a change this worker never appended. */
+static uint64_t reply_upto(journal *j, uint64_t mine)
+{
+    return !j->error && j->appended > mine ? j->appended : mine;
+}
+
 int journal_sync(journal *j, char *err, size_t errlen)
 {
-    uint64_t upto = my_seq;
-    if (!j || !upto)
+    uint64_t mine = my_seq;
+    if (!j)
         return 0;
     pthread_mutex_lock(&j->mu);
+    uint64_t upto = reply_upto(j, mine);
     int rc = 0;
-    if (upto > j->written && flush_locked(j, upto) != 0) {
+    if (upto > j->written && flush_locked(j, upto) != 0 && mine > j->written) {
         snprintf(err, errlen, "%s", j->error ? j->error : "journal: write failed");
         rc = -1;
-    } else if (j->first_uncovered_reset && j->first_uncovered_reset < upto &&
+    } else if (j->first_uncovered_reset && j->first_uncovered_reset <= mine &&
                j->covered < j->first_uncovered_reset) {
         rc = 1;
     }
     pthread_mutex_unlock(&j->mu);
-    if (rc == 0)
-        my_seq = 0;              /* done: the next reply of this thread waits for nothing */
+    /* Done, or refused with the reason: either way the next reply of this
+     * thread waits for nothing of this one's (kept, a status on this
+     * worker was refused for as long as the journal stayed failed). */
+    if (rc != 1)
+        my_seq = 0;
     return rc;
+}
+
+void journal_sync_forget(void)
+{
+    my_seq = 0;
 }
 
 /* Hand every parked reply whose records are written (all of them, with the
@@ -818,11 +881,12 @@ static void *journal_main(void *arg)
 
 int journal_sync_async(journal *j, journal_done_fn done, void *arg, char *err, size_t errlen)
 {
-    uint64_t upto = my_seq;
-    if (!j || !upto)
+    uint64_t mine = my_seq;
+    if (!j)
         return 0;
     pthread_mutex_lock(&j->mu);
-    if (j->first_uncovered_reset && j->first_uncovered_reset < upto &&
+    uint64_t upto = reply_upto(j, mine);
+    if (j->first_uncovered_reset && j->first_uncovered_reset <= mine &&
         j->covered < j->first_uncovered_reset) {
         pthread_mutex_unlock(&j->mu);
         return journal_sync(j, err, errlen);   /* rare: the snapshot first */
@@ -1029,6 +1093,8 @@ void journal_free(journal *j)
     free(j->image_path);
     free(j->dir);
     free(j->base);
+    if (j->lockfd >= 0)
+        close(j->lockfd);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);

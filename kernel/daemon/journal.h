@@ -64,8 +64,8 @@ uint64_t journal_cut(void *arg);
 /* Before a reply: make every record this thread appended durable as the
  * mode says (written to the OS; with "always" also fsync'd), grouped with
  * the other threads waiting (one write for all of them).  Returns 0; 1 when
- * a record of this thread follows a RESET (a migration, a creation) that
- * no snapshot covers yet -- the caller takes one, then asks again; or -1
+ * a record of this thread is or follows a RESET (a migration, a rollback, a
+ * creation: replay cannot redo one) that no snapshot covers yet -- the caller takes one, then asks again; or -1
  * with err: the journal cannot be written (the reply must not claim the
  * change was kept). */
 int journal_sync(journal *j, char *err, size_t errlen);
@@ -76,6 +76,10 @@ int journal_sync(journal *j, char *err, size_t errlen);
  * called later on the journal's thread -- rc 0 written, -1 not (err says
  * why).  0, 1 and -1 as journal_sync, done not called. */
 typedef void (*journal_done_fn)(void *arg, int rc, const char *err);
+
+/* After a 1 whose snapshot failed (the reply refused): this thread's next
+ * reply does not wait for that snapshot again. */
+void journal_sync_forget(void);
 int journal_sync_async(journal *j, journal_done_fn done, void *arg, char *err, size_t errlen);
 
 /* The image now holds everything up to position `seq` (a snapshot's

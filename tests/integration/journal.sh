@@ -6,6 +6,9 @@
 # journal that cannot be written fails the sends that need it, status says
 # so, and it heals when space returns; a migration that no snapshot
 # recorded before the kill comes back whole; "always" and "snapshot".
+# The red team's: an acknowledged rollback, a second a4psd on the same
+# image, a plugin writing on its own thread, status while the journal is
+# failed, a proto created while it is failed -- each then kill -9.
 # The real a4psd and a4psctl, real signals, the real files (dd, truncate,
 # sqlite3).
 #
@@ -270,10 +273,146 @@ test_always_and_snapshot() {
     halt
 }
 
+# A rollback acknowledged by a4psctl and then kill -9: the rollback replaced
+# BABS's state whole (a RESET in the journal, which replay cannot redo), so
+# its own reply must wait for a snapshot just like the first write after it.
+test_rollback_then_kill() {
+    new_dir
+    launch || return
+    notes 1 3 || return
+    install -m 644 "$T/spare/babs-2.so" "$T/plugins/babs-2.so"
+    for _ in $(seq 600); do
+        ctl list 2> /dev/null | grep -q 'BABS.*2\.0\.0' && break
+        sleep 0.05
+    done
+    ctl list | grep -q 'BABS.*2\.0\.0' || { fail "BABS did not move to 2.0.0: $(ctl list)"; return; }
+    notes 4 5 || return          # the snapshot after the migration is taken here
+    local r
+    r=$(ctl rollback BABS 1.0.0 2>&1) || { fail "rollback: $r"; return; }
+    ctl list | grep -q 'BABS.*1\.0\.0' || { fail "BABS not on 1.0.0 after the rollback: $(ctl list)"; return; }
+    crash
+    launch || return
+    ctl list | grep -q 'BABS.*1\.0\.0' || fail "the acknowledged rollback was lost by kill -9: BABS came back on $(ctl list | grep BABS)"
+    halt
+}
+
+# A second a4psd on the same image (another config, another socket): it
+# must not start.  Without a lock it replayed the first one's live segment,
+# took its start snapshot and cut that segment behind it -- the first went
+# on appending to an unlinked file, and kill -9 lost every acknowledged
+# change it made after the second came up.
+test_second_daemon_refused() {
+    new_dir
+    launch || return
+    notes 1 3 || return
+    sed 's/socket = "a.sock"/socket = "b.sock"/' "$T/a4ps.cfg" > "$T/b.cfg"
+    chown a4ps "$T/b.cfg" 2> /dev/null
+    "$A4PSD" -c "$T/b.cfg" > "$T/log.b" 2>&1 &
+    local p2=$! up=""
+    for _ in $(seq 600); do
+        kill -0 "$p2" 2> /dev/null || break
+        "$A4PSCTL" -s "$T/b.sock" status > /dev/null 2>&1 && { up=1; break; }
+        sleep 0.05
+    done
+    notes 4 10 || return
+    if [ -n "$up" ]; then
+        fail "a second a4psd started on the same image"
+        kill -9 "$p2"
+    fi
+    wait "$p2" 2> /dev/null
+    [ -n "$up" ] || expect_contains "$(cat "$T/log.b")" "in use by another a4psd" "the second one's refusal"
+    crash
+    launch || return
+    count_is 10 "the first a4psd's acknowledged notes after kill -9"
+    halt
+}
+
+# A plugin (allowed threads) whose send writes its state from a thread of
+# its own and replies once it is done: the reply acknowledges the write, so
+# it must not leave before the write is in the journal -- though the worker
+# that sends it appended nothing itself.  Killed right after each reply.
+test_thread_write_then_kill() {
+    new_dir 'limits = { allow_threads = [ "hostile_jthread" ]; };'
+    sed -i 's/protos = ( { name = "BABS"; plugin = "babs"; } );/protos = ( { name = "BABS"; plugin = "babs"; }, { name = "JT"; plugin = "hostile_jthread"; } );/' "$T/a4ps.cfg"
+    install -m 644 "$TEST_PLUGINS/hostile_jthread.so" "$T/plugins/hostile_jthread.so"
+    local n r lost=0
+    for n in 1 2 3 4 5; do
+        launch || return
+        r=$(ctl send JT set "v$n" 2>&1) || { fail "set v$n: $r"; return; }
+        crash
+        launch || return
+        r=$(ctl send JT get 2>&1)
+        [ "$r" = "v$n" ] || { lost=$((lost + 1)); echo "  acknowledged v$n, after kill -9: $r"; }
+        crash
+    done
+    [ "$lost" = 0 ] || fail "$lost of 5 acknowledged writes made on a plugin's thread lost by kill -9"
+}
+
+# While the journal cannot be written, a4psctl status is how the operator
+# learns it: every worker must answer it -- including the one whose send was
+# refused (it kept that send's sequence and refused its next reply too).
+test_status_while_failed() {
+    new_dir 'workers = 1;'
+    sed -i '/^workers = 4;$/d' "$T/a4ps.cfg"
+    launch || return
+    notes 1 3 || return
+    local seg size n r
+    seg=$(segments | tail -1)
+    size=$(stat -c %s "$seg")
+    limit_fsize "$((size + 100))" || { fail "prlimit --pid failed"; return; }
+    for n in $(seq 4 20); do
+        ctl send BABS remember "note $n" > /dev/null 2>&1 || break
+    done
+    for n in 1 2 3; do
+        r=$(ctl --json status 2>&1) || { fail "status $n while the journal is failed: $r"; break; }
+    done
+    limit_fsize unlimited
+    halt
+}
+
+# A proto created (a config reload) while the journal cannot be written (a
+# full disk): its RESET must still reach the journal once the disk heals,
+# or the writes to it are acknowledged with no snapshot holding it, and the
+# replay after kill -9 drops them (a proto neither the image nor the kernel
+# knows yet) before the config creates it again, empty.
+test_creation_while_failed() {
+    new_dir
+    launch || return
+    notes 1 3 || return
+    local seg size n r
+    seg=$(segments | tail -1)
+    size=$(stat -c %s "$seg")
+    limit_fsize "$((size + 100))" || { fail "prlimit --pid failed"; return; }
+    for n in $(seq 4 20); do
+        ctl send BABS remember "refused $n" > /dev/null 2>&1 || break
+    done
+    sed -i 's/protos = ( { name = "BABS"; plugin = "babs"; } );/protos = ( { name = "BABS"; plugin = "babs"; }, { name = "NEW"; plugin = "babs"; } );/' "$T/a4ps.cfg"
+    r=$(ctl reload 2>&1) || { fail "reload: $r"; return; }
+    for _ in $(seq 200); do
+        ctl list 2> /dev/null | grep -q '^ *NEW ' && break
+        sleep 0.05
+    done
+    ctl list | grep -q '^ *NEW ' || { fail "NEW was not created: $(ctl list)"; return; }
+    limit_fsize unlimited || { fail "prlimit --pid failed"; return; }
+    for _ in $(seq 100); do
+        [ "$(status_journal 'j["error"]' 2> /dev/null)" = None ] && break
+        sleep 0.1
+    done
+    for n in 1 2 3; do
+        r=$(ctl send NEW remember "new $n" 2>&1) || { fail "remember new $n: $r"; return; }
+    done
+    crash
+    launch || return
+    expect_reply NEW count "" "3 notes" || echo "  (3 acknowledged before the kill)"
+    halt
+}
+
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(replay_after_kill torn_last_record bad_checksum_in_middle
                                  other_image_refused journal_write_fails migration_then_kill
-                                 always_and_snapshot)
+                                 always_and_snapshot rollback_then_kill
+                                 second_daemon_refused thread_write_then_kill
+                                 status_while_failed creation_while_failed)
 for t in "${tests[@]}"; do
     CURRENT=$t
     before=$failures

@@ -388,6 +388,153 @@ static void failed_write_refuses_then_heals(void **state)
     journal_free(j);
 }
 
+/* The replay parser on a crafted file (a segment is read by a4psd itself):
+ * a RESET record whose key length is far past any key.  The checksum is
+ * right, so only the length checks stand between it and the stack. */
+static uint32_t t_crc32c(const unsigned char *p, size_t len)
+{
+    uint32_t c = 0xffffffffu;
+    while (len--) {
+        c ^= *p++;
+        for (int b = 0; b < 8; b++)
+            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    }
+    return c ^ 0xffffffffu;
+}
+
+static void crafted_reset_key_refused(void **state)
+{
+    fixture *f = *state;
+    write_some(f, 1);
+    char *seg = only_segment(f);
+    enum { KL = 4000 };
+    size_t blen = 16 + 2 + KL;
+    unsigned char *rec = calloc(1, 8 + blen);
+    assert_non_null(rec);
+    unsigned char *b = rec + 8;
+    uint64_t seq = 2;
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(seq >> (8 * i));
+    b[8] = KERNEL_STATE_RESET;
+    b[9] = 2;
+    b[10] = KL & 0xff;
+    b[11] = KL >> 8;
+    memcpy(b + 16, "T0", 2);
+    memset(b + 18, 'A', KL);
+    uint32_t crc = t_crc32c(b, blen);
+    for (int i = 0; i < 4; i++) {
+        rec[i] = (unsigned char)(blen >> (8 * i));
+        rec[4 + i] = (unsigned char)(crc >> (8 * i));
+    }
+    int fd = open(seg, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, rec, 8 + blen), (ssize_t)(8 + blen));
+    close(fd);
+    free(rec);
+    journal *j;
+    char err[1024];
+    journal_replayed r;
+    seen s = {0};
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    assert_int_equal(journal_replay(j, ID_A, 0, 0, check_one, &s, &r, err, sizeof err), -1);
+    assert_non_null(strstr(err, "malformed"));
+    assert_int_equal(s.n, 1);
+    journal_free(j);
+    free(seg);
+}
+
+/* A reply that appended nothing itself still carries what others changed a
+ * moment before it (a read of it, or a plugin's own thread writing for this
+ * send): it must not leave before those records are written. */
+static void *other_changes(void *arg)
+{
+    journal *j = arg;
+    assert_int_equal(journal_change(j, "T1", KERNEL_STATE_SET, "k", "dirty", 5), 0);
+    return NULL;
+}
+
+static void reply_waits_for_records_of_others(void **state)
+{
+    fixture *f = *state;
+    seen s;
+    journal *j = fresh(f, DURABLE_EVERYSEC, ID_A, 0, &s);
+    char err[1024];
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, other_changes, j), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(journal_sync(j, err, sizeof err), 0);
+    json_t *st = journal_status(j);
+    json_int_t seq = json_integer_value(json_object_get(st, "seq"));
+    json_int_t written = json_integer_value(json_object_get(st, "written"));
+    json_decref(st);
+    assert_int_equal(seq, 1);
+    assert_int_equal(written, 1);
+    assert_int_equal(journal_close(j, 0, err, sizeof err), 0);
+    journal_free(j);
+}
+
+/* A record too short for its own fields (length 0) with a few bytes after
+ * it: refused as damaged, its fields never read past the end of the file
+ * (ASan saw the parser read them before it looked at the length). */
+static void crafted_short_record_refused(void **state)
+{
+    fixture *f = *state;
+    write_some(f, 1);
+    char *seg = only_segment(f);
+    unsigned char rec[12] = {0};     /* length 0, checksum 0, 4 stray bytes */
+    int fd = open(seg, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, rec, sizeof rec), (ssize_t)sizeof rec);
+    close(fd);
+    journal *j;
+    char err[1024];
+    journal_replayed r;
+    seen s = {0};
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    assert_int_equal(journal_replay(j, ID_A, 0, 0, check_one, &s, &r, err, sizeof err), -1);
+    assert_non_null(strstr(err, "damaged"));
+    assert_int_equal(s.n, 1);
+    journal_free(j);
+    free(seg);
+}
+
+/* A crafted segment that claims to begin at sequence 0 (or near the top):
+ * the replay must not take its end for the journal's -- "seq 0 - 1" made
+ * the next sequence wrap to 0, below the image's position for ever after
+ * (every later record skipped by every replay). */
+static void crafted_sequence_zero_refused(void **state)
+{
+    fixture *f = *state;
+    char path[256];
+    snprintf(path, sizeof path, "%s.journal.0000000000000000", f->image);
+    unsigned char h[64] = {0};
+    memcpy(h, "A4PSJNL1", 8);
+    memcpy(h + 8, ID_A, 32);
+    uint32_t crc = t_crc32c(h, 48);
+    for (int i = 0; i < 4; i++)
+        h[48 + i] = (unsigned char)(crc >> (8 * i));
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, h, sizeof h), (ssize_t)sizeof h);
+    close(fd);
+    journal *j;
+    char err[1024];
+    journal_replayed r;
+    seen s = {0};
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    int rc = journal_replay(j, ID_A, 0, 0, check_one, &s, &r, err, sizeof err);
+    uint64_t last = journal_last_seq(j);
+    journal_free(j);
+    assert_true(last < 1000);
+    assert_int_equal(rc, -1);
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    rc = journal_replay(j, ID_A, 0, 1, check_one, &s, &r, err, sizeof err);   /* recover */
+    last = journal_last_seq(j);
+    journal_free(j);
+    assert_int_equal(rc, 0);
+    assert_true(last < 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +544,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(other_image_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(cover_cuts_behind, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_write_refuses_then_heals, setup, teardown),
+        cmocka_unit_test_setup_teardown(crafted_reset_key_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(reply_waits_for_records_of_others, setup, teardown),
+        cmocka_unit_test_setup_teardown(crafted_short_record_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(crafted_sequence_zero_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
