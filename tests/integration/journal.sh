@@ -277,7 +277,7 @@ test_always_and_snapshot() {
 # BABS's state whole (a RESET in the journal, which replay cannot redo), so
 # its own reply must wait for a snapshot just like the first write after it.
 test_rollback_then_kill() {
-    new_dir
+    babs_dir
     launch || return
     notes 1 3 || return
     install -m 644 "$T/spare/babs-2.so" "$T/plugins/babs-2.so"
@@ -302,7 +302,7 @@ test_rollback_then_kill() {
 # on appending to an unlinked file, and kill -9 lost every acknowledged
 # change it made after the second came up.
 test_second_daemon_refused() {
-    new_dir
+    babs_dir
     launch || return
     notes 1 3 || return
     sed 's/socket = "a.sock"/socket = "b.sock"/' "$T/a4ps.cfg" > "$T/b.cfg"
@@ -332,9 +332,9 @@ test_second_daemon_refused() {
 # it must not leave before the write is in the journal -- though the worker
 # that sends it appended nothing itself.  Killed right after each reply.
 test_thread_write_then_kill() {
-    new_dir 'limits = { allow_threads = [ "hostile_jthread" ]; };'
-    sed -i 's/protos = ( { name = "BABS"; plugin = "babs"; } );/protos = ( { name = "BABS"; plugin = "babs"; }, { name = "JT"; plugin = "hostile_jthread"; } );/' "$T/a4ps.cfg"
-    install -m 644 "$TEST_PLUGINS/hostile_jthread.so" "$T/plugins/hostile_jthread.so"
+    new_dir jn "$PLUGINS/babs.so" "$TEST_PLUGINS/hostile_jthread.so"
+    write_config '    { name = "BABS"; plugin = "babs"; },
+    { name = "JT"; plugin = "hostile_jthread"; }' 'limits = { allow_threads = [ "hostile_jthread" ]; };'
     local n r lost=0
     for n in 1 2 3 4 5; do
         launch || return
@@ -352,7 +352,7 @@ test_thread_write_then_kill() {
 # learns it: every worker must answer it -- including the one whose send was
 # refused (it kept that send's sequence and refused its next reply too).
 test_status_while_failed() {
-    new_dir 'workers = 1;'
+    babs_dir 'workers = 1;'
     sed -i '/^workers = 4;$/d' "$T/a4ps.cfg"
     launch || return
     notes 1 3 || return
@@ -376,7 +376,7 @@ test_status_while_failed() {
 # replay after kill -9 drops them (a proto neither the image nor the kernel
 # knows yet) before the config creates it again, empty.
 test_creation_while_failed() {
-    new_dir
+    babs_dir
     launch || return
     notes 1 3 || return
     local seg size n r
@@ -386,7 +386,8 @@ test_creation_while_failed() {
     for n in $(seq 4 20); do
         ctl send BABS remember "refused $n" > /dev/null 2>&1 || break
     done
-    sed -i 's/protos = ( { name = "BABS"; plugin = "babs"; } );/protos = ( { name = "BABS"; plugin = "babs"; }, { name = "NEW"; plugin = "babs"; } );/' "$T/a4ps.cfg"
+    sed -i 's/^    { name = "BABS"; plugin = "babs"; }$/&, { name = "NEW"; plugin = "babs"; }/' "$T/a4ps.cfg"
+    grep -q '"NEW"' "$T/a4ps.cfg" || { fail "the config edit did not take"; return; }
     r=$(ctl reload 2>&1) || { fail "reload: $r"; return; }
     for _ in $(seq 200); do
         ctl list 2> /dev/null | grep -q '^ *NEW ' && break
