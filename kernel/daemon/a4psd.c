@@ -38,6 +38,8 @@
 
 /* Journal bytes since the last snapshot that bring the next one forward. */
 #define JOURNAL_SNAPSHOT_BYTES (64ull << 20)
+/* How often those, and a failed journal's healing snapshot, are tried. */
+#define JOURNAL_RETRY_S 10
 
 /* One line per event with a syslog priority prefix, which journald reads. */
 void dlog(a4psd *d, int level, const char *fmt, ...)
@@ -988,9 +990,15 @@ int main(int argc, char **argv)
                 /* A journal that grew past JOURNAL_SNAPSHOT_BYTES since the
                  * last snapshot brings the next one forward (Redis's
                  * auto-aof-rewrite), so a restart never replays much. */
+                /* So does a failed journal (a snapshot that holds everything
+                 * heals it), at most every JOURNAL_RETRY_S. */
+                bool journal_due = time(NULL) - d->last_snapshot_try >= JOURNAL_RETRY_S &&
+                    (journal_uncovered_bytes(d->journal) > JOURNAL_SNAPSHOT_BYTES ||
+                     journal_wants_snapshot(d->journal));
                 if (d->img && ((d->cfg->snapshot_interval_s &&
                     time(NULL) - d->last_snapshot >= (time_t)d->cfg->snapshot_interval_s) ||
-                    journal_uncovered_bytes(d->journal) > JOURNAL_SNAPSHOT_BYTES)) {
+                    journal_due)) {
+                    d->last_snapshot_try = time(NULL);
                     char msg[KERNEL_ERRLEN];
                     if (daemon_snapshot(d, false, msg, sizeof msg) != 0)
                         d->last_snapshot = time(NULL);   /* retry at the next interval */

@@ -43,6 +43,7 @@ typedef struct a4psd {
     struct journal *journal;     /* beside the image; NULL without one (journal.c) */
     pthread_mutex_t snaplock;    /* one snapshot at a time (loop, workers) */
     time_t last_snapshot;
+    time_t last_snapshot_try;    /* of one the journal asked for (a4psd.c) */
     char *snapshot_error;        /* of the last failed snapshot; under mx */
     int level;                   /* log level, read by every thread */
     time_t started;

@@ -84,6 +84,9 @@ struct journal {
     uint64_t last_reset;
     uint64_t uncovered_bytes;
     bool writing, syncing, stop;
+    /* An fsync failed: the kernel may have dropped pages already written, so
+     * no retry heals it -- only a snapshot holding everything does. */
+    bool fsync_failed;
     waiter *waiters, **waiters_tail;  /* parked replies, in arrival order */
     char *error;
     uint64_t writes, write_records, fsyncs, refused;
@@ -408,13 +411,16 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
                      (unsigned long long)(expect - 1),
                      s->first > expect ? "records are missing" : "records overlap");
         }
-        if (!expect && !bad[0] && s->first > from + 1 && from)
-        {
-            size_t used = strlen(r->note);
-            snprintf(r->note + used, sizeof r->note - used, "%sthe image covers the journal up "
-                     "to sequence %llu but it begins at %llu: the changes in between are not in "
-                     "it (the image is older than the journal: a backup?)", used ? "; " : "",
-                     (unsigned long long)from, (unsigned long long)s->first);
+        /* A snapshot's cover keeps the segment that holds the record after
+         * it: the first segment never begins past the image's position + 1.
+         * When it does, the image is older than the journal (a backup put in
+         * its place): replaying would apply later changes without those in
+         * between -- out of order.  Like damage: only with recover. */
+        if (!expect && !bad[0] && s->first > from + 1) {
+            snprintf(bad, sizeof bad, "it begins at sequence %llu but the image holds the journal "
+                     "only up to %llu: the changes in between are in neither (is the image a "
+                     "backup older than the journal?)", (unsigned long long)s->first,
+                     (unsigned long long)from);
         }
         uint64_t seq = s->first;
         while (!bad[0] && off < len) {
@@ -442,6 +448,20 @@ int journal_replay(journal *j, const char *image_id, uint64_t from, int recover,
                              strerror(errno));
                 }
                 break;
+            }
+            if (sum_bad && seq <= from && blen >= BODY_FIXED) {
+                /* The image already holds this record's change (the
+                 * segment spans the snapshot): skip it by its length.  If
+                 * the length itself was hit, the next record fails too and
+                 * stops the replay below. */
+                size_t used = strlen(r->note);
+                snprintf(r->note + used, sizeof r->note - used, "%s%s: the record at offset %zu "
+                         "(sequence %llu) fails its checksum but the image already holds it: "
+                         "skipped", used ? "; " : "", s->path, off, (unsigned long long)seq);
+                r->covered++;
+                off += REC_HEAD + blen;
+                seq++;
+                continue;
             }
             if (sum_bad) {
                 snprintf(bad, sizeof bad, "the record at offset %zu (sequence %llu) fails its "
@@ -844,7 +864,7 @@ static void *journal_main(void *arg)
         if (mono_ms() < next_tick)
             continue;
         next_tick = mono_ms() + 1000;
-        if (j->error && !j->writing && !j->syncing) {
+        if (j->error && !j->writing && !j->syncing && !j->fsync_failed) {
             char *old = j->error;
             j->error = NULL;     /* one more try */
             if (flush_locked(j, j->appended) == 0)
@@ -869,8 +889,11 @@ static void *journal_main(void *arg)
                 j->fsyncs++;
             } else {
                 /* After a failed fsync the kernel may have dropped the
-                 * dirty pages: the journal is not to be trusted with more. */
-                set_error(j, "journal %s: fsync failed: %s", j->cur.path, strerror(e));
+                 * dirty pages: the journal is not to be trusted with more
+                 * until a snapshot holds everything (a4psd takes one). */
+                set_error(j, "journal %s: fsync failed: %s (changes are refused until a "
+                          "snapshot holds everything)", j->cur.path, strerror(e));
+                j->fsync_failed = true;
             }
             pthread_cond_broadcast(&j->cv);
         }
@@ -947,8 +970,25 @@ void journal_covered(journal *j, uint64_t seq)
     if (!j)
         return;
     pthread_mutex_lock(&j->mu);
+    while (j->writing || j->syncing)
+        pthread_cond_wait(&j->cv, &j->mu);
     if (seq > j->covered)
         j->covered = seq;
+    /* A failed journal that the image now holds whole heals here: what it
+     * could not write is in the snapshot, and the next segment starts
+     * clean. */
+    if (j->error && seq >= j->appended) {
+        fprintf(stderr, "<5>a4psd: journal: a snapshot holds everything it could not write: "
+                "it records again (after: %s)\n", j->error);
+        free(j->error);
+        j->error = NULL;
+        j->fsync_failed = false;
+        j->buf.len = 0;
+        j->written = j->synced = j->appended;
+        if (j->fd >= 0 && j->off > 0 && ftruncate(j->fd, (off_t)j->off) != 0) {
+            /* the next segment begins anyway: this one is covered */
+        }
+    }
     /* Exactly when no RESET is past the cover: else the earliest one could
      * be right after it. */
     if (j->last_reset <= j->covered)
@@ -984,6 +1024,16 @@ void journal_covered(journal *j, uint64_t seq)
     j->nsegs = keep;
     j->uncovered_bytes = 0;
     pthread_mutex_unlock(&j->mu);
+}
+
+bool journal_wants_snapshot(journal *j)
+{
+    if (!j)
+        return false;
+    pthread_mutex_lock(&j->mu);
+    bool w = j->error != NULL;
+    pthread_mutex_unlock(&j->mu);
+    return w;
 }
 
 uint64_t journal_uncovered_bytes(journal *j)

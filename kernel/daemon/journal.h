@@ -15,6 +15,7 @@
 #ifndef A4PS_JOURNAL_H
 #define A4PS_JOURNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,6 +86,10 @@ int journal_sync_async(journal *j, journal_done_fn done, void *arg, char *err, s
 /* The image now holds everything up to position `seq` (a snapshot's
  * log_position): start a new segment and remove those it covers. */
 void journal_covered(journal *j, uint64_t seq);
+
+/* The journal failed (a write or an fsync): a snapshot that holds every
+ * change made so far heals it (journal_covered), so a4psd takes one. */
+bool journal_wants_snapshot(journal *j);
 
 /* Bytes recorded since the last snapshot (a4psd takes one past a limit). */
 uint64_t journal_uncovered_bytes(journal *j);

@@ -535,6 +535,107 @@ static void crafted_sequence_zero_refused(void **state)
     assert_true(last < 1000);
 }
 
+/* An image older than the journal (a backup in its place): the journal
+ * begins past the image's position + 1, so replaying it would apply later
+ * changes without those in between.  Refused; with recover, set aside and
+ * nothing replayed. */
+static void gap_before_journal_refused(void **state)
+{
+    fixture *f = *state;
+    seen s;
+    journal *j = fresh(f, DURABLE_EVERYSEC, ID_A, 0, &s);
+    char err[1024], v[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(v, sizeof v, "%d", i);
+        assert_int_equal(journal_change(j, "T0", KERNEL_STATE_SET, "k", v, strlen(v)), 0);
+        if (i == 9)
+            journal_covered(j, journal_cut(j));  /* segment 1..10 goes */
+    }
+    assert_int_equal(journal_sync(j, err, sizeof err), 0);
+    assert_int_equal(journal_close(j, 0, err, sizeof err), 0);
+    journal_free(j);
+    journal_replayed r;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    assert_int_equal(journal_replay(j, ID_A, 5, 0, check_one, &s, &r, err, sizeof err), -1);
+    assert_non_null(strstr(err, "begins at sequence 11 but the image holds the journal only up to 5"));
+    assert_int_equal(s.n, 0);
+    journal_free(j);
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    assert_int_equal(journal_replay(j, ID_A, 5, 1, check_one, &s, &r, err, sizeof err), 0);
+    assert_int_equal(s.n, 0);
+    assert_non_null(strstr(r.note, "kept aside"));
+    journal_free(j);
+    /* The image that covers 10 (the right one) needs none of it. */
+}
+
+/* A damaged record the image already holds (the segment spans the
+ * snapshot) is skipped, not a reason to stop: the records after it, which
+ * the image lacks, are replayed. */
+static void damaged_covered_record_skipped(void **state)
+{
+    fixture *f = *state;
+    write_some(f, 20);
+    char *seg = only_segment(f);
+    int fd = open(seg, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "X", 1, 64 + 3 * 28 + 26), 1);   /* sequence 4 */
+    close(fd);
+    journal *j;
+    char err[1024];
+    journal_replayed r;
+    seen s = {0};
+    s.per_thread[0] = 10;
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    assert_int_equal(journal_replay(j, ID_A, 10, 0, check_one, &s, &r, err, sizeof err), 0);
+    assert_non_null(strstr(r.note, "(sequence 4) fails its checksum but the image already holds it"));
+    assert_int_equal(r.records, 10);
+    assert_int_equal(s.wrong, 0);
+    journal_free(j);
+    free(seg);
+}
+
+/* A failed journal (here a write past RLIMIT_FSIZE) heals when a snapshot
+ * holds everything it could not write: the snapshot's cover clears the
+ * error at once, and the records after it go to a fresh segment. */
+static void snapshot_heals_failed_journal(void **state)
+{
+    fixture *f = *state;
+    signal(SIGXFSZ, SIG_IGN);
+    seen s;
+    journal *j = fresh(f, DURABLE_EVERYSEC, ID_A, 0, &s);
+    char err[1024], v[4096];
+    memset(v, 'x', sizeof v);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 32 * 1024;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = 0;
+    for (int i = 0; i < 64 && rc == 0; i++) {
+        assert_int_equal(journal_change(j, "T0", KERNEL_STATE_SET, "big", v, sizeof v), 0);
+        rc = journal_sync(j, err, sizeof err);
+    }
+    assert_int_equal(rc, -1);
+    assert_true(journal_wants_snapshot(j));
+    uint64_t cut = journal_cut(j);
+    journal_covered(j, cut);             /* a snapshot committed at the cut */
+    assert_false(journal_wants_snapshot(j));
+    assert_int_equal(journal_change(j, "T0", KERNEL_STATE_SET, "k", "0", 1), 0);
+    assert_int_equal(journal_sync(j, err, sizeof err), 0);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    assert_int_equal(journal_close(j, 0, err, sizeof err), 0);
+    journal_free(j);
+    journal_replayed r;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(journal_open(f->image, DURABLE_EVERYSEC, &j, err, sizeof err), 0);
+    assert_int_equal(journal_replay(j, ID_A, cut, 0, check_one, &s, &r, err, sizeof err), 0);
+    assert_int_equal(r.records, 1);
+    assert_int_equal(r.first, cut + 1);
+    assert_int_equal(s.wrong, 0);
+    journal_free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -548,6 +649,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(reply_waits_for_records_of_others, setup, teardown),
         cmocka_unit_test_setup_teardown(crafted_short_record_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(crafted_sequence_zero_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(gap_before_journal_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(damaged_covered_record_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(snapshot_heals_failed_journal, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
