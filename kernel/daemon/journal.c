@@ -282,6 +282,10 @@ int journal_open(const char *image_path, int mode, journal **out, char *err, siz
     if (asprintf(&lp, "%s.lock", image_path) < 0)
         lp = NULL;
     j->lockfd = lp ? open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+    /* Like the image's other files: 0600, whatever an operator left. */
+    if (j->lockfd >= 0 && fchmod(j->lockfd, 0600) != 0) {
+        /* not ours to change (another user's file): the flock still works */
+    }
     if (j->lockfd < 0 || flock(j->lockfd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         if (e == EWOULDBLOCK)
@@ -312,6 +316,11 @@ static int read_whole(const char *path, unsigned char **out, size_t *len)
         close(fd);
         errno = EINVAL;
         return -1;
+    }
+    /* A segment holds state: private like the image (a copy an operator
+     * made wider is tightened). */
+    if ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) != 0) {
+        /* read it anyway: refusing would lose what it holds */
     }
     unsigned char *p = malloc((size_t)st.st_size + 1);
     size_t got = 0;
