@@ -335,32 +335,45 @@ static void cover_cuts_behind(void **state)
     journal_free(j);
 }
 
-/* A write that fails (RLIMIT_FSIZE plays a full disk): the waiting reply
- * gets the reason, later changes are refused, and once the limit is gone
- * the journal's thread writes the held bytes, nothing lost or doubled. */
-static void failed_write_refuses_then_heals(void **state)
+/* Lower RLIMIT_FSIZE to limit bytes (a full disk, for the journal's
+ * files) and write 4 KiB values, numbered from 0, each waited for, until the
+ * journal refuses: how many were acknowledged; err holds the refusal.
+ * *old is the limit to put back. */
+static int write_until_refused(journal *j, rlim_t limit, struct rlimit *old, char *err,
+                               size_t errlen)
 {
-    fixture *f = *state;
     signal(SIGXFSZ, SIG_IGN);
-    seen s;
-    journal *j = fresh(f, DURABLE_EVERYSEC, ID_A, 0, &s);
-    char err[1024], v[4096];
+    char v[4096];
     memset(v, 'x', sizeof v);
-    struct rlimit old, lim;
-    getrlimit(RLIMIT_FSIZE, &old);
-    lim = old;
-    lim.rlim_cur = 64 * 1024;
+    struct rlimit lim;
+    getrlimit(RLIMIT_FSIZE, old);
+    lim = *old;
+    lim.rlim_cur = limit;
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
     int acked = 0, rc = 0;
     for (int i = 0; i < 64 && rc == 0; i++) {
         snprintf(v, 8, "%06d", i);
         v[6] = 'x';
         assert_int_equal(journal_change(j, "T0", KERNEL_STATE_SET, "k", v, sizeof v), 0);
-        rc = journal_sync(j, err, sizeof err);
+        rc = journal_sync(j, err, errlen);
         if (rc == 0)
             acked++;
     }
     assert_int_equal(rc, -1);
+    return acked;
+}
+
+/* A write that fails (RLIMIT_FSIZE plays a full disk): the waiting reply
+ * gets the reason, later changes are refused, and once the limit is gone
+ * the journal's thread writes the held bytes, nothing lost or doubled. */
+static void failed_write_refuses_then_heals(void **state)
+{
+    fixture *f = *state;
+    seen s;
+    journal *j = fresh(f, DURABLE_EVERYSEC, ID_A, 0, &s);
+    char err[1024];
+    struct rlimit old;
+    int acked = write_until_refused(j, 64 * 1024, &old, err, sizeof err);
     assert_non_null(strstr(err, "File too large"));
     assert_int_not_equal(journal_change(j, "T0", KERNEL_STATE_SET, "k", "y", 1), 0);
     char *e = journal_error(j);
@@ -601,22 +614,11 @@ static void damaged_covered_record_skipped(void **state)
 static void snapshot_heals_failed_journal(void **state)
 {
     fixture *f = *state;
-    signal(SIGXFSZ, SIG_IGN);
     seen s;
     journal *j = fresh(f, DURABLE_EVERYSEC, ID_A, 0, &s);
-    char err[1024], v[4096];
-    memset(v, 'x', sizeof v);
-    struct rlimit old, lim;
-    getrlimit(RLIMIT_FSIZE, &old);
-    lim = old;
-    lim.rlim_cur = 32 * 1024;
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    int rc = 0;
-    for (int i = 0; i < 64 && rc == 0; i++) {
-        assert_int_equal(journal_change(j, "T0", KERNEL_STATE_SET, "big", v, sizeof v), 0);
-        rc = journal_sync(j, err, sizeof err);
-    }
-    assert_int_equal(rc, -1);
+    char err[1024];
+    struct rlimit old;
+    write_until_refused(j, 32 * 1024, &old, err, sizeof err);
     assert_true(journal_wants_snapshot(j));
     uint64_t cut = journal_cut(j);
     journal_covered(j, cut);             /* a snapshot committed at the cut */
