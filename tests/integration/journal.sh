@@ -88,6 +88,17 @@ status_journal() {   # python expression over j (status.daemon.journal)
     ctl --json status | python3 -c "import json,sys; j=json.load(sys.stdin)['daemon']['journal']; print(eval(sys.argv[1]))" "$1"
 }
 
+# Drop babs 2.0.0 into the plugin directory and wait until BABS runs it
+# (its state migrated to layout 2).
+upgrade_to_babs_2() {
+    install -m 644 "$T/spare/babs-2.so" "$T/plugins/babs-2.so"
+    for _ in $(seq 600); do
+        ctl list 2> /dev/null | grep -q 'BABS.*2\.0\.0' && break
+        sleep 0.05
+    done
+    ctl list | grep -q 'BABS.*2\.0\.0' || { fail "BABS did not move to 2.0.0: $(ctl list)"; return 1; }
+}
+
 # ---- tests ----
 
 # kill -9 loses nothing acknowledged, and the replay is cut behind the
@@ -237,12 +248,7 @@ test_migration_then_kill() {
     babs_dir
     launch || return
     notes 1 5 || return
-    install -m 644 "$T/spare/babs-2.so" "$T/plugins/babs-2.so"
-    for _ in $(seq 600); do
-        ctl list 2> /dev/null | grep -q 'BABS.*2\.0\.0' && break
-        sleep 0.05
-    done
-    ctl list | grep -q 'BABS.*2\.0\.0' || { fail "BABS did not move to 2.0.0: $(ctl list)"; return; }
+    upgrade_to_babs_2 || return
     notes 6 10 || return
     crash
     launch || return
@@ -280,12 +286,7 @@ test_rollback_then_kill() {
     babs_dir
     launch || return
     notes 1 3 || return
-    install -m 644 "$T/spare/babs-2.so" "$T/plugins/babs-2.so"
-    for _ in $(seq 600); do
-        ctl list 2> /dev/null | grep -q 'BABS.*2\.0\.0' && break
-        sleep 0.05
-    done
-    ctl list | grep -q 'BABS.*2\.0\.0' || { fail "BABS did not move to 2.0.0: $(ctl list)"; return; }
+    upgrade_to_babs_2 || return
     notes 4 5 || return          # the snapshot after the migration is taken here
     local r
     r=$(ctl rollback BABS 1.0.0 2>&1) || { fail "rollback: $r"; return; }
