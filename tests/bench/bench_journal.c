@@ -223,7 +223,9 @@ static void a4psd_start(server *s, const char *top, const char *policy, const ch
     fclose(f);
     char log[300];
     snprintf(log, sizeof log, "%s/log", s->dir);
-    snprintf(s->sock, sizeof s->sock, "%s/a.sock", s->dir);
+    /* From top, not s->dir: gcc under the sanitizers cannot tell two
+     * members of *s apart (-Werror=restrict). */
+    snprintf(s->sock, sizeof s->sock, "%s/a4psd-%s/a.sock", top, policy);
     char *argv[] = {(char *)exe, "-c", path, NULL};
     s->pid = spawn(argv, log);
     s->req = a4psd_req;
@@ -240,7 +242,7 @@ static void redis_start(server *s, const char *top, const char *policy)
         die(s->dir);
     char log[300];
     snprintf(log, sizeof log, "%s/log", s->dir);
-    snprintf(s->sock, sizeof s->sock, "%s/r.sock", s->dir);
+    snprintf(s->sock, sizeof s->sock, "%s/redis-%s/r.sock", top, policy);
     bool aof = strcmp(policy, "snapshot") != 0;
     char *argv[] = {"redis-server", "--port", "0", "--unixsocket", s->sock, "--save", "",
                     "--dir", s->dir, "--appendonly", aof ? "yes" : "no",
