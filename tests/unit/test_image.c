@@ -475,6 +475,7 @@ static void binary_damage(void **state)
     void *bytes;
     size_t len;
     assert_int_equal(image_find_binary(bak, sha, &bytes, &len), 0);
+    free(bytes);
     assert_int_equal(image_find_binary(img, sha, &bytes, &len), A4PS_ENOENT);  /* damaged */
     assert_int_equal(image_find_binary(bak, sha, &bytes, &len), 0);
     assert_int_equal(image_binary_repair(im, sha, bytes, len, err, sizeof err), 0);
