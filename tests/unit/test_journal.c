@@ -223,6 +223,21 @@ static void write_some(fixture *f, int n)
     journal_free(j);
 }
 
+/* n records, then a byte of the fourth one's value changed: the segment's
+ * path (malloc'd). */
+static char *damage_fourth_record(fixture *f, int n)
+{
+    write_some(f, n);
+    char *seg = only_segment(f);
+    /* Records of "T0" "k" "N" are 8 + 16 + 2 + 1 + 1 = 28 bytes: the fourth
+     * starts at 64 + 3 * 28. */
+    int fd = open(seg, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "X", 1, 64 + 3 * 28 + 26), 1);
+    close(fd);
+    return seg;
+}
+
 /* A torn last record is cut off; the file then ends clean. */
 static void torn_tail_is_cut(void **state)
 {
@@ -256,14 +271,7 @@ static void torn_tail_is_cut(void **state)
 static void bad_checksum_stops_and_says_where(void **state)
 {
     fixture *f = *state;
-    write_some(f, 10);
-    char *seg = only_segment(f);
-    /* Records of "T0" "k" "N" are 8 + 16 + 2 + 1 + 1 = 28 bytes: the fourth
-     * starts at 64 + 3 * 28. */
-    int fd = open(seg, O_WRONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, "X", 1, 64 + 3 * 28 + 26), 1);
-    close(fd);
+    char *seg = damage_fourth_record(f, 10);
     journal *j;
     char err[1024];
     journal_replayed r;
@@ -588,12 +596,7 @@ static void gap_before_journal_refused(void **state)
 static void damaged_covered_record_skipped(void **state)
 {
     fixture *f = *state;
-    write_some(f, 20);
-    char *seg = only_segment(f);
-    int fd = open(seg, O_WRONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, "X", 1, 64 + 3 * 28 + 26), 1);   /* sequence 4 */
-    close(fd);
+    char *seg = damage_fourth_record(f, 20);
     journal *j;
     char err[1024];
     journal_replayed r;
