@@ -657,8 +657,9 @@ static void handle_line(a4psd *d, client *c, char *line, size_t len)
             client_write(d, c, err_line("failed", "%s", msg));
         return;
     }
-    /* The image's unrestorable protos (damage.c): on this thread, which
-     * alone writes the image. */
+    /* The image's unrestorable protos (damage.c), on this thread; their
+     * image writes take d->snaplock like every snapshot (a worker takes one
+     * when the journal's reply barrier asks). */
     const char *dproto = req_str(req, "proto");
     if (!strcmp(cmd, "destroy") ||
         (!strcmp(cmd, "rollback") && dproto && damage_is_unrestorable(d, dproto))) {

@@ -41,7 +41,7 @@ typedef struct a4psd {
     outside *outside;            /* the http and run helpers (outside.c) */
     struct image *img;           /* NULL when the config names none */
     struct journal *journal;     /* beside the image; NULL without one (journal.c) */
-    pthread_mutex_t snaplock;    /* one snapshot at a time (loop, workers) */
+    pthread_mutex_t snaplock;    /* one snapshot, or other write of the image, at a time */
     time_t last_snapshot;
     time_t last_snapshot_try;    /* of one the journal asked for (a4psd.c) */
     char *snapshot_error;        /* of the last failed snapshot; under mx */

@@ -191,8 +191,11 @@ static void forget(a4psd *d, const char *name)
             break;
         }
     pthread_mutex_unlock(&d->mx);
-    if (d->img)
+    if (d->img) {
+        pthread_mutex_lock(&d->snaplock);   /* image_write reads the held names */
         image_hold(d->img, name, false);
+        pthread_mutex_unlock(&d->snaplock);
+    }
 }
 
 json_t *damage_status(a4psd *d)
@@ -225,7 +228,11 @@ json_t *damage_destroy(a4psd *d, const char *proto, const char **code, char *msg
                                               "creates it again, empty)" : "";
     if (damage_is_unrestorable(d, proto)) {
         int rows = 0;
+        /* snaplock: a worker may be writing a snapshot (the journal's
+         * reply barrier) on the same connection. */
+        pthread_mutex_lock(&d->snaplock);
         int rc = d->img ? image_proto_delete(d->img, proto, &rows, err, sizeof err) : A4PS_ENOENT;
+        pthread_mutex_unlock(&d->snaplock);
         if (rc != A4PS_OK && rc != A4PS_ENOENT) {
             *code = "failed";
             snprintf(msg, len, "destroy %s: %s (it stays unrestorable)", proto, err);
@@ -343,7 +350,9 @@ json_t *damage_rollback(a4psd *d, const char *proto, const char *version, const 
     json_decref(vs);
     kernel_snap_proto p;
     char err[KERNEL_ERRLEN];
+    pthread_mutex_lock(&d->snaplock);
     int rc = image_proto_load(d->img, proto, &p, err, sizeof err);
+    pthread_mutex_unlock(&d->snaplock);
     if (rc != A4PS_OK) {
         snprintf(msg, len, "rollback %s: %s", proto, err);
         return NULL;
