@@ -99,6 +99,18 @@ upgrade_to_babs_2() {
     ctl list | grep -q 'BABS.*2\.0\.0' || { fail "BABS did not move to 2.0.0: $(ctl list)"; return 1; }
 }
 
+# Cap the daemon's file size just past the journal's segment (a full disk
+# for it) and send until a remember is refused.
+journal_full() {
+    local seg size n
+    seg=$(segments | tail -1)
+    size=$(stat -c %s "$seg")
+    limit_fsize "$((size + 100))" || { fail "prlimit --pid failed"; return 1; }
+    for n in $(seq 4 20); do
+        ctl send BABS remember "refused $n" > /dev/null 2>&1 || break
+    done
+}
+
 # ---- tests ----
 
 # kill -9 loses nothing acknowledged, and the replay is cut behind the
@@ -357,13 +369,8 @@ test_status_while_failed() {
     sed -i '/^workers = 4;$/d' "$T/a4ps.cfg"
     launch || return
     notes 1 3 || return
-    local seg size n r
-    seg=$(segments | tail -1)
-    size=$(stat -c %s "$seg")
-    limit_fsize "$((size + 100))" || { fail "prlimit --pid failed"; return; }
-    for n in $(seq 4 20); do
-        ctl send BABS remember "note $n" > /dev/null 2>&1 || break
-    done
+    local n r
+    journal_full || return
     for n in 1 2 3; do
         r=$(ctl --json status 2>&1) || { fail "status $n while the journal is failed: $r"; break; }
     done
@@ -380,13 +387,8 @@ test_creation_while_failed() {
     babs_dir
     launch || return
     notes 1 3 || return
-    local seg size n r
-    seg=$(segments | tail -1)
-    size=$(stat -c %s "$seg")
-    limit_fsize "$((size + 100))" || { fail "prlimit --pid failed"; return; }
-    for n in $(seq 4 20); do
-        ctl send BABS remember "refused $n" > /dev/null 2>&1 || break
-    done
+    local r
+    journal_full || return
     sed -i 's/^    { name = "BABS"; plugin = "babs"; }$/&, { name = "NEW"; plugin = "babs"; }/' "$T/a4ps.cfg"
     grep -q '"NEW"' "$T/a4ps.cfg" || { fail "the config edit did not take"; return; }
     r=$(ctl reload 2>&1) || { fail "reload: $r"; return; }
